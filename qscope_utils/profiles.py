@@ -1,0 +1,138 @@
+"""Run profiles: ``paper`` (real Qwen3 + Qwen-Scope on a GPU), ``mini`` (built offline on a CPU,
+the default) and ``smoke`` (micro sizes for tests/CI). A profile changes sizes and sources,
+never the code path: every notebook takes ``profile`` as a papermill parameter and calls
+:func:`get_profile`.
+
+Section notebooks keep their own typed config dataclasses (``<Section>Config.for_profile(name)``);
+this module holds what all sections share: the backbone, the SAE group, the device and the
+mini-scope build sizes.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .paths import data_dir
+
+__all__ = ["MiniScopeConfig", "Profile", "get_profile", "PROFILES"]
+
+
+@dataclass(frozen=True)
+class MiniScopeConfig:
+    """Sizes of the offline-built mini scope (corpus, tokenizer, tiny Qwen3, TopK SAEs)."""
+
+    max_chars_per_source: int = 400_000     # cap per corpus source (characters)
+    vocab_size: int = 4096
+    hidden_size: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    n_kv_heads: int = 2
+    head_dim: int = 32
+    intermediate_size: int = 384
+    seq_len: int = 128
+    batch_size: int = 32
+    train_steps: int = 3000
+    lr: float = 3e-3
+    zoo_steps: tuple[int, ...] = (500, 1000, 2000, 3000)   # checkpoints saved per mixture
+    mixtures: tuple[str, ...] = ("balanced", "code_math_heavy")
+    sae_expansion: int = 16                 # d_sae = expansion * hidden_size
+    sae_k: int = 32
+    sae_train_tokens: int = 400_000
+    sae_batch_tokens: int = 1024
+    sae_lr: float = 1e-3
+    seed: int = 0
+
+
+SMOKE_SCOPE = MiniScopeConfig(
+    max_chars_per_source=20_000, vocab_size=512, hidden_size=64, n_layers=2, n_heads=2, n_kv_heads=1,
+    head_dim=32, intermediate_size=128, seq_len=32, batch_size=8, train_steps=40, lr=3e-3,
+    zoo_steps=(20, 40), mixtures=("balanced", "code_math_heavy"), sae_expansion=16, sae_k=8,
+    sae_train_tokens=8_000, sae_batch_tokens=256,
+)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything a section needs to know about where models and SAEs come from.
+
+    backbone: HF hub id or local directory of a ``Qwen3ForCausalLM`` checkpoint.
+    sae_repo: registry id of the SAE group (``Qwen/SAE-Res-...`` or the mini group's name).
+    sae_source: ``"hub"`` (huggingface_hub, honours HF_HUB_OFFLINE) or a local directory with the
+        same layout as the hub repo (``layer{n}.sae.pt`` files).
+    layers: layers the sections analyse by default (None = every layer of the group).
+    device / dtype: where the backbone runs; the SAE always encodes in float32.
+    scope: build sizes for mini/smoke (None for paper).
+    """
+
+    name: str
+    backbone: str
+    sae_repo: str
+    sae_source: str
+    layers: tuple[int, ...] | None = None
+    device: str = "cpu"
+    dtype: str = "float32"
+    seed: int = 0
+    scope: MiniScopeConfig | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def is_built(self) -> bool:
+        """True for profiles whose model and SAEs this project builds itself (mini, smoke)."""
+        return self.scope is not None
+
+    @property
+    def data_dir(self) -> Path:
+        return data_dir(self.name)
+
+
+def mini_group_name(scope: MiniScopeConfig) -> str:
+    """Registry id of a built scope's SAE group, in the Qwen-Scope naming pattern."""
+    width = scope.sae_expansion * scope.hidden_size
+    width_label = f"{width // 1024}K" if width % 1024 == 0 else None
+    if width_label is None:
+        raise ValueError(f"mini SAE width {width} must be a multiple of 1024 to follow the W<n>K naming")
+    return f"local/SAE-Res-MiniQwen3-Base-W{width_label}-L0_{scope.sae_k}"
+
+
+def _built(name: str, scope: MiniScopeConfig) -> Profile:
+    root = data_dir(name)
+    return Profile(
+        name=name,
+        backbone=str(root / "models" / "main"),
+        sae_repo=mini_group_name(scope),
+        sae_source=str(root / "sae" / mini_group_name(scope).split("/")[-1]),
+        scope=scope,
+    )
+
+
+def _paper() -> Profile:
+    return Profile(
+        name="paper",
+        backbone="Qwen/Qwen3-8B-Base",
+        sae_repo="Qwen/SAE-Res-Qwen3-8B-Base-W64K-L0_50",
+        sae_source="hub",
+        device="cuda",
+        dtype="bfloat16",
+    )
+
+
+PROFILES = ("mini", "smoke", "paper")
+
+
+def get_profile(name: str = "mini", **overrides) -> Profile:
+    """Resolve a profile by name; keyword overrides replace fields (e.g. ``device="cuda"``).
+
+    ``QSCOPE_DEVICE`` in the environment overrides the device for every profile.
+    """
+    if name == "mini":
+        prof = _built("mini", MiniScopeConfig())
+    elif name == "smoke":
+        prof = _built("smoke", SMOKE_SCOPE)
+    elif name == "paper":
+        prof = _paper()
+    else:
+        raise ValueError(f"unknown profile {name!r}: choose one of {', '.join(PROFILES)}")
+    if os.environ.get("QSCOPE_DEVICE"):
+        prof = replace(prof, device=os.environ["QSCOPE_DEVICE"])
+    return replace(prof, **overrides) if overrides else prof

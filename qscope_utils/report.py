@@ -1,0 +1,60 @@
+"""Writing results: figures (PNG), tables (CSV) and records (JSON) under results/<profile>/.
+
+Every JSON record gets a ``_meta`` block with the profile, seed, timestamp and library versions,
+so a number in results/ can be traced to how it was made.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+from pathlib import Path
+
+from .paths import results_dir
+
+__all__ = ["save_fig", "save_table", "save_json", "meta"]
+
+
+def meta(profile: str, seed: int | None = None, **extra) -> dict:
+    import torch
+    import transformers
+
+    return {"profile": profile, "seed": seed, "created": _dt.datetime.now().isoformat(timespec="seconds"),
+            "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version(), **extra}
+
+
+def save_fig(fig, profile: str, name: str, dpi: int = 120) -> Path:
+    """Save a matplotlib figure as results/<profile>/<name>.png."""
+    p = results_dir(profile) / f"{name}.png"
+    fig.savefig(p, dpi=dpi, bbox_inches="tight")
+    return p
+
+
+def save_table(df, profile: str, name: str, index: bool = False) -> Path:
+    """Save a DataFrame as results/<profile>/<name>.csv."""
+    p = results_dir(profile) / f"{name}.csv"
+    df.to_csv(p, index=index)
+    return p
+
+
+def save_json(obj: dict, profile: str, name: str, seed: int | None = None, **extra) -> Path:
+    """Save a dict as results/<profile>/<name>.json with a ``_meta`` block."""
+    p = results_dir(profile) / f"{name}.json"
+    p.write_text(json.dumps({**obj, "_meta": meta(profile, seed, **extra)}, indent=2, default=_default))
+    return p
+
+
+def _default(o):
+    try:
+        import numpy as np
+
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:
+        pass
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"cannot serialise {type(o).__name__}")

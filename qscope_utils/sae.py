@@ -1,0 +1,254 @@
+"""TopK sparse autoencoders in the Qwen-Scope format, and their loader (SPEC.md §1-2).
+
+A layer file ``layer{n}.sae.pt`` is a plain dict of four float32 tensors::
+
+    W_enc (d_sae, d_model)   b_enc (d_sae,)   W_dec (d_model, d_sae)   b_dec (d_model,)
+
+Encode: ``z = TopK_k(ReLU(x @ W_enc.T + b_enc))`` on the raw residual (no b_dec subtraction,
+no normalisation), in float32. Decode: ``x_hat = z @ W_dec.T + b_dec``. Feature i's direction is
+the column ``W_dec[:, i]``. k is not in the file: it comes from the group name.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .registry import SAEGroup, get_group, layer_filename
+
+__all__ = ["TopKSAE", "SparseCodes", "save_layer_file", "load_layer_file", "SAELoader", "SAE_KEYS"]
+
+SAE_KEYS = ("W_enc", "W_dec", "b_enc", "b_dec")
+
+
+@dataclass
+class SparseCodes:
+    """Top-k codes of N tokens: ``indices`` (N, k) int64 latent ids, ``values`` (N, k) float32 >= 0.
+
+    Entries with value 0 are latents that made the top-k but were zeroed by the ReLU.
+    """
+
+    indices: torch.Tensor
+    values: torch.Tensor
+    d_sae: int
+
+    def to_dense(self) -> torch.Tensor:
+        """(N, d_sae) dense codes."""
+        out = self.values.new_zeros(self.values.shape[0], self.d_sae)
+        return out.scatter_(1, self.indices, self.values)
+
+    def active(self) -> torch.Tensor:
+        """(N, k) bool: which of the k slots are truly active (value > 0)."""
+        return self.values > 0
+
+
+class TopKSAE(nn.Module):
+    """One layer's TopK SAE. Shapes follow the release: W_enc (d_sae, d_model), W_dec (d_model, d_sae)."""
+
+    def __init__(self, d_model: int, d_sae: int, k: int, dtype: torch.dtype = torch.float32, device=None):
+        super().__init__()
+        if not 0 < k <= d_sae:
+            raise ValueError(f"k={k} must be in 1..d_sae={d_sae}")
+        self.d_model, self.d_sae, self.k = d_model, d_sae, k
+        kw = {"dtype": dtype, "device": device}
+        self.W_enc = nn.Parameter(torch.empty(d_sae, d_model, **kw))
+        self.b_enc = nn.Parameter(torch.zeros(d_sae, **kw))
+        self.W_dec = nn.Parameter(torch.empty(d_model, d_sae, **kw))
+        self.b_dec = nn.Parameter(torch.zeros(d_model, **kw))
+        nn.init.kaiming_uniform_(self.W_dec, a=5 ** 0.5)
+        with torch.no_grad():
+            self.W_dec /= self.W_dec.norm(dim=0, keepdim=True)
+            self.W_enc.copy_(self.W_dec.T)
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def from_state_dict(cls, sd: dict, k: int, dtype: torch.dtype = torch.float32, device=None) -> "TopKSAE":
+        _check_keys(sd)
+        d_sae, d_model = sd["W_enc"].shape
+        sae = cls(d_model, d_sae, k, dtype=dtype, device="meta")
+        sae.load_state_dict({n: sd[n].to(dtype) for n in SAE_KEYS}, assign=True)
+        return sae.to(device) if device is not None else sae
+
+    # ---------------------------------------------------------------- encode
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.shape[-1] != self.d_model:
+            raise ValueError(
+                f"activations have last dimension {x.shape[-1]} but this SAE expects d_model={self.d_model}: "
+                f"pair the SAE with its backbone (hidden_size {self.d_model}) and hook the residual stream"
+            )
+
+    def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
+        """Pre-activations ``x @ W_enc.T + b_enc`` (..., d_sae) in the SAE dtype (no ReLU, no top-k)."""
+        self._check_input(x)
+        return F.linear(x.to(self.W_enc.dtype), self.W_enc, self.b_enc)
+
+    def encode_sparse(self, x: torch.Tensor) -> SparseCodes:
+        """Top-k codes of x (..., d_model) flattened to N = prod(...) tokens."""
+        pre = self.pre_acts(x).reshape(-1, self.d_sae)
+        vals, idx = pre.topk(self.k, dim=-1, sorted=False)
+        # TopK(ReLU(pre)) == ReLU(TopK(pre)): ReLU is monotone, so selecting first is exact.
+        return SparseCodes(idx, vals.clamp_min_(0), self.d_sae)
+
+    def encode(self, x: torch.Tensor, return_pre: bool = False):
+        """Dense codes z (..., d_sae); with ``return_pre`` also the pre-activations."""
+        pre = self.pre_acts(x)
+        vals, idx = pre.topk(self.k, dim=-1, sorted=False)
+        z = torch.zeros_like(pre).scatter_(-1, idx, vals.clamp_min(0))
+        return (z, pre) if return_pre else z
+
+    # ---------------------------------------------------------------- decode
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """x_hat (..., d_model) from dense codes z (..., d_sae)."""
+        return F.linear(z, self.W_dec, self.b_dec)
+
+    def decode_sparse(self, codes: SparseCodes) -> torch.Tensor:
+        """x_hat (N, d_model) from sparse codes, gathering only the k active columns per token.
+
+        Uses ``embedding_bag`` over rows of W_dec.T: O(N k d_model) work, no dense (N, d_sae).
+        """
+        W = self.W_dec.T  # (d_sae, d_model) view
+        out = F.embedding_bag(codes.indices, W, per_sample_weights=codes.values.to(W.dtype), mode="sum")
+        return out + self.b_dec
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction x_hat with the same shape as x (float32)."""
+        shape = x.shape
+        return self.decode_sparse(self.encode_sparse(x)).reshape(shape[:-1] + (self.d_model,))
+
+    # ---------------------------------------------------------------- feature directions
+    def direction(self, feature: int | list[int]) -> torch.Tensor:
+        """Raw decoder column(s) ``W_dec[:, i]``: (d_model,) or (len, d_model)."""
+        ids = [feature] if isinstance(feature, int) else list(feature)
+        for i in ids:
+            if not 0 <= int(i) < self.d_sae:
+                raise IndexError(f"feature id {i} is out of range for an SAE with d_sae={self.d_sae}")
+        cols = self.W_dec[:, ids].T
+        return cols[0] if isinstance(feature, int) else cols
+
+    @torch.no_grad()
+    def normalize_decoder_(self) -> None:
+        self.W_dec /= self.W_dec.norm(dim=0, keepdim=True).clamp_min(1e-8)
+
+
+def _check_keys(sd: dict, where: str = "SAE state dict") -> None:
+    missing = [k for k in SAE_KEYS if k not in sd]
+    if missing:
+        raise KeyError(f"{where} lacks {missing}; a Qwen-Scope layer file holds exactly {list(SAE_KEYS)}")
+    d_sae, d_model = sd["W_enc"].shape
+    want = {"W_enc": (d_sae, d_model), "W_dec": (d_model, d_sae), "b_enc": (d_sae,), "b_dec": (d_model,)}
+    for k, shp in want.items():
+        if tuple(sd[k].shape) != shp:
+            raise ValueError(f"{where}: {k} has shape {tuple(sd[k].shape)}, expected {shp} "
+                             f"(W_enc is (d_sae, d_model), W_dec is (d_model, d_sae))")
+
+
+def save_layer_file(sae: TopKSAE, path: str | os.PathLike) -> Path:
+    """Write a layer file exactly like the release: dict of the 4 float32 tensors, torch.save."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sd = {k: getattr(sae, k).detach().to("cpu", torch.float32).contiguous().clone() for k in SAE_KEYS}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(sd, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_layer_file(path: str | os.PathLike, k: int, expect: SAEGroup | None = None,
+                    device=None, dtype: torch.dtype = torch.float32) -> TopKSAE:
+    """Load one ``layer{n}.sae.pt`` (weights_only) and validate shapes against ``expect``."""
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(sd, dict):
+        raise TypeError(f"{path} holds a {type(sd).__name__}, expected a dict of tensors")
+    _check_keys(sd, where=str(path))
+    if expect is not None:
+        d_sae, d_model = sd["W_enc"].shape
+        if (d_sae, d_model) != (expect.d_sae, expect.d_model):
+            raise ValueError(f"{path}: shapes (d_sae={d_sae}, d_model={d_model}) do not match the registry entry "
+                             f"{expect.repo_id} (d_sae={expect.d_sae}, d_model={expect.d_model})")
+    return TopKSAE.from_state_dict(sd, k=k, dtype=dtype, device=device)
+
+
+class SAELoader:
+    """Lazy per-layer access to one SAE group, from the hub or a local directory of the same layout.
+
+    ``loader[n]`` returns layer n's :class:`TopKSAE`. At most ``cache_size`` layers are held in
+    memory (least recently used are dropped), so a 28-layer group never sits in memory at once.
+    ``load_seconds`` records the wall time of each load (download excluded when cached).
+
+    source: ``"hub"`` (``hf_hub_download``; honours HF_HUB_OFFLINE and the HF cache) or a path.
+    """
+
+    def __init__(self, repo_id: str, source: str = "hub", device=None, dtype: torch.dtype = torch.float32,
+                 cache_size: int = 2, revision: str | None = None, hidden_size: int | None = None):
+        self.group = get_group(repo_id)
+        if hidden_size is not None and hidden_size != self.group.d_model:
+            raise ValueError(f"{repo_id} has d_model={self.group.d_model} but the model's hidden size is "
+                             f"{hidden_size}: pair it with {self.group.backbone}")
+        self.source, self.device, self.dtype = source, device, dtype
+        self.cache_size, self.revision = cache_size, revision
+        self._cache: OrderedDict[int, TopKSAE] = OrderedDict()
+        self.load_seconds: dict[int, float] = {}
+        if source != "hub" and not Path(source).is_dir():
+            raise FileNotFoundError(f"SAE directory {source} does not exist; build it (notebook 00 / "
+                                    f"`python -m qscope_utils.mini.build`) or pass source='hub'")
+
+    @property
+    def k(self) -> int:
+        return self.group.k
+
+    @property
+    def n_layers(self) -> int:
+        return self.group.n_layers
+
+    def path(self, layer: int) -> Path:
+        """Local path of layer n's file (downloads it from the hub when needed)."""
+        self.group.check_layer(layer)
+        name = layer_filename(layer)
+        if self.source != "hub":
+            p = Path(self.source) / name
+            if not p.is_file():
+                raise FileNotFoundError(f"missing layer file {p}: the group directory must hold "
+                                        f"layer0.sae.pt … layer{self.n_layers - 1}.sae.pt")
+            return p
+        return _hub_download(self.group.repo_id, name, self.revision)
+
+    def __getitem__(self, layer: int) -> TopKSAE:
+        if layer in self._cache:
+            self._cache.move_to_end(layer)
+            return self._cache[layer]
+        path = self.path(layer)
+        t0 = time.perf_counter()
+        sae = load_layer_file(path, k=self.k, expect=self.group, device=self.device, dtype=self.dtype)
+        sae.requires_grad_(False)
+        self.load_seconds[layer] = time.perf_counter() - t0
+        self._cache[layer] = sae
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return sae
+
+    def __len__(self) -> int:
+        return self.n_layers
+
+    def __iter__(self):
+        return (self[n] for n in range(self.n_layers))
+
+
+def _hub_download(repo_id: str, filename: str, revision: str | None) -> Path:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(hf_hub_download(repo_id, filename, revision=revision))
+    except LocalEntryNotFoundError as e:
+        raise FileNotFoundError(
+            f"{repo_id}/{filename} is not in the Hugging Face cache and the hub cannot be reached "
+            f"(HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}). Fix: run once with network access "
+            f"(`huggingface-cli download {repo_id} {filename}`), or point the profile's sae_source at a local "
+            f"directory holding the layer files."
+        ) from e

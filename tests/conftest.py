@@ -1,0 +1,95 @@
+"""Shared fixtures: a tiny Qwen3 saved with save_pretrained, a byte-level BPE tokenizer, and
+fixture SAE repos laid out like the real hub repos (same file names, same dict keys)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+TINY = dict(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
+            num_key_value_heads=1, head_dim=16, max_position_embeddings=128, tie_word_embeddings=True)
+TINY_GROUP = "Qwen/SAE-Res-TinyQwen3-Base-W1K-L0_8"
+
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.", "Sparse autoencoders find features in residual streams.",
+    "床前明月光，疑是地上霜。", "Привет, как дела?", "Bonjour tout le monde.", "1 + 2 = 3", "def f(x): return x",
+] * 4
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tk.train_from_iterator(SENTENCES, trainers.BpeTrainer(vocab_size=TINY["vocab_size"], special_tokens=["<|endoftext|>"],
+                                                          initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(0)
+    model = Qwen3ForCausalLM(Qwen3Config(**TINY))
+    d = tmp_path_factory.mktemp("tiny_qwen3")
+    model.save_pretrained(d)
+    tiny_tokenizer.save_pretrained(d)
+    return d
+
+
+@pytest.fixture()
+def tiny_model(tiny_model_dir):
+    from qscope_utils.generation import load_backbone
+
+    return load_backbone(str(tiny_model_dir))
+
+
+def make_sae_state(d_model: int, d_sae: int, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    W_dec = torch.randn(d_model, d_sae, generator=g)
+    W_dec /= W_dec.norm(dim=0, keepdim=True)
+    return {"W_enc": W_dec.T.contiguous() * 2.0, "W_dec": W_dec, "b_enc": torch.randn(d_sae, generator=g) * 0.1,
+            "b_dec": torch.randn(d_model, generator=g) * 0.1}
+
+
+def write_group(root: Path, n_layers: int, d_model: int, d_sae: int, skip: tuple[int, ...] = ()) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for n in range(n_layers):
+        if n not in skip:
+            torch.save(make_sae_state(d_model, d_sae, seed=n), root / f"layer{n}.sae.pt")
+    return root
+
+
+@pytest.fixture()
+def tiny_group():
+    """Registers the tiny fixture group (Qwen-Scope naming, tiny shapes) and returns it."""
+    from qscope_utils.registry import SAEGroup, register
+
+    return register(SAEGroup(TINY_GROUP, "tiny", TINY["hidden_size"], 1024, 8, TINY["num_hidden_layers"]))
+
+
+@pytest.fixture()
+def hub_cache(tmp_path, monkeypatch, tiny_group):
+    """An offline HF hub cache holding the tiny group exactly as hf_hub_download lays it out."""
+    cache = tmp_path / "hub"
+    rev = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / ("models--" + tiny_group.repo_id.replace("/", "--"))
+    write_group(repo / "snapshots" / rev, tiny_group.n_layers, tiny_group.d_model, tiny_group.d_sae)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(rev)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as c
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
+    return cache
