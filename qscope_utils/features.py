@@ -56,17 +56,18 @@ def iter_codes(model, tokenizer, saes: Mapping[int, TopKSAE], texts: list[str], 
     bar = tqdm(total=len(texts), desc=desc, disable=not progress, leave=False)
     for start, enc in iter_batches(tokenizer, texts, batch_size=batch_size, max_length=max_length):
         ids, am = enc["input_ids"], enc["attention_mask"]
-        hs = capture_residuals(model, ids, am, layers)
-        ref = hs[layers[-1]]
-        mask = position_mask(am, exclude_first=exclude_first, hidden=ref if norm_ratio else None,
-                             norm_ratio=norm_ratio).to(ref.device)
-        rows, positions = mask.nonzero(as_tuple=True)
-        codes, pre = {}, {}
-        for l in layers:
-            x = hs[l][mask].float()
-            codes[l] = saes[l].encode_sparse(x)
-            if with_pre:
-                pre[l] = saes[l].pre_acts(x)
+        with torch.no_grad():
+            hs = capture_residuals(model, ids, am, layers)
+            ref = hs[layers[-1]]
+            mask = position_mask(am, exclude_first=exclude_first, hidden=ref if norm_ratio else None,
+                                 norm_ratio=norm_ratio).to(ref.device)
+            rows, positions = mask.nonzero(as_tuple=True)
+            codes, pre = {}, {}
+            for l in layers:
+                x = hs[l][mask].float()
+                codes[l] = saes[l].encode_sparse(x)
+                if with_pre:
+                    pre[l] = saes[l].pre_acts(x)
         yield CodeBatch(start, ids, am, mask.cpu(), rows.cpu(), positions.cpu(),
                         {l: SparseCodes(c.indices.cpu(), c.values.cpu(), c.d_sae) for l, c in codes.items()},
                         {l: p.cpu() for l, p in pre.items()})

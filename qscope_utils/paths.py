@@ -1,7 +1,8 @@
 """Where things live: the repo root, per-profile artefact caches (data/) and outputs (results/).
 
 ``QSCOPE_HOME`` overrides the root (tests point it at a temporary directory);
-``QSCOPE_DATA`` overrides the artefact cache root.
+``QSCOPE_DATA`` overrides the artefact cache root and ``QSCOPE_RESULTS`` the results root
+(tests send notebook outputs to a temporary directory).
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ def data_dir(profile: str) -> Path:
 
 def results_dir(profile: str, create: bool = True) -> Path:
     """Where notebooks of one profile write figures (PNG) and tables (CSV/JSON)."""
-    p = repo_root() / "results" / profile
+    root = Path(os.environ["QSCOPE_RESULTS"]) if os.environ.get("QSCOPE_RESULTS") else repo_root() / "results"
+    p = root / profile
     if create:
         p.mkdir(parents=True, exist_ok=True)
     return p

@@ -23,7 +23,7 @@ class MiniScopeConfig:
     """Sizes of the offline-built mini scope (corpus, tokenizer, tiny Qwen3, TopK SAEs)."""
 
     max_chars_per_source: int = 400_000     # cap per corpus source (characters)
-    vocab_size: int = 4096
+    vocab_size: int = 2048                  # 2048: the lm_head dominates CPU step time at this width
     hidden_size: int = 128
     n_layers: int = 4
     n_heads: int = 4
@@ -32,13 +32,14 @@ class MiniScopeConfig:
     intermediate_size: int = 384
     seq_len: int = 128
     batch_size: int = 32
-    train_steps: int = 3000
+    train_steps: int = 1400                 # ~10 min on 2 CPU cores for trunk + branch (~14k tokens/s)
     lr: float = 3e-3
-    zoo_steps: tuple[int, ...] = (500, 1000, 2000, 3000)   # checkpoints saved per mixture
+    zoo_steps: tuple[int, ...] = (200, 400, 700, 900, 1100, 1400)   # checkpoints saved per mixture
     mixtures: tuple[str, ...] = ("balanced", "code_math_heavy")
+    branch_step: int = 700                  # non-balanced mixtures branch off the balanced run here
     sae_expansion: int = 16                 # d_sae = expansion * hidden_size
     sae_k: int = 32
-    sae_train_tokens: int = 400_000
+    sae_train_tokens: int = 1_000_000
     sae_batch_tokens: int = 1024
     sae_lr: float = 1e-3
     seed: int = 0
@@ -47,7 +48,7 @@ class MiniScopeConfig:
 SMOKE_SCOPE = MiniScopeConfig(
     max_chars_per_source=20_000, vocab_size=512, hidden_size=64, n_layers=2, n_heads=2, n_kv_heads=1,
     head_dim=32, intermediate_size=128, seq_len=32, batch_size=8, train_steps=40, lr=3e-3,
-    zoo_steps=(20, 40), mixtures=("balanced", "code_math_heavy"), sae_expansion=16, sae_k=8,
+    zoo_steps=(20, 40), mixtures=("balanced", "code_math_heavy"), branch_step=20, sae_expansion=16, sae_k=8,
     sae_train_tokens=8_000, sae_batch_tokens=256,
 )
 

@@ -38,7 +38,7 @@ def run_notebook(nb: Path, profile: str, parameters: dict | None = None, kernel:
     t0 = time.perf_counter()
     pm.execute_notebook(str(nb), str(out), parameters={"profile": profile, **(parameters or {})},
                         kernel_name=kernel, cwd=str(nb.parent), progress_bar=False, log_output=False)
-    return {"notebook": nb.name, "seconds": round(time.perf_counter() - t0, 2), "output": str(out.relative_to(repo_root()))}
+    return {"notebook": nb.name, "seconds": round(time.perf_counter() - t0, 2), "output": str(out)}
 
 
 def run_all(profile: str, only: list[str] | None = None, parameters: dict | None = None) -> list[dict]:

@@ -93,3 +93,27 @@ def hub_cache(tmp_path, monkeypatch, tiny_group):
     monkeypatch.setattr(c, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
     return cache
+
+
+try:  # the session-scoped `smoke_scope` fixture (builds the smoke profile once, cached in data/smoke)
+    from conftest_mini import *  # noqa: F401,F403
+except ImportError:  # pragma: no cover - only while the mini builder is absent
+    pass
+
+
+@pytest.fixture()
+def run_notebook_smoke(tmp_path, monkeypatch, smoke_scope):
+    """Execute a numbered notebook on the smoke profile with papermill; outputs go to tmp_path.
+
+    Returns (results_dir, executed_notebook_path). Fails if any cell raises.
+    """
+    from qscope_utils.runner import list_notebooks, run_notebook
+
+    monkeypatch.setenv("QSCOPE_RESULTS", str(tmp_path))
+
+    def run(prefix: str, **params):
+        (nb,) = list_notebooks([prefix])
+        rec = run_notebook(nb, "smoke", params)
+        return tmp_path / "smoke", Path(rec["output"])
+
+    return run

@@ -1,0 +1,47 @@
+"""Run every benchmark and print one table. JSON results land in results/benchmarks/.
+
+    .venv/bin/python benchmarks/run.py            # full (real SAE shapes too: ~3 GB RAM, a few minutes on 2 cores)
+    .venv/bin/python benchmarks/run.py --quick    # mini shapes only (seconds)
+The redundancy-metric scaling benchmark is benchmarks/bench_redundancy.py (section §4).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import bench_pipeline  # noqa: E402
+import bench_sae  # noqa: E402
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args(argv)
+    flag = ["--quick"] if args.quick else []
+    sae = bench_sae.main(flag)
+    pipe = bench_pipeline.main(flag)
+    try:
+        import bench_redundancy
+        bench_redundancy.main(flag)
+    except ImportError:
+        pass
+    print("\n| what | measured | target |\n|---|---|---|")
+    for r in sae["rows"]:
+        print(f"| encode {r['d_model']}x{r['d_sae']} k={r['k']} {r['dtype']} | {r['encode_tokens_per_s']:.0f} tok/s, "
+              f"{r['encode_vs_bound']:.2f} of matmul bound, top-k {100 * r['topk_share']:.0f}% | >= 0.8 |")
+    st, cap = pipe["steering_overhead"], pipe["capture"]
+    print(f"| steering in generate (KV cache) | {st['ratio']:.3f} of unsteered tokens/s | >= 0.95 |")
+    print(f"| capture {cap['layers']} layers in one pass | x{cap['speedup']:.2f} vs one pass per layer | > 1 |")
+    rss = {(r["reducer"], r["n_texts"]): r["peak_rss_mb"] for r in pipe["streaming_rss"]}
+    for red in ("mean", "max"):
+        sizes = sorted(n for (rr, n) in rss if rr == red)
+        print(f"| streaming {red}-stats peak RSS, {sizes[0]} -> {sizes[-1]} texts | "
+              f"{rss[(red, sizes[0])]:.0f} -> {rss[(red, sizes[-1])]:.0f} MB | flat |")
+
+
+if __name__ == "__main__":
+    main()
