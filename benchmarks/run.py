@@ -29,18 +29,28 @@ def main(argv=None) -> None:
         bench_redundancy.main(flag)
     except ImportError:
         pass
-    print("\n| what | measured | target |\n|---|---|---|")
+    lines = table(sae, pipe)
+    print("\n".join(lines))
+    out = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / ("TABLE_quick.md" if args.quick else "TABLE.md")
+    out.write_text("\n".join(lines) + "\n")
+
+
+def table(sae: dict, pipe: dict) -> list[str]:
+    """Markdown rows of the benchmark table (what, measured, target)."""
+    lines = ["| what | measured | target |", "|---|---|---|"]
     for r in sae["rows"]:
-        print(f"| encode {r['d_model']}x{r['d_sae']} k={r['k']} {r['dtype']} | {r['encode_tokens_per_s']:.0f} tok/s, "
-              f"{r['encode_vs_bound']:.2f} of matmul bound, top-k {100 * r['topk_share']:.0f}% | >= 0.8 |")
+        lines.append(f"| encode {r['d_model']}x{r['d_sae']} k={r['k']} {r['dtype']} | {r['encode_tokens_per_s']:.0f} tok/s, "
+                     f"{r['encode_vs_bound']:.2f} of matmul bound, top-k {100 * r['topk_share']:.0f}%; "
+                     f"sparse decode x{r['sparse_decode_speedup']:.1f} vs dense | >= 0.8 |")
     st, cap = pipe["steering_overhead"], pipe["capture"]
-    print(f"| steering in generate (KV cache) | {st['ratio']:.3f} of unsteered tokens/s | >= 0.95 |")
-    print(f"| capture {cap['layers']} layers in one pass | x{cap['speedup']:.2f} vs one pass per layer | > 1 |")
+    lines.append(f"| steering in generate (KV cache) | {st['ratio']:.3f} of unsteered tokens/s | >= 0.95 |")
+    lines.append(f"| capture {cap['layers']} layers in one pass | x{cap['speedup']:.2f} vs one pass per layer | > 1 |")
     rss = {(r["reducer"], r["n_texts"]): r["peak_rss_mb"] for r in pipe["streaming_rss"]}
     for red in ("mean", "max"):
         sizes = sorted(n for (rr, n) in rss if rr == red)
-        print(f"| streaming {red}-stats peak RSS, {sizes[0]} -> {sizes[-1]} texts | "
-              f"{rss[(red, sizes[0])]:.0f} -> {rss[(red, sizes[-1])]:.0f} MB | flat |")
+        lines.append(f"| streaming {red}-stats peak RSS, {sizes[0]} -> {sizes[-1]} texts | "
+                     f"{rss[(red, sizes[0])]:.0f} -> {rss[(red, sizes[-1])]:.0f} MB | flat |")
+    return lines
 
 
 if __name__ == "__main__":
