@@ -49,7 +49,7 @@ axes[2].set_title("latents (%)"); axes[2].legend(fontsize=7)
 if with_loss:
     axes[3].plot(df.layer, df.delta_loss, "o-"); axes[3].set_title("Δ LM loss when spliced (nats/token)")
 for ax in axes:
-    ax.set_xlabel("layer")
+    ax.set_xlabel("layer"); ax.set_xticks(list(df.layer))
 fig.suptitle(f"{scope.group.repo_id} on {len(texts)} held-out texts ({int(df.n_tokens.iloc[0])} tokens/layer)")
 fig.tight_layout()
 save_fig(fig, profile, "01_reconstruction_by_layer")
@@ -65,7 +65,7 @@ norms = [scope.saes[l].W_dec.norm(dim=0).numpy() for l in df.layer]
 axes[0].boxplot(norms, positions=list(df.layer), showfliers=False); axes[0].set_title("‖W_dec[:, i]‖ per layer")
 axes[1].bar(df.layer, df.load_seconds); axes[1].set_title("load time per layer (s)")
 for ax in axes:
-    ax.set_xlabel("layer")
+    ax.set_xlabel("layer"); ax.set_xticks(list(df.layer))
 fig.tight_layout()
 save_fig(fig, profile, "01_decoder_norms_and_load")
 

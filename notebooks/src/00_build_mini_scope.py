@@ -1,0 +1,119 @@
+# %% [markdown]
+# # 00 · Build the mini Qwen-Scope (offline, CPU)
+#
+# The embedded default of this package: a small multilingual corpus assembled from Debian
+# packages (fortunes and man pages in en / zh / classical Chinese / ru / fr / de / es / it / ja),
+# the Python standard library and generated arithmetic; a byte-level BPE tokenizer; a real
+# `Qwen3ForCausalLM` pretrained from scratch (with a zoo of checkpoints over training steps and
+# two data mixtures); and one TopK SAE per layer saved exactly in the Qwen-Scope release format
+# (`layer{n}.sae.pt`: `W_enc`, `W_dec`, `b_enc`, `b_dec`, float32).
+#
+# Every stage is cached with a config stamp: re-running this notebook does nothing unless a
+# size in `MiniScopeConfig` changed (then only the dependent stages rebuild). All logic lives
+# in `qscope_utils.mini`.
+
+# %% tags=["parameters"]
+profile = "mini"
+force = False
+
+# %%
+import json
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from qscope_utils.mini.build import build_scope
+from qscope_utils.mini.corpus import read_manifest
+from qscope_utils.mini.sae_train import read_train_log
+from qscope_utils.paths import results_dir
+from qscope_utils.profiles import get_profile
+
+prof = get_profile(profile)
+out = results_dir(profile)
+report = build_scope(profile, force=force)
+pd.DataFrame([{"stage": s, **{k: v for k, v in r.items() if k in ("status", "seconds", "hash")}}
+              for s, r in report["stages"].items()])
+
+# %% [markdown]
+# ## Corpus: sources, languages, labels, licences
+# Labels (`offensive`/`clean`) exist only where the Debian packaging says so (the es/it `-off`
+# packages and their plain counterparts); every other document is unlabelled.
+
+# %%
+man = read_manifest(profile)
+manifest = pd.DataFrame(man["sources"])[["source", "lang", "label", "n_docs", "n_heldout", "n_chars", "licence", "obtained"]]
+manifest.to_csv(out / "00_corpus_manifest.csv", index=False)
+manifest
+
+# %% [markdown]
+# ## Backbone: checkpoint zoo and held-out perplexity
+# `bits_per_char` is comparable across languages and scripts (perplexity per token is not).
+
+# %%
+models = prof.data_dir / "models"
+zoo = pd.DataFrame(json.loads((models / "zoo.json").read_text()))
+zoo.to_csv(out / "00_zoo.csv", index=False)
+pretrain_info = json.loads((models / "pretrain.json").read_text())
+print({k: pretrain_info[k] for k in ("n_params", "tokens_per_s", "train_tokens_in_corpus", "seconds")})
+zoo
+
+# %%
+ppl = pd.read_csv(models / "perplexity.csv")
+ppl.to_csv(out / "00_perplexity.csv", index=False)
+ppl
+
+# %%
+log = pd.read_csv(models / "train_log.csv")
+fig, ax = plt.subplots(1, 2, figsize=(11, 3.5))
+for mix, g in log.groupby("mixture"):
+    ax[0].plot(g.step, g.loss, label=mix)
+ax[0].set(xlabel="step", ylabel="train loss (nats/token)", title="pretraining")
+ax[0].legend()
+lang = ppl[ppl.level == "lang"].sort_values("bits_per_char")
+ax[1].bar(lang.name, lang.bits_per_char)
+ax[1].set(ylabel="bits per char (held-out)", title="main checkpoint, per language")
+fig.tight_layout()
+fig.savefig(out / "00_pretraining.png", dpi=120)
+
+# %% [markdown]
+# ## A few continuations (greedy) from the main checkpoint
+
+# %%
+from qscope_utils.mini.pretrain import load_backbone
+from qscope_utils.mini.tokenizer import load_tokenizer
+
+model, tok = load_backbone(prof.backbone), load_tokenizer(prof.backbone)
+prompts = ["The meaning of life is", "Привет, как", "Der Computer", "La vida es", "床前明月光，",
+           "今天我们", "def main(", "Compute 3 + 4 =", "Question: Tom has 3 apples and buys 5 more. How many apples does he have? Answer:"]
+rows = []
+for p in prompts:
+    ids = tok(p, return_tensors="pt")
+    gen = model.generate(**ids, max_new_tokens=24, do_sample=False, pad_token_id=tok.eos_token_id)
+    rows.append({"prompt": p, "continuation": tok.decode(gen[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)})
+samples = pd.DataFrame(rows)
+samples.to_csv(out / "00_samples.csv", index=False)
+samples
+
+# %% [markdown]
+# ## SAEs: final held-out FVU and dead fraction per layer, training curves
+# FVU uses the release convention (encode without `b_dec` subtraction); position 0 and
+# extreme-norm tokens are excluded, as in training.
+
+# %%
+logs = read_train_log(prof.sae_source)["layers"]
+sae_table = pd.DataFrame([{"layer": l["layer"], "heldout_fvu": l["heldout"]["fvu"], "heldout_l0": l["heldout"]["l0"],
+                           "dead_frac": l["dead_frac"], "never_fired_eval": l["heldout"]["never_fired_frac_eval"],
+                           "train_tokens": l["train_tokens"], "tokens_per_s": l["tokens_per_s"],
+                           "dropped_norm": l["filter"]["dropped_norm"]} for l in logs])
+sae_table.to_csv(out / "00_sae_quality.csv", index=False)
+fig, ax = plt.subplots(1, 2, figsize=(11, 3.5))
+for l in logs:
+    c = pd.DataFrame(l["curve"])
+    ax[0].plot(c.tokens, c.fvu, label=f"layer {l['layer']}")
+    ax[1].plot(c.tokens, c.dead_frac, label=f"layer {l['layer']}")
+ax[0].set(xlabel="training tokens", ylabel="batch FVU", yscale="log", title=f"{prof.sae_repo}")
+ax[1].set(xlabel="training tokens", ylabel="dead fraction")
+ax[0].legend()
+fig.tight_layout()
+fig.savefig(out / "00_sae_training.png", dpi=120)
+sae_table

@@ -1,0 +1,261 @@
+# %% [markdown]
+# # 02 · Steering case studies (report §3)
+#
+# Two cases from the report, reproduced with the shared steering convention (SPEC.md §2:
+# `h <- h + alpha * W_dec[:, i]` after decoder layer *n*, at every prompt position and decode step):
+#
+# 1. **Code-mixing.** English prompts whose continuations drift into Chinese. We find the
+#    Chinese-language feature (ranking features by activation on the Han tokens of the bad responses,
+#    and by contrast Chinese vs other languages), suppress it (negative alpha, and clamping it to 0),
+#    and measure the code-switch ratio (share of continuations containing Han; share of Han
+#    characters) and the cost (NLL of the continuation under the unsteered model).
+# 2. **Classical style.** Modern-Chinese story openings; we activate the classical-Chinese feature
+#    (contrast: classical `lzh` vs modern `zh` text) and score classicalness with a classifier trained
+#    and validated here on held-out text, plus simple style statistics.
+#
+# The paper profile uses Qwen3-8B-Base + W64K with the report's feature ids 6159 and 36398; the
+# report does not state the layer or alpha (parameters). The mini profile discovers its own ids.
+# Every interval is a 95% bootstrap over prompts (all seeds of a prompt resampled together); changes
+# are paired (same prompt, same seed, with and without steering).
+
+# %% tags=["parameters"]
+profile = "mini"        # mini | smoke | paper
+layer = None            # None = middle layer of the group
+zh_feature = None       # None = discover (paper: 6159)
+lzh_feature = None      # None = discover (paper: 36398)
+alpha_scale = None      # None = the feature's mean activation when it fires; 1.0 = multipliers are raw alphas
+seed = 0
+
+# %%
+import json
+import warnings
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from IPython.display import display
+
+from qscope_utils import discovery as disc
+from qscope_utils import steer_eval as se
+from qscope_utils.profiles import get_profile
+from qscope_utils.report import save_fig, save_json, save_table
+from qscope_utils.scope import open_scope
+
+warnings.filterwarnings("ignore", message="Glyph")  # no CJK font: figures avoid Chinese text
+pd.set_option("display.max_colwidth", 80)
+torch.manual_seed(seed)
+overrides = {k: v for k, v in dict(layer=layer, zh_feature=zh_feature, lzh_feature=lzh_feature,
+                                    alpha_scale=alpha_scale).items() if v is not None}
+cfg = se.SteerConfig.for_profile(profile, seed=seed, **overrides)
+prof = get_profile(profile)
+scope = open_scope(prof)
+model, tok = scope.model, scope.tokenizer
+L = cfg.layer if cfg.layer is not None else se.middle_layer(scope.n_layers)
+sae = scope.saes[L]
+kw = dict(max_length=cfg.max_length, batch_size=cfg.batch_size, progress=False)
+data = se.load_case_texts(prof, cfg)
+print(f"{scope.group.repo_id}, layer {L} of {scope.n_layers}; d_sae={sae.d_sae}, k={sae.k}")
+print({k: len(v) for k, v in data.items() if isinstance(v, list)}, {k: len(v) for k, v in data["other"].items()})
+
+# %% [markdown]
+# ## Case 1 · English prompts that drift into Chinese
+# The prompts are English corpus text followed by a cue (none, a Chinese comma, a Chinese
+# attribution line, a Chinese word): the cue makes a drift into Chinese likely, while the text
+# before it stays English. We sample at temperature 1 and keep the baseline samples: their Han tokens
+# are the "bad responses" used for discovery (the cue itself, part of the prompt, is not counted).
+
+# %%
+cs_prompts = se.english_prompts(data["english"], cfg.n_cs_prompts, seed=seed)
+gen_kw = dict(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, batch_size=cfg.batch_size, progress=False)
+base1 = se.run_conditions(model, tok, list(cs_prompts.prompt), cfg.seeds, [se.BASELINE], **gen_kw)
+base1 = base1.join(se.script_metrics(base1.continuation, "Han"))
+drift = base1.merge(cs_prompts, on="prompt_id").groupby("cue")[["has_script", "script_share"]].mean()
+print("baseline code-switch by cue (share of continuations with Han, share of Han characters):")
+display(drift.round(3))
+
+# %% [markdown]
+# ### Discovery: the Chinese feature
+# (a) rank by mean activation on the Han tokens of the drifted continuations (the report's method);
+# (b) contrast: mean activation on Chinese text (zh + lzh) minus on the other languages.
+# The chosen feature is the most Chinese-specific (largest contrast) among the top-20 of (a).
+
+# %%
+bad = base1[base1.has_script > 0].merge(cs_prompts, on="prompt_id")
+bad_texts = list(bad.prompt + bad.continuation)
+resp_rank = (disc.rank_by_response(model, tok, sae, L, bad_texts, "Han", start_chars=list(bad.prompt.str.len()),
+                                   top=None, **kw) if len(bad) else None)
+other_texts = [t for ts in data["other"].values() for t in ts]
+zh_pos = (data["zh"][: cfg.n_discovery_texts // 2] + data["lzh"][: cfg.n_discovery_texts // 2])
+zh_contrast = disc.contrast_features(model, tok, sae, L, zh_pos, other_texts, top=None, **kw)
+zh_pick = ({"feature": cfg.zh_feature, "method": "given (report id)"} if cfg.zh_feature is not None
+           else disc.pick_feature(resp_rank, zh_contrast))
+F_ZH = int(zh_pick["feature"])
+print(f"{len(bad)} drifted continuations -> Chinese feature {F_ZH}: {zh_pick}")
+if resp_rank is not None:
+    display(resp_rank.head(8).round(4))
+display(zh_contrast.head(8).round(4))
+
+# %% [markdown]
+# ### Discovery: the classical-Chinese feature (contrast classical `lzh` vs modern `zh`)
+
+# %%
+lzh_contrast = disc.contrast_features(model, tok, sae, L, data["lzh"][: cfg.n_discovery_texts],
+                                      data["zh"][: cfg.n_discovery_texts], top=None, **kw)
+F_LZH = int(cfg.lzh_feature if cfg.lzh_feature is not None else lzh_contrast.feature.iloc[0])
+display(lzh_contrast.head(8).round(4))
+print(f"classical-Chinese feature: {F_LZH}")
+
+# %% [markdown]
+# ### Dashboards: top-activating contexts and per-language profile of the candidates
+
+# %%
+cands = list(dict.fromkeys([F_ZH, F_LZH] + list(zh_contrast.feature.head(2)) + list(lzh_contrast.feature.head(2))))
+labels = {F_ZH: "chosen: Chinese", F_LZH: "chosen: classical"}
+by_lang = {**{l: ts[: cfg.n_dashboard_texts] for l, ts in data["other"].items()},
+           "zh": data["zh"][: cfg.n_dashboard_texts], "lzh": data["lzh"][: cfg.n_dashboard_texts]}
+dashboards = disc.feature_dashboards(model, tok, sae, L, [int(f) for f in cands], by_lang, n=8, labels=labels, **kw)
+dash_txt = disc.format_dashboards(dashboards)
+from qscope_utils.paths import results_dir
+(results_dir(profile) / "02_dashboards.txt").write_text(dash_txt)
+print(dash_txt)
+fig = disc.plot_dashboards(dashboards, title=f"{scope.group.repo_id} layer {L}: candidate features")
+save_fig(fig, profile, "02_dashboards")
+plt.show()
+
+# %% [markdown]
+# ### Suppression sweep
+# alpha = -multiplier x scale, scale = the feature's mean activation when it fires on Chinese text
+# (or 1 when `alpha_scale=1`: raw alphas). The second method clamps the feature's code to 0 wherever
+# it fires. Cost: NLL (nats/token) of each continuation under the unsteered model.
+
+# %%
+zh_row = zh_contrast.set_index("feature").loc[F_ZH]
+scale_zh = cfg.alpha_scale if cfg.alpha_scale is not None else se.alpha_scale_from_contrast({**zh_row, "feature": F_ZH})
+conds1 = [se.additive(L, sae, F_ZH, -m * scale_zh, m) for m in cfg.suppress_multipliers if m > 0]
+conds1.append(se.clamped(L, sae, [F_ZH], 0.0, name="clamp=0"))
+run1 = se.run_conditions(model, tok, list(cs_prompts.prompt), cfg.seeds, conds1, **gen_kw)
+run1 = run1.join(se.script_metrics(run1.continuation, "Han"))
+case1 = pd.concat([base1, run1], ignore_index=True)
+prompt_ids = [tok(p)["input_ids"] for p in cs_prompts.prompt]
+case1["nll"] = se.continuation_nll(model, [prompt_ids[i] for i in case1.prompt_id], list(case1.ids), cfg.batch_size)
+sum1 = se.summarise(case1, ["has_script", "script_share", "nll"], n_boot=cfg.n_boot, seed=seed)
+save_table(sum1, profile, "02_case1_summary")
+display(sum1.round(4))
+
+# %%
+fig = se.plot_sweep(sum1, {"has_script": "share of continuations with Han", "script_share": "share of Han characters",
+                           "nll": "NLL under unsteered model (nats/token)"},
+                    title=f"Case 1: suppressing feature {F_ZH} (layer {L}, scale {scale_zh:.3g}); 95% bootstrap CI")
+save_fig(fig, profile, "02_case1_sweep")
+plt.show()
+
+# %% [markdown]
+# ## Case 2 · Modern-Chinese story openings, activating the classical-Chinese feature
+# First the classicalness classifier: character 1-3-gram TF-IDF + logistic regression on windows of
+# classical (`lzh`) vs modern (`zh`) training documents, validated on held-out documents' windows.
+# Title, author and attribution lines are removed and only Han characters and Chinese punctuation
+# are kept, so the classifier judges the Chinese text, not formatting.
+
+# %%
+clf = se.ClassicalnessClassifier(window=cfg.clf_window_chars, seed=seed).fit(data["lzh"], data["zh"])
+clf_eval = clf.evaluate(data["lzh_heldout"], data["zh_heldout"])
+print(f"classicalness classifier, trained on {clf.n_train}; held-out: {clf_eval}")
+
+# %%
+style_prompts = list(se.STORY_OPENINGS[: cfg.n_style_prompts])
+lzh_row = lzh_contrast.set_index("feature").loc[F_LZH]
+scale_lzh = (cfg.alpha_scale if cfg.alpha_scale is not None
+             else se.alpha_scale_from_contrast({**lzh_row, "feature": F_LZH}))
+conds2 = [se.BASELINE] + [se.additive(L, sae, F_LZH, m * scale_lzh, m) for m in cfg.activate_multipliers if m > 0]
+case2 = se.run_conditions(model, tok, style_prompts, cfg.seeds, conds2, **gen_kw)
+case2["p_classical"] = clf.predict_proba(list(case2.continuation))
+case2 = case2.join(pd.DataFrame([se.style_stats(t) for t in case2.continuation]))
+case2 = case2.join(se.script_metrics(case2.continuation, "Han")[["script_share"]])
+sum2 = se.summarise(case2, ["p_classical", "function_share", "clause_len", "script_share"], n_boot=cfg.n_boot, seed=seed)
+save_table(sum2, profile, "02_case2_summary")
+display(sum2.round(4))
+
+# %%
+fig = se.plot_sweep(sum2, {"p_classical": "P(classical) (classifier)", "function_share": "share of classical particles",
+                           "clause_len": "mean clause length (Han chars)",
+                           "script_share": "share of Han characters"},
+                    title=f"Case 2: activating feature {F_LZH} (layer {L}, scale {scale_lzh:.3g}); 95% bootstrap CI")
+save_fig(fig, profile, "02_case2_sweep")
+plt.show()
+
+# %% [markdown]
+# ## Example generations
+# Same prompt and seed, baseline vs steered (case 1: the strongest suppression and clamping; case 2:
+# the middle and strongest activation).
+
+# %%
+def examples(df, prompts, conds, n, case):
+    first_seed = df.seed.min()
+    pick = df[(df.seed == first_seed) & df.condition.isin(conds)]
+    wide = pick.pivot_table(index="prompt_id", columns="condition", values="continuation", aggfunc="first")[conds]
+    wide.insert(0, "prompt", [prompts[i] for i in wide.index])
+    wide.insert(0, "case", case)
+    return wide.head(n).reset_index()
+
+strong1 = max(conds1[:-1], key=lambda c: c.multiplier).name if len(conds1) > 1 else "clamp=0"
+ex1 = examples(case1, list(cs_prompts.prompt), ["baseline", strong1, "clamp=0"], 8, "1: suppress Chinese")
+add2 = [c.name for c in conds2[1:]]
+show2 = ["baseline"] + list(dict.fromkeys([add2[len(add2) // 2], add2[-1]]))
+ex2 = examples(case2, style_prompts, show2, 8, "2: activate classical")
+save_table(pd.concat([ex1, ex2], ignore_index=True), profile, "02_examples")
+display(ex1)
+display(ex2)
+
+# %% [markdown]
+# ## Summary and verdict (numbers from the tables above)
+
+# %%
+def best(summary, metric, want):
+    s = summary[(summary.metric == metric) & (summary.condition != "baseline")]
+    r = s.sort_values("diff", ascending=(want == "down")).iloc[0]
+    return {k: (float(r[k]) if k not in ("condition", "significant") else r[k])
+            for k in ("condition", "alpha", "mean", "lo", "hi", "diff", "diff_lo", "diff_hi", "significant")}
+
+def base(summary, metric):
+    r = summary[(summary.metric == metric) & (summary.condition == "baseline")].iloc[0]
+    return {"mean": float(r["mean"]), "lo": float(r.lo), "hi": float(r.hi)}
+
+c1 = {m: {"baseline": base(sum1, m), "best_steered": best(sum1, m, "down")} for m in ("has_script", "script_share")}
+c1_clamp = sum1[sum1.condition == "clamp=0"].set_index("metric")[["mean", "diff", "diff_lo", "diff_hi", "significant"]]
+nll_at = sum1[(sum1.metric == "nll") & (sum1.condition == c1["has_script"]["best_steered"]["condition"])].iloc[0]
+c2 = {m: {"baseline": base(sum2, m), "best_steered": best(sum2, m, "up")} for m in ("p_classical", "function_share")}
+record = {
+    "backbone": prof.backbone, "sae_group": scope.group.repo_id, "layer": L,
+    "zh_feature": F_ZH, "zh_feature_selection": zh_pick, "lzh_feature": F_LZH,
+    "lzh_feature_contrast": lzh_contrast.head(5).to_dict("records"),
+    "alpha_scale": {"zh": scale_zh, "lzh": scale_lzh}, "config": {k: v for k, v in cfg.__dict__.items()},
+    "n_prompts": {"case1": len(cs_prompts), "case2": len(style_prompts)}, "seeds": list(cfg.seeds),
+    "case1": {**c1, "clamp": c1_clamp.reset_index().to_dict("records"),
+              "nll_cost_at_best": {"condition": nll_at.condition, "diff": float(nll_at["diff"]),
+                                   "diff_lo": float(nll_at.diff_lo), "diff_hi": float(nll_at.diff_hi)},
+              "drifted_baseline_continuations": int(len(bad))},
+    "case2": {**c2, "classifier_heldout": clf_eval, "classifier_train_windows": clf.n_train},
+    "paper": {"case1": "Qwen3: feature 6159 found by ranking on the bad response; suppressing it removes the mixing "
+                       "(one qualitative example; model, layer, alpha not stated)",
+              "case2": "feature 36398 (64K SAE) activated turns a modern-Chinese continuation classical (qualitative)"},
+}
+save_json(record, profile, "02_summary", seed=seed)
+
+def verdict(name, d, want):
+    b, s = d["baseline"], d["best_steered"]
+    sig = s["significant"] and ((s["diff"] < 0) if want == "down" else (s["diff"] > 0))
+    return (f"{name}: baseline {b['mean']:.3f} [{b['lo']:.3f}, {b['hi']:.3f}] -> {s['mean']:.3f} at {s['condition']} "
+            f"(change {s['diff']:+.3f}, 95% CI [{s['diff_lo']:+.3f}, {s['diff_hi']:+.3f}]): "
+            + ("the interval excludes zero." if sig else "NOT significant: the interval includes zero (or goes the wrong way)."))
+
+lines = [verdict("Case 1 share of continuations with Han", c1["has_script"], "down"),
+         verdict("Case 1 share of Han characters", c1["script_share"], "down"),
+         f"Case 1 cost at that alpha: NLL change {nll_at['diff']:+.3f} nats/token [{nll_at.diff_lo:+.3f}, {nll_at.diff_hi:+.3f}]",
+         f"Case 1 clamp=0: Han share change {c1_clamp.loc['has_script', 'diff']:+.3f} "
+         f"[{c1_clamp.loc['has_script', 'diff_lo']:+.3f}, {c1_clamp.loc['has_script', 'diff_hi']:+.3f}]",
+         verdict("Case 2 P(classical)", c2["p_classical"], "up"),
+         verdict("Case 2 share of classical particles", c2["function_share"], "up"),
+         f"Classifier held-out accuracy {clf_eval['accuracy']:.3f} (balanced {clf_eval['balanced_accuracy']:.3f}) "
+         f"on {clf_eval['n_classical']} classical + {clf_eval['n_modern']} modern windows"]
+print("\n".join(lines))

@@ -1,0 +1,213 @@
+# %% [markdown]
+# # 05 · Feature-driven safety data synthesis and its coverage (§6)
+#
+# 1. **Targets T**: SAE features at one layer ranked by how much more often they fire on unsafe than on
+#    safe texts (relevance score, threshold `tau`). On the built profiles the corpus's `offensive` vs
+#    `clean` labelled texts (es, it) play unsafe vs safe; on the paper profile WildJailbreak train.
+# 2. **Coverage** `c_f(D) = 1[some x in D fires f]`, `Cov(D) = |T ∩ covered| / |T|`, and `T_miss`, the
+#    targets a real seed set misses.
+# 3. **Feature-driven synthesis** for each missing feature: a generator is prompted with the feature's
+#    top-activating contexts and steered toward it (`h += alpha * W_dec[:, f]`); a candidate is kept only
+#    if the plain model's SAE code of the candidate actually fires the feature (representation-level
+#    verification).
+# 4. **Baselines at matched budget**: natural sampling from the unlabelled pool (held-out corpus texts)
+#    and random safety-themed synthesis (same generator, random unsafe seed texts, no targeting).
+# 5. **Downstream**: a logistic-regression safety classifier on SAE features or char n-grams, trained on
+#    real / real + random synthesis / real + feature synthesis / more real data; accuracy on held-out
+#    labelled texts, in the shape of the report's Table 3.
+
+# %% tags=["parameters"]
+profile = "mini"          # mini | smoke | paper
+layer = None              # None = profile default (mini 3, smoke 1, paper 30)
+tau = None                # relevance threshold (None = profile default)
+budget = None             # added examples per method (None = profile default)
+threads = 1               # torch CPU threads (1 is fastest for the tiny models on a shared machine)
+generator = "local"       # local | chat (chat: OpenAI-compatible endpoint, never needed for mini)
+endpoint_url = None       # e.g. "https://api.openai.com/v1" (key from $OPENAI_API_KEY)
+endpoint_model = "gpt-4"
+seed = 0
+
+# %%
+import json
+from dataclasses import replace
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+from qscope_utils import safety as S
+from qscope_utils import synthesis as Y
+from qscope_utils.profiles import get_profile
+from qscope_utils.report import save_fig, save_json, save_table
+from qscope_utils.scope import open_scope
+
+torch.manual_seed(seed)
+torch.set_num_threads(threads)
+cfg = S.SafetyConfig.for_profile(profile)
+cfg = replace(cfg, seed=seed, **{k: v for k, v in dict(layer=layer, tau=tau, budget=budget).items() if v is not None})
+if cfg.budget_grid[-1] != cfg.budget:
+    cfg = replace(cfg, budget_grid=tuple(b for b in cfg.budget_grid if b < cfg.budget) + (cfg.budget,))
+prof = get_profile(profile)
+scope = open_scope(prof)
+sae = scope.saes[cfg.layer]
+encode = S.max_act_encoder(scope.model, scope.tokenizer, sae, cfg.layer, cfg.batch_size, cfg.max_length)
+splits = S.make_splits(prof, cfg)
+print(f"SAE {scope.group.repo_id} layer {cfg.layer} (d_sae={sae.d_sae}, k={sae.k})")
+print(json.dumps(splits.info, indent=1))
+
+# %% [markdown]
+# ## Target features T and the seed set's coverage
+
+# %%
+T, M_disc, rel = S.discover_targets(encode, splits.discovery, cfg)
+seed_texts = [x.text for x in splits.seed]
+M_seed = encode(seed_texts)
+cov_seed = S.coverage(M_seed, T.ids, cfg.eps)
+T_miss = S.missing_targets(M_seed, T.ids, cfg.eps)
+print(f"|T| = {len(T)} (score={cfg.score}, tau={cfg.tau}, min unsafe rate={cfg.min_unsafe_rate}); "
+      f"seed set of {len(seed_texts)} texts covers {100 * cov_seed:.1f}% -> |T_miss| = {len(T_miss)}")
+tt = T.table()
+tt["in_seed"] = S.feature_coverage(M_seed, T.ids, cfg.eps)
+save_table(tt, profile, "05_targets")
+tt.head(10)
+
+# %%
+fig, ax = plt.subplots(1, 2, figsize=(10, 3.4))
+ax[0].hist(rel["score"][rel["rate_unsafe"] + rel["rate_safe"] > 0], bins=60, color="gray")
+ax[0].axvline(cfg.tau, c="r", ls="--", label=f"tau = {cfg.tau}")
+ax[0].set_yscale("log"); ax[0].set_xlabel(f"relevance ({cfg.score})"); ax[0].set_ylabel("features"); ax[0].legend()
+ax[1].scatter(tt.rate_safe, tt.rate_unsafe, c=np.where(tt.in_seed, "tab:blue", "tab:red"), s=12)
+ax[1].plot([0, 1], [0, 1], c="gray", lw=0.8)
+ax[1].set_xlabel("P(fire | safe)"); ax[1].set_ylabel("P(fire | unsafe)")
+ax[1].set_title(f"targets: blue = covered by seed, red = missing ({len(T_miss)})")
+ax[1].set_xlim(0, max(0.05, tt.rate_safe.max() * 1.1) if len(tt) else 1)
+ax[1].set_ylim(0, max(0.05, tt.rate_unsafe.max() * 1.1) if len(tt) else 1)
+fig.tight_layout()
+save_fig(fig, profile, "05_targets")
+
+# %% [markdown]
+# ## Synthesis: feature-driven (verified) vs random, and natural sampling
+# Few-shot examples for feature *f* are windows around its top-activating tokens in unsafe discovery texts.
+# Round *r* steers with `alpha = mult[r] x` the feature's median top activation (round 0: prompt only).
+
+# %%
+if generator == "chat":
+    gen = Y.ChatEndpointGenerator(endpoint_url or cfg.endpoint_url, endpoint_model, max_tokens=cfg.max_new_tokens * 4)
+else:
+    gen = Y.LocalGenerator(scope.model, scope.tokenizer, sae, cfg.layer, max_new_tokens=cfg.max_new_tokens,
+                           temperature=cfg.temperature, batch_size=cfg.batch_size)
+unsafe_disc = [x.text for x in splits.discovery if x.label == S.UNSAFE]
+M_unsafe = M_disc[[i for i, x in enumerate(splits.discovery) if x.label == S.UNSAFE]]
+snips, desc, scale = S.feature_contexts(scope.model, scope.tokenizer, sae, cfg.layer, unsafe_disc, M_unsafe, T_miss,
+                                        n=6, example_tokens=cfg.example_tokens, max_length=cfg.max_length)
+alphas = {f: [m * scale[f] for m in cfg.alpha_multipliers] for f in map(int, T_miss)}
+feat = Y.feature_synthesis(gen, encode, T_miss, snips, cfg.budget, cfg.per_feature, cfg.n_candidates, alphas,
+                           cfg.n_rounds, desc, cfg.eps, cfg.max_copy, cfg.n_examples, seed=seed)
+seed_unsafe = [x.text for x in splits.seed if x.label == S.UNSAFE]
+seed_unsafe_cut = [Y.cut_tokens(scope.tokenizer, t, cfg.example_tokens) for t in seed_unsafe]
+rand = Y.random_synthesis(gen, encode, seed_unsafe_cut, cfg.budget, cfg.n_candidates, cfg.n_examples, cfg.max_copy,
+                          seed=seed)
+nat_texts = Y.natural_sampling(splits.natural, cfg.budget, seed=seed)
+M_nat = encode(nat_texts)
+log = pd.DataFrame(feat.log)
+save_table(log, profile, "05_synthesis_log")
+n_fired = int(log.fired.sum()) if len(log) else 0
+print(f"feature synthesis: {feat.n_generated} generated, {n_fired} fired their target, {len(feat.texts)} kept "
+      f"for {len(set(feat.targets))}/{len(T_miss)} missing features; random synthesis: {len(rand.texts)} kept of "
+      f"{rand.n_generated}; natural: {len(nat_texts)} sampled")
+if len(log):
+    by_alpha = log.groupby("round")[["generated", "degenerate", "copy", "fired"]].sum()
+    by_alpha.insert(0, "alpha multiplier", [cfg.alpha_multipliers[r % len(cfg.alpha_multipliers)] for r in by_alpha.index])
+    by_alpha["fire rate %"] = (100 * by_alpha.fired / by_alpha.generated).round(1)
+    print(by_alpha)
+for f, t in list(zip(feat.targets, feat.texts))[:5]:
+    print(f"[feature {f}] {t[:150]!r}")
+
+# %% [markdown]
+# ## Coverage of T vs budget
+# Cov(seed ∪ first *b* added examples). Feature-synthesis examples are ordered round-robin over the missing
+# features (first one per feature, then the second ...). A method that produced fewer than *b* examples
+# has no point at *b*.
+
+# %%
+B = min(cfg.budget, len(feat.texts), len(rand.texts))
+grid = [b for b in cfg.budget_grid]
+curves = {"feature synthesis": S.coverage_curve(M_seed, feat.max_acts, T.ids, grid, cfg.eps),
+          "random synthesis": S.coverage_curve(M_seed, rand.max_acts, T.ids, grid, cfg.eps),
+          "natural sampling": S.coverage_curve(M_seed, M_nat, T.ids, grid, cfg.eps)}
+miss_curves = {k: S.coverage_curve(None, m, T_miss, grid, cfg.eps) for k, m in
+               [("feature synthesis", feat.max_acts), ("random synthesis", rand.max_acts), ("natural sampling", M_nat)]}
+cov_df = pd.DataFrame({"budget": grid, **{f"Cov(T) {k}": 100 * v for k, v in curves.items()},
+                       **{f"Cov(T_miss) {k}": 100 * v for k, v in miss_curves.items()}})
+save_table(cov_df, profile, "05_coverage_vs_budget")
+
+fig, ax = plt.subplots(1, 2, figsize=(11, 3.8))
+for (k, v), m in zip(curves.items(), ["o-", "s-", "^-"]):
+    ax[0].plot(grid, 100 * v, m, label=k)
+    ax[1].plot(grid, 100 * miss_curves[k], m, label=k)
+ax[0].axhline(S.PAPER["coverage_pct"], c="gray", ls=":", lw=1, label=f"paper: {S.PAPER['coverage_pct']}% (feature synthesis)")
+ax[0].set_ylabel("Cov(seed ∪ added) of T (%)"); ax[1].set_ylabel("share of T_miss covered by added (%)")
+for a in ax:
+    a.set_xlabel("budget (added examples)"); a.legend(fontsize=8); a.set_ylim(-2, 102)
+fig.suptitle(f"{scope.group.repo_id} layer {cfg.layer}: |T| = {len(T)}, seed covers {100 * cov_seed:.1f}%, |T_miss| = {len(T_miss)}")
+fig.tight_layout()
+save_fig(fig, profile, "05_coverage_vs_budget")
+cov_df.round(2)
+
+# %% [markdown]
+# ## Downstream: safety classifier at matched budget (Table 3 shape)
+# Synthetic examples get the label of their seed side: all targets are unsafe-side features and random
+# synthesis is prompted with unsafe seed texts, so every synthetic example is labelled **unsafe**.
+# Metrics on a held-out set balanced per language x label: accuracy (95% bootstrap CI), `unsafe_missed`
+# (share of unsafe texts passed as safe: an ASR analogue) and `safe_flagged` (share of safe texts flagged:
+# an over-refusal analogue). The paper's numbers are LoRA-SFT safety accuracies of Qwen3-8B: same table
+# shape, different task and scale.
+
+# %%
+arms = S.downstream_arms(splits, feat.texts, rand.texts, B, seed=seed)
+cache = S.row_cache([x.text for x in splits.discovery], M_disc)
+S.row_cache(seed_texts, M_seed, cache); S.row_cache(feat.texts, feat.max_acts, cache); S.row_cache(rand.texts, rand.max_acts, cache)
+table = S.downstream_table(arms, splits.eval, cfg.clf_features, encode=encode, seed=seed, n_boot=cfg.n_boot, cache=cache)
+save_table(table, profile, "05_downstream")
+show = table[["features", "training set", "n_train", "n_train_unsafe", "accuracy", "acc_lo", "acc_hi",
+              "unsafe_missed", "safe_flagged", "paper row", "paper accuracy"]].round(2)
+show
+
+# %%
+fig, axes = plt.subplots(1, len(cfg.clf_features), figsize=(5.5 * len(cfg.clf_features), 3.6), squeeze=False)
+for ax, kind in zip(axes[0], cfg.clf_features):
+    t = table[table.features == kind]
+    y = np.arange(len(t))
+    ax.errorbar(t.accuracy, y, xerr=[t.accuracy - t.acc_lo, t.acc_hi - t.accuracy], fmt="o", capsize=3, label="ours")
+    ax.scatter(t["paper accuracy"], y, marker="x", c="r", label="paper (Table 3, LoRA SFT)")
+    ax.set_yticks(y, [f"{n}\n(n={k})" for n, k in zip(t["training set"], t.n_train)], fontsize=7)
+    ax.set_xlabel("accuracy (%)"); ax.set_title(f"classifier on {kind} features"); ax.legend(fontsize=7)
+fig.tight_layout()
+save_fig(fig, profile, "05_downstream")
+
+# %%
+def _row(kind, name):
+    r = table[(table.features == kind) & (table["training set"] == name)]
+    return None if r.empty else {k: float(r.iloc[0][k]) for k in ("accuracy", "acc_lo", "acc_hi", "unsafe_missed", "safe_flagged")}
+
+at_B = {k: float(v[grid.index(B)]) if B in grid else float(S.coverage_curve(M_seed, m, T.ids, [B], cfg.eps)[0])
+        for (k, v), m in zip(curves.items(), [feat.max_acts, rand.max_acts, M_nat])}
+summary = {
+    "group": scope.group.repo_id, "layer": cfg.layer, "score": cfg.score, "tau": cfg.tau, "n_targets": len(T),
+    "seed_size": len(seed_texts), "seed_coverage_pct": 100 * cov_seed, "n_missing": int(len(T_miss)),
+    "matched_budget": B, "coverage_at_matched_budget_pct": {k: 100 * v for k, v in at_B.items()},
+    "feature_synthesis": {"generated": feat.n_generated, "fired": n_fired, "kept": len(feat.texts),
+                          "features_filled": len(set(feat.targets)), "verification_pass_rate_pct":
+                          100 * n_fired / max(feat.n_generated, 1)},
+    "random_synthesis": {"generated": rand.n_generated, "kept": len(rand.texts)},
+    "downstream": {k: {n: _row(k, n) for n in arms} for k in cfg.clf_features},
+    "generator": gen.name, "config": {k: v for k, v in vars(cfg).items()},
+    "paper": S.PAPER,
+}
+save_json(summary, profile, "05_summary", seed=seed)
+print(f"coverage at matched budget B={B}: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in at_B.items())
+      + f"  | paper: feature synthesis {S.PAPER['coverage_pct']}%")
+for kind in cfg.clf_features:
+    print(f"[{kind}] " + "; ".join(f"{n}: {table[(table.features == kind) & (table['training set'] == n)].accuracy.iloc[0]:.1f}"
+                                   for n in arms) + "  | paper: 4k+4k feature 77.75, 4k+4k random 72.00, 120k real 78.75, 8k real 71.75")
