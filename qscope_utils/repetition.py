@@ -1,0 +1,412 @@
+"""Endless repetition: a detector, the repeat ratio, repetition features and their causal check (SPEC.md §8).
+
+* **Detector** (:class:`RepetitionDetector`): a response loops when its tail is made of one
+  repeating n-gram unit (period 1..``max_unit``) over at least ``min_span`` elements and
+  ``min_repeats`` copies of the unit. Elements are token ids (``unit="tokens"``) or characters
+  (``unit="chars"``). With ``require_limit`` the response must also have hit the length limit
+  (no end-of-text before ``max_new_tokens``): it is still looping when it is cut, i.e. the loop is
+  endless, not a short stutter the model left. The report does not give its detector: every
+  threshold is a parameter.
+* **Repeat ratio**: share of sampled responses that loop, over held-out prompts, with a
+  percentile bootstrap interval that resamples prompts (the responses of one prompt are not
+  independent): :func:`repeat_ratio`.
+* **Repetition features** (:func:`repetition_features`): in contexts where tokens repeat, the SAE
+  code at the LAST occurrence of a repeated token minus the code at its FIRST occurrence, averaged
+  over (context, token) pairs; features ranked by mean increase. Position 0 (attention sink) is
+  never used.
+* **Causal check** (:func:`steering_sweep`): repeat ratio of generations steered with
+  ``h <- h + alpha * W_dec[:, f]`` (shared :func:`qscope_utils.steering.steer`, every position and
+  decode step) against alpha: it should rise for alpha > 0 and fall for alpha < 0.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .hooks import capture_residuals
+from .sae import TopKSAE
+from .steering import steer
+
+__all__ = ["Loop", "find_tail_loop", "RepetitionDetector", "bootstrap_mean_ci", "repeat_ratio",
+           "Rollouts", "sample_rollouts", "repeat_pairs", "make_repeated_contexts", "repetition_features",
+           "steering_sweep", "pick_alpha", "RepetitionConfig"]
+
+
+# --------------------------------------------------------------------------------------------- detector
+@dataclass(frozen=True)
+class Loop:
+    """A periodic tail: ``unit`` elements repeated over the last ``span`` elements (``span / unit`` copies)."""
+
+    unit: int
+    span: int
+
+    @property
+    def repeats(self) -> float:
+        return self.span / self.unit
+
+
+def find_tail_loop(seq: Sequence, max_unit: int = 8, min_span: int = 12, min_repeats: float = 3.0) -> Loop | None:
+    """The longest periodic tail of ``seq`` (token ids, characters, any comparable items), or None.
+
+    For each period n in 1..max_unit the tail is periodic as far back as ``seq[i] == seq[i - n]``
+    holds; its span is that run plus one unit. A tail counts when span >= ``min_span`` and
+    span / n >= ``min_repeats``. Ties in span go to the smallest period (``abab...`` is period 2,
+    not 4). O(len(seq) * max_unit).
+    """
+    if max_unit < 1 or min_span < 1 or min_repeats < 1:
+        raise ValueError(f"need max_unit >= 1, min_span >= 1, min_repeats >= 1 (got {max_unit}, {min_span}, "
+                         f"{min_repeats})")
+    s = list(seq)
+    best: Loop | None = None
+    for n in range(1, max_unit + 1):
+        if len(s) < 2 * n:
+            break
+        run, i = 0, len(s) - 1
+        while i - n >= 0 and s[i] == s[i - n]:
+            run += 1
+            i -= 1
+        span = run + n
+        if run >= n and span >= min_span and span / n >= min_repeats and (best is None or span > best.span):
+            best = Loop(n, span)
+    return best
+
+
+@dataclass(frozen=True)
+class RepetitionDetector:
+    """Endless-repetition test of one response.
+
+    unit: ``"tokens"`` (pass token ids) or ``"chars"`` (pass the decoded text).
+    max_unit / min_span / min_repeats: see :func:`find_tail_loop` (in the chosen unit).
+    require_limit: also require that the response hit the length limit (``hit_limit=True``).
+    """
+
+    unit: str = "tokens"
+    max_unit: int = 8
+    min_span: int = 12
+    min_repeats: float = 3.0
+    require_limit: bool = True
+
+    def __post_init__(self):
+        if self.unit not in ("tokens", "chars"):
+            raise ValueError(f"unit must be 'tokens' or 'chars', not {self.unit!r}")
+
+    def loop(self, response) -> Loop | None:
+        """The periodic tail of a response (token-id sequence / tensor, or str for ``unit='chars'``)."""
+        if self.unit == "chars":
+            if not isinstance(response, str):
+                raise TypeError("unit='chars' needs the decoded response text (str)")
+            seq = response.rstrip()
+        else:
+            if isinstance(response, str):
+                raise TypeError("unit='tokens' needs token ids, not text: pass the generated ids or use unit='chars'")
+            seq = response.tolist() if isinstance(response, torch.Tensor) else list(response)
+        return find_tail_loop(seq, self.max_unit, self.min_span, self.min_repeats)
+
+    def __call__(self, response, hit_limit: bool | None = None) -> bool:
+        """True when the response loops (and, with ``require_limit``, was cut by the length limit)."""
+        if self.require_limit:
+            if hit_limit is None:
+                raise ValueError("require_limit=True needs hit_limit (did the response reach max_new_tokens?)")
+            if not hit_limit:
+                return False
+        return self.loop(response) is not None
+
+    def flags(self, rollouts: "Rollouts") -> np.ndarray:
+        """(B,) bool: loop flag of every response of a :class:`Rollouts`."""
+        seqs = rollouts.texts if self.unit == "chars" else rollouts.response_ids()
+        return np.array([self(s, bool(h)) for s, h in zip(seqs, rollouts.hit_limit.tolist())], dtype=bool)
+
+
+# --------------------------------------------------------------------------------------------- statistics
+def bootstrap_mean_ci(values: np.ndarray, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """(mean, lo, hi) of the mean of per-cluster values (n_clusters,) with a percentile bootstrap over clusters."""
+    v = np.asarray(values, dtype=float).ravel()
+    if v.size == 0:
+        raise ValueError("bootstrap of an empty sample")
+    rng = np.random.default_rng(seed)
+    boots = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(1)
+    a = (1 - level) / 2
+    return float(v.mean()), float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a))
+
+
+def repeat_ratio(flags: np.ndarray, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
+    """Repeat ratio of a (n_prompts, n_samples) bool array of loop flags, bootstrap CI over prompts.
+
+    Returns {'ratio', 'lo', 'hi', 'n_prompts', 'n_samples'}; ratio = share of all responses that loop.
+    """
+    f = np.asarray(flags, dtype=float)
+    if f.ndim != 2:
+        raise ValueError(f"flags must be (n_prompts, n_samples), got shape {f.shape}")
+    m, lo, hi = bootstrap_mean_ci(f.mean(1), n_boot, level, seed)
+    return {"ratio": m, "lo": lo, "hi": hi, "n_prompts": f.shape[0], "n_samples": f.shape[1]}
+
+
+# --------------------------------------------------------------------------------------------- sampling
+@dataclass
+class Rollouts:
+    """B sampled responses to left-padded prompts.
+
+    input_ids / attention_mask: (B, P + T) prompt (left-padded, P columns) then response (T columns);
+    response_mask: (B, T) bool, True for generated tokens up to and including the first
+    end-of-text; hit_limit: (B,) bool, no end-of-text within T = max_new_tokens; texts: decoded
+    responses; prompt_len: P.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    response_mask: torch.Tensor
+    hit_limit: torch.Tensor
+    texts: list[str]
+    prompt_len: int
+    max_new_tokens: int
+
+    @property
+    def responses(self) -> torch.Tensor:
+        """(B, T) response token ids (padded with the pad id after end-of-text)."""
+        return self.input_ids[:, self.prompt_len:]
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """(B,) response lengths in tokens (end-of-text included)."""
+        return self.response_mask.sum(1)
+
+    def response_ids(self) -> list[list[int]]:
+        return [r[m].tolist() for r, m in zip(self.responses, self.response_mask)]
+
+
+def _response_mask(gen: torch.Tensor, eos_ids: set[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mask (B, T) of tokens up to and including the first eos, hit_limit (B,))."""
+    is_eos = torch.zeros_like(gen, dtype=torch.bool)
+    for e in eos_ids:
+        is_eos |= gen == e
+    after = (is_eos.cumsum(1) - is_eos.long()) > 0  # strictly after the first eos
+    return ~after, ~is_eos.any(1)
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    ids = model.generation_config.eos_token_id if getattr(model, "generation_config", None) else None
+    ids = ids if ids is not None else tokenizer.eos_token_id
+    return set(ids if isinstance(ids, (list, tuple)) else [ids])
+
+
+@torch.no_grad()
+def sample_rollouts(model: nn.Module, tokenizer, prompts: list[str], max_new_tokens: int = 32,
+                    temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
+                    steer_vectors: dict[int, torch.Tensor] | None = None, steer_rows=None,
+                    do_sample: bool = True) -> Rollouts:
+    """Sample one response per prompt in ONE batch (KV cache on), optionally steering some rows.
+
+    steer_vectors: {layer: (d_model,) vector} added at every position and decode step (shared
+    :func:`~qscope_utils.steering.steer`); steer_rows: which batch rows (None = all). Generation
+    never stops early on end-of-text for the whole batch before every row is done; each row's
+    tokens after its first end-of-text are masked out. Seeded: same seed, same samples.
+    """
+    if not prompts:
+        raise ValueError("no prompts to sample from")
+    old = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        enc = tokenizer(prompts, return_tensors="pt", padding=True).to(model.device)
+    finally:
+        tokenizer.padding_side = old
+    eos = _eos_ids(model, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(eos))
+    torch.manual_seed(seed)
+    kw = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=pad, eos_token_id=sorted(eos),
+              use_cache=True)
+    if do_sample:
+        kw.update(temperature=temperature, top_p=top_p, top_k=0)
+    if steer_vectors:
+        with steer(model, steer_vectors, rows=steer_rows):
+            out = model.generate(**enc, **kw)
+    else:
+        out = model.generate(**enc, **kw)
+    P = enc["input_ids"].shape[1]
+    gen = out[:, P:]
+    if gen.shape[1] < max_new_tokens:  # every row stopped early: pad to a fixed width
+        gen = torch.cat([gen, gen.new_full((gen.shape[0], max_new_tokens - gen.shape[1]), pad)], 1)
+    rmask, hit = _response_mask(gen, eos)
+    texts = [tokenizer.decode(g[m], skip_special_tokens=True) for g, m in zip(gen, rmask)]
+    am = torch.cat([enc["attention_mask"], rmask.long()], 1)
+    return Rollouts(torch.cat([enc["input_ids"], gen], 1), am, rmask, hit.cpu(), texts, P, max_new_tokens)
+
+
+# --------------------------------------------------------------------------------------------- features
+def repeat_pairs(ids: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(first_pos, last_pos) of every token id occurring at least twice among the valid positions of one row.
+
+    ids, valid: (T,). Returns two (n_pairs,) int64 tensors, first_pos < last_pos, ordered by first_pos.
+    """
+    pos = valid.nonzero(as_tuple=True)[0]
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    for p, t in zip(pos.tolist(), ids[pos].tolist()):
+        first.setdefault(t, p)
+        last[t] = p
+    pairs = sorted((first[t], last[t]) for t in first if last[t] > first[t])
+    if not pairs:
+        return torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long)
+    f, l = zip(*pairs)
+    return torch.tensor(f), torch.tensor(l)
+
+
+def make_repeated_contexts(tokenizer, texts: list[str], chunk_tokens: int = 16, n_repeats: int = 4,
+                           seed: int = 0) -> list[list[int]]:
+    """Token-id contexts ``[bos?] + chunk * n_repeats`` from real texts (one per text long enough).
+
+    The chunk is a random window of ``chunk_tokens`` tokens of the text (without special
+    tokens); the BOS the tokenizer prepends (if any) is kept at position 0, where it is excluded
+    from feature statistics anyway.
+    """
+    rng = np.random.default_rng(seed)
+    special = set(tokenizer.all_special_ids)
+    out = []
+    for t in texts:
+        full = tokenizer(t)["input_ids"]
+        head = [i for i in full[:1] if i in special]
+        body = [i for i in full if i not in special]
+        if len(body) < chunk_tokens:
+            continue
+        s = int(rng.integers(0, len(body) - chunk_tokens + 1))
+        out.append(head + body[s:s + chunk_tokens] * n_repeats)
+    if not out:
+        raise ValueError(f"no text has {chunk_tokens} tokens: lower chunk_tokens or pass longer texts")
+    return out
+
+
+def _pad_right(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), pad, dtype=torch.long)
+    am = torch.zeros((len(seqs), T), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = torch.tensor(s)
+        am[i, :len(s)] = 1
+    return ids, am
+
+
+@torch.no_grad()
+def repetition_features(model: nn.Module, sae: TopKSAE, layer: int, contexts: list[list[int]], pad_id: int,
+                        batch_size: int = 16, exclude_first: bool = True, progress: bool = True) -> pd.DataFrame:
+    """Rank SAE features by mean(code at last occurrence - code at first occurrence) of repeated tokens.
+
+    contexts: token-id lists (e.g. :func:`make_repeated_contexts`, or model responses with prompts).
+    Returns a DataFrame sorted by ``mean_increase`` (descending) with one row per feature:
+    feature, mean_increase, se (standard error over pairs), t (mean / se), mean_first, mean_last,
+    fire_first / fire_last (share of pairs where the feature is active), n_pairs.
+    """
+    d = sae.d_sae
+    s1 = torch.zeros(d, dtype=torch.float64)
+    s2 = torch.zeros(d, dtype=torch.float64)
+    sf = torch.zeros(d, dtype=torch.float64)
+    sl = torch.zeros(d, dtype=torch.float64)
+    cf = torch.zeros(d, dtype=torch.float64)
+    cl = torch.zeros(d, dtype=torch.float64)
+    n = 0
+    for i in tqdm(range(0, len(contexts), batch_size), desc="repetition pairs", disable=not progress, leave=False):
+        ids, am = _pad_right(contexts[i:i + batch_size], pad_id)
+        h = capture_residuals(model, ids, am, [layer])[layer].float()
+        valid = am.bool().clone()
+        if exclude_first:
+            valid[:, 0] = False
+        for b in range(ids.shape[0]):
+            fp, lp = repeat_pairs(ids[b], valid[b])
+            if fp.numel() == 0:
+                continue
+            zf = sae.encode(h[b, fp.to(h.device)]).double().cpu()
+            zl = sae.encode(h[b, lp.to(h.device)]).double().cpu()
+            dz = zl - zf
+            s1 += dz.sum(0); s2 += (dz ** 2).sum(0)
+            sf += zf.sum(0); sl += zl.sum(0)
+            cf += (zf > 0).double().sum(0); cl += (zl > 0).double().sum(0)
+            n += fp.numel()
+    if n == 0:
+        raise ValueError("no token repeats in any context: pass contexts with repeated tokens")
+    mean = s1 / n
+    var = (s2 / n - mean ** 2).clamp_min(0) * n / max(n - 1, 1)
+    se = (var / n).sqrt()
+    df = pd.DataFrame({"feature": np.arange(d), "mean_increase": mean.numpy(), "se": se.numpy(),
+                       "t": (mean / se.clamp_min(1e-12)).numpy(), "mean_first": (sf / n).numpy(),
+                       "mean_last": (sl / n).numpy(), "fire_first": (cf / n).numpy(),
+                       "fire_last": (cl / n).numpy(), "n_pairs": n})
+    return df.sort_values("mean_increase", ascending=False, kind="stable").reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------- causal check
+def steering_sweep(model: nn.Module, tokenizer, prompts: list[str], direction: torch.Tensor, layer: int,
+                   alphas: Sequence[float], detector: RepetitionDetector, n_samples: int = 4,
+                   max_new_tokens: int = 32, temperature: float = 1.0, seed: int = 0, n_boot: int = 1000,
+                   do_sample: bool = True, progress: bool = True) -> pd.DataFrame:
+    """Repeat ratio of generations steered with ``alpha * direction`` at ``layer``, for each alpha.
+
+    Every alpha uses the same prompts and sampling seeds (alpha = 0 is the unsteered model); greedy
+    decoding (``do_sample=False``) uses one response per prompt. Returns a DataFrame: alpha, ratio,
+    lo, hi (bootstrap CI over prompts), n_prompts, n_samples, mean_len (response tokens).
+    """
+    rows = []
+    n_samples = n_samples if do_sample else 1
+    batch = [p for p in prompts for _ in range(n_samples)]
+    for a in tqdm(list(alphas), desc="alpha sweep", disable=not progress, leave=False):
+        vec = {layer: float(a) * direction.float()} if a != 0 else None
+        ro = sample_rollouts(model, tokenizer, batch, max_new_tokens, temperature, seed=seed, steer_vectors=vec,
+                             do_sample=do_sample)
+        flags = detector.flags(ro).reshape(len(prompts), n_samples)
+        rows.append({"alpha": float(a), **repeat_ratio(flags, n_boot=n_boot, seed=seed),
+                     "mean_len": float(ro.lengths.float().mean())})
+    return pd.DataFrame(rows)
+
+
+def pick_alpha(sweep: pd.DataFrame, target: float = 0.5) -> float:
+    """Smallest positive alpha whose steered repeat ratio reaches ``target`` (else the one with the highest ratio)."""
+    pos = sweep[sweep.alpha > 0].sort_values("alpha")
+    if pos.empty:
+        raise ValueError("the sweep has no positive alpha")
+    hit = pos[pos.ratio >= target]
+    return float(hit.alpha.iloc[0]) if not hit.empty else float(pos.loc[pos.ratio.idxmax(), "alpha"])
+
+
+# --------------------------------------------------------------------------------------------- config
+@dataclass
+class RepetitionConfig:
+    """Sizes of the repetition-feature search, the steering sweep and the repeat-ratio evaluation.
+
+    layer: SAE layer of the repetition feature (None = middle layer of the group).
+    detector: thresholds in tokens; chunk_tokens / n_repeats: constructed repeated contexts;
+    alphas: steering strengths of the causal sweep (raw multiples of W_dec[:, f]);
+    n_sweep_prompts: arithmetic prompts of the sweep; n_eval_prompts: held-out text prefixes;
+    n_samples: sampled responses per prompt. Generation length and temperature are the DAPO run's
+    (``DAPOConfig.max_new_tokens`` = L_max, ``temperature``), so the detector sees what RL sees.
+    """
+
+    layer: int | None = None
+    detector: RepetitionDetector = field(default_factory=RepetitionDetector)
+    n_contexts: int = 128
+    chunk_tokens: int = 16
+    n_repeats: int = 4
+    alphas: tuple[float, ...] = (-16.0, -8.0, -4.0, 0.0, 4.0, 8.0, 16.0, 32.0)
+    n_sweep_prompts: int = 32
+    n_eval_prompts: int = 48
+    n_samples: int = 4
+    n_boot: int = 1000
+
+    @classmethod
+    def for_profile(cls, name: str) -> "RepetitionConfig":
+        if name == "smoke":
+            return cls(layer=1, detector=RepetitionDetector(min_span=8, max_unit=4), n_contexts=16, chunk_tokens=8,
+                       n_repeats=3, alphas=(-4.0, 0.0, 4.0), n_sweep_prompts=4, n_eval_prompts=6, n_samples=2,
+                       n_boot=200)
+        if name == "mini":
+            # layer 3 (the last of 4): the top-ranked features of layers 1-2 lengthen responses when steered
+            # but did not make them loop in a first exploration; layer 3's top feature did (notebook 07 shows it)
+            return cls(layer=3)
+        if name == "paper":
+            # long generations: a loop must cover 256 tokens of the tail and still run at the limit
+            return cls(detector=RepetitionDetector(min_span=256, max_unit=64, min_repeats=4.0), n_contexts=2000,
+                       chunk_tokens=64, n_repeats=4, alphas=(-20.0, -5.0, 0.0, 5.0, 20.0, 100.0),
+                       n_sweep_prompts=100, n_eval_prompts=250, n_samples=8, n_boot=2000)
+        raise ValueError(f"unknown profile {name!r}: choose mini, smoke or paper")
