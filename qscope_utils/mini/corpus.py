@@ -31,7 +31,6 @@ licence from the Debian copyright file, package name and version, documents and 
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import functools
 import gzip
 import hashlib
@@ -259,16 +258,10 @@ def roff_to_text(src: str) -> str:
     text = "\n".join(out)
     text = _ESC_RE.sub(_roff_escape, text)
     text = text.replace("\\", "")
-    # join lines of one paragraph (roff source wraps anywhere); keep blank-line breaks
-    paras = [re.sub(r"[ \t]*\n[ \t]*", _join_sep, p.strip()) for p in re.split(r"\n\s*\n", text)]
+    # lines inside a paragraph are kept as they are (CJK and Latin wrap differently); blank-line breaks
+    paras = [p.strip() for p in re.split(r"\n\s*\n", text)]
     paras = [re.sub(r"[ \t]{2,}", " ", p) for p in paras if p.strip()]
     return "\n\n".join(paras)
-
-
-def _join_sep(m: re.Match) -> str:
-    # CJK text wraps without spaces; Latin/Cyrillic needs one. Decided from the neighbours.
-    s, e = m.string, m.start(), 
-    return "\n"
 
 
 def chunk_text(text: str, max_chars: int = CHUNK_CHARS) -> list[str]:
@@ -300,7 +293,7 @@ def chunk_text(text: str, max_chars: int = CHUNK_CHARS) -> list[str]:
         cur = f"{cur}\n\n{p}" if cur else p
     if cur:
         out.append(cur)
-    return [o.strip() for o in out if o.strip()]
+    return [o.strip("\n") for o in out if o.strip()]
 
 
 def doc_split(text: str) -> str:
@@ -403,19 +396,22 @@ def _read_text(path: Path) -> str:
     return data.decode("latin-1")
 
 
+def _glob_re(pat: str) -> re.Pattern:
+    """fnmatch-like pattern where ``*`` does not cross ``/``."""
+    return re.compile("".join("[^/]*" if ch == "*" else re.escape(ch) for ch in pat) + r"\Z")
+
+
 def _list_files(root: Path, spec: SourceSpec) -> list[Path]:
+    inc = [_glob_re(p) for p in spec.include]
+    exc = [_glob_re(p) for p in spec.exclude]
     files = []
-    for pat in spec.include:
-        base = pat.split("*")[0].rsplit("/", 1)[0]
-        for p in (root / base).rglob("*") if (root / base).exists() else []:
-            if not p.is_file() or p.is_symlink():
-                continue
-            rel = str(p.relative_to(root))
-            if fnmatch.fnmatchcase(rel, pat) and "/" not in rel[len(base) + 1:].replace(
-                    pat[len(base) + 1:].rsplit("/", 1)[0] + "/", "", 1) or fnmatch.fnmatchcase(rel, pat):
-                if not any(fnmatch.fnmatchcase(rel, x) for x in spec.exclude):
-                    files.append(p)
-    return sorted(set(files))
+    for p in root.rglob("*"):
+        if p.is_symlink() or not p.is_file():
+            continue
+        rel = p.relative_to(root).as_posix()
+        if any(r.match(rel) for r in inc) and not any(r.match(rel) for r in exc):
+            files.append(p)
+    return sorted(files)
 
 
 def _file_docs(path: Path, kind: str) -> list[str]:

@@ -1,0 +1,180 @@
+"""Build (or bring up to date) a profile's mini scope: corpus -> tokenizer -> pretrain -> SAEs.
+
+Each stage writes a stamp file holding a hash of the config fields it depends on, chained with
+the hash of the stage before it; a stage whose stamp matches is skipped, so changing ``sae_k``
+rebuilds only the SAEs, changing ``vocab_size`` rebuilds tokenizer, model and SAEs, and so on.
+An interrupted pretraining resumes from its last zoo checkpoint (optimizer state included); SAE
+training resumes per layer. CLI::
+
+    python -m qscope_utils.mini.build --profile smoke [--force]
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+
+from ..profiles import MiniScopeConfig, Profile, _built, get_profile
+from . import corpus as _corpus
+
+__all__ = ["build_scope", "STAGES", "STAGE_FIELDS", "stage_hashes", "scope_profile", "main"]
+
+STAGES = ("corpus", "tokenizer", "pretrain", "sae")
+# config fields each stage depends on (on top of the previous stage's hash)
+STAGE_FIELDS: dict[str, tuple[str, ...]] = {
+    "corpus": ("max_chars_per_source", "seed"),
+    "tokenizer": ("vocab_size",),
+    "pretrain": ("hidden_size", "n_layers", "n_heads", "n_kv_heads", "head_dim", "intermediate_size", "seq_len",
+                 "batch_size", "train_steps", "lr", "zoo_steps", "mixtures", "branch_step", "seed"),
+    "sae": ("sae_expansion", "sae_k", "sae_train_tokens", "sae_batch_tokens", "sae_lr", "seed"),
+}
+CODE_VERSION = {"corpus": 1, "tokenizer": 1, "pretrain": 1, "sae": 1}   # bump to force a rebuild
+
+
+def scope_profile(name: str, scope: MiniScopeConfig) -> Profile:
+    """A built profile (paths, group name) for a possibly modified scope config."""
+    return _built(name, scope)
+
+
+def stage_hashes(scope: MiniScopeConfig, corpus_dir_override: str | None = None) -> dict[str, str]:
+    """Chained config hash per stage."""
+    out, prev = {}, ""
+    d = asdict(scope)
+    for st in STAGES:
+        cfg = {f: d[f] for f in STAGE_FIELDS[st]}
+        if st == "corpus":
+            cfg["user_corpus_dir"] = str(corpus_dir_override) if corpus_dir_override else None
+        blob = json.dumps({"prev": prev, "stage": st, "cfg": cfg, "code": CODE_VERSION[st]}, sort_keys=True,
+                          default=list)
+        prev = hashlib.sha256(blob.encode()).hexdigest()[:16]
+        out[st] = prev
+    return out
+
+
+def _stamp_path(prof: Profile, stage: str) -> Path:
+    from .sae_train import sae_group_dir
+
+    base = {"corpus": prof.data_dir / "corpus", "tokenizer": prof.data_dir / "tokenizer",
+            "pretrain": prof.data_dir / "models", "sae": sae_group_dir(prof)}[stage]
+    return base / ".stamp.json"
+
+
+def _stamp_ok(prof: Profile, stage: str, h: str) -> bool:
+    p = _stamp_path(prof, stage)
+    return p.exists() and json.loads(p.read_text()).get("hash") == h
+
+
+def _write_stamp(prof: Profile, stage: str, h: str, info: dict) -> None:
+    p = _stamp_path(prof, stage)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps({"stage": stage, "hash": h, "fields": {f: getattr(prof.scope, f) for f in STAGE_FIELDS[stage]},
+                             "finished": time.strftime("%Y-%m-%d %H:%M:%S"), **info}, indent=1, default=list))
+
+
+def build_scope(profile_name: str | Profile = "mini", force: bool = False, scope: MiniScopeConfig | None = None,
+                corpus_dir: str | os.PathLike | None = None, progress: bool = True, threads: int | None = 2) -> dict:
+    """Build every stage that is missing or stale and return a report::
+
+        {"profile", "stages": {stage: {"status": "built"|"cached", "seconds", "hash", ...}},
+         "backbone", "sae_dir", "group"}
+
+    ``force`` rebuilds every stage; ``scope`` replaces the profile's MiniScopeConfig (tests use it
+    to change one field); ``corpus_dir`` (or env QSCOPE_CORPUS_DIR) supplies the corpus text
+    instead of Debian packages.
+    """
+    if isinstance(profile_name, Profile):
+        prof = profile_name
+    else:
+        prof = get_profile(profile_name)
+    if scope is not None:
+        prof = replace(scope_profile(prof.name, scope), device=prof.device)
+    if prof.scope is None:
+        raise ValueError(f"profile {prof.name!r} is not built offline (no MiniScopeConfig): nothing to build")
+    if threads:
+        torch.set_num_threads(threads)
+    user = corpus_dir or os.environ.get("QSCOPE_CORPUS_DIR") or None
+    hashes = stage_hashes(prof.scope, user)
+    report = {"profile": prof.name, "stages": {}, "backbone": prof.backbone}
+    rebuild_rest = False
+    for st in STAGES:
+        h = hashes[st]
+        if not force and not rebuild_rest and _stamp_ok(prof, st, h):
+            report["stages"][st] = {"status": "cached", "hash": h, "seconds": 0.0}
+            continue
+        rebuild_rest = True    # everything after a rebuilt stage is rebuilt
+        if progress:
+            print(f"[build {prof.name}] stage {st} ...", file=sys.stderr, flush=True)
+        t = time.time()
+        info = _run_stage(prof, st, h, force, user, progress)
+        dt = time.time() - t
+        _write_stamp(prof, st, h, {"seconds": dt, **{k: v for k, v in info.items() if k != "report"}})
+        report["stages"][st] = {"status": "built", "hash": h, "seconds": dt, **info}
+        if progress:
+            print(f"[build {prof.name}] stage {st} done in {dt:.1f}s", file=sys.stderr, flush=True)
+    from .sae_train import register_mini_group, sae_group_dir
+
+    report["sae_dir"] = str(sae_group_dir(prof))
+    report["group"] = register_mini_group(prof).repo_id
+    return report
+
+
+def _run_stage(prof: Profile, st: str, h: str, force: bool, user, progress: bool) -> dict:
+    scope = prof.scope
+    if st == "corpus":
+        out = _corpus.build_corpus(prof, corpus_dir_override=user, progress=progress)
+        man = json.loads((out / "manifest.json").read_text())
+        return {"n_docs": sum(s["n_docs"] for s in man["sources"]), "n_chars": sum(s["n_chars"] for s in man["sources"])}
+    if st == "tokenizer":
+        from .tokenizer import train_tokenizer
+
+        tok_dir = prof.data_dir / "tokenizer"
+        shutil.rmtree(tok_dir, ignore_errors=True)
+        docs = _corpus.load_corpus(prof, split="train")
+        tok = train_tokenizer((d.text for d in docs), scope.vocab_size, tok_dir)
+        return {"vocab_size": len(tok)}
+    if st == "pretrain":
+        from .pretrain import pretrain
+
+        models = prof.data_dir / "models"
+        res = models / "_resume"
+        keep_resume = False
+        if res.exists() and not force:     # resume only a run of the same config
+            keep_resume = any(torch.load(p, weights_only=False).get("config_hash") == h for p in res.glob("*.pt"))
+        if not keep_resume:
+            shutil.rmtree(models, ignore_errors=True)
+        summary = pretrain(scope, prof, prof.data_dir / "tokenizer", models, config_hash=h, progress=progress)
+        return {k: summary[k] for k in ("n_params", "tokens_per_s", "train_tokens_in_corpus", "final_loss", "zoo")}
+    if st == "sae":
+        from .sae_train import sae_group_dir, train_all_layers
+
+        if force:
+            shutil.rmtree(sae_group_dir(prof), ignore_errors=True)
+        summ = train_all_layers(prof, stamp=h, progress=progress)
+        return {"layers": [{"layer": l["layer"], "heldout_fvu": l["heldout"]["fvu"], "dead_frac": l["dead_frac"],
+                            "tokens_per_s": l["tokens_per_s"]} for l in summ["layers"]]}
+    raise ValueError(st)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="mini", choices=["mini", "smoke"])
+    ap.add_argument("--force", action="store_true", help="rebuild every stage")
+    ap.add_argument("--corpus-dir", default=None, help="user text directory instead of Debian packages")
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args(argv)
+    t = time.time()
+    rep = build_scope(a.profile, force=a.force, corpus_dir=a.corpus_dir, threads=a.threads)
+    rep["total_seconds"] = time.time() - t
+    print(json.dumps(rep, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,374 @@
+"""Pretraining of the mini backbone: a real ``transformers.Qwen3ForCausalLM`` trained from scratch.
+
+Data: the corpus train split, each document ``bos + text + eos``, concatenated per source. A
+training sequence starts at a random document start of a source drawn from the mixture and runs
+``seq_len + 1`` tokens on through the following documents (packed; position 0 is always bos).
+
+Mixtures (``MiniScopeConfig.mixtures``): ``balanced`` draws a language with probability
+proportional to (its characters)^0.3 (temperature smoothing, so small languages such as lzh are
+seen often but not only), a source within the language proportionally to its size;
+``code_math_heavy`` multiplies code and math by 4; ``<lang>_heavy`` multiplies one language by 4.
+
+Checkpoint zoo (for the benchmark-redundancy section, which needs models that differ in training
+steps *and* data mixture): the balanced run saves at every ``zoo_steps`` step; every other mixture
+*branches* from the balanced run at ``branch_step`` (same weights, optimizer state and LR
+schedule) and continues to ``train_steps`` on its own mixture, saving at the zoo steps after the
+branch. This costs ``train_steps - branch_step`` extra steps per mixture instead of a full second
+run, which is what fits the 2-core CPU budget (mini: 1400 + 700 steps, 9 checkpoints), and it is
+how in-house checkpoint families usually look (a shared trunk, then mixture changes).
+
+Resume: at every zoo step the run also writes ``models/_resume/<mixture>.pt`` (optimizer state,
+step, config hash); an interrupted run restarts from the last one. The data order is a pure
+function of (seed, mixture, step), so a resumed run sees the same batches.
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+from transformers import Qwen3Config, Qwen3ForCausalLM
+
+from ..profiles import MiniScopeConfig
+from .corpus import Doc, load_corpus
+from .tokenizer import load_tokenizer
+
+__all__ = ["qwen3_config", "mixture_weights", "TokenData", "tokenize_split", "pretrain", "zoo_plan",
+           "eval_perplexity", "load_backbone", "read_zoo"]
+
+LANG_TEMPERATURE = 0.3
+HEAVY_MULT = 4.0
+
+
+def qwen3_config(scope: MiniScopeConfig, vocab_size: int, bos_id: int, eos_id: int) -> Qwen3Config:
+    """The Qwen3Config of the mini backbone (tied embeddings, like the small Qwen3 models)."""
+    return Qwen3Config(
+        vocab_size=vocab_size, hidden_size=scope.hidden_size, intermediate_size=scope.intermediate_size,
+        num_hidden_layers=scope.n_layers, num_attention_heads=scope.n_heads,
+        num_key_value_heads=scope.n_kv_heads, head_dim=scope.head_dim,
+        max_position_embeddings=max(2048, 4 * scope.seq_len), tie_word_embeddings=True,
+        bos_token_id=bos_id, eos_token_id=eos_id, pad_token_id=eos_id, use_cache=True,
+    )
+
+
+class TokenData:
+    """Token streams of one split, one per source: ``ids[source]`` (int32) and ``starts[source]``
+    (document start offsets). Built once by :func:`tokenize_split` and cached as .npz."""
+
+    def __init__(self, ids: dict[str, np.ndarray], starts: dict[str, np.ndarray], lang: dict[str, str],
+                 chars: dict[str, int]):
+        self.ids, self.starts, self.lang, self.chars = ids, starts, lang, chars
+
+    @property
+    def sources(self) -> list[str]:
+        return sorted(self.ids)
+
+    def n_tokens(self) -> int:
+        return int(sum(len(v) for v in self.ids.values()))
+
+    def save(self, path: Path) -> None:
+        arrs = {}
+        for s in self.ids:
+            arrs[f"ids/{s}"] = self.ids[s]
+            arrs[f"starts/{s}"] = self.starts[s]
+        np.savez(path, **arrs)
+        path.with_suffix(".json").write_text(json.dumps({"lang": self.lang, "chars": self.chars}))
+
+    @classmethod
+    def load(cls, path: Path) -> "TokenData":
+        z = np.load(path)
+        meta = json.loads(path.with_suffix(".json").read_text())
+        ids = {k[4:]: z[k] for k in z.files if k.startswith("ids/")}
+        starts = {k[7:]: z[k] for k in z.files if k.startswith("starts/")}
+        return cls(ids, starts, meta["lang"], meta["chars"])
+
+
+def tokenize_split(docs: list[Doc], tok) -> TokenData:
+    """Tokenise documents as ``bos + text + eos`` and concatenate them per source."""
+    by_src: dict[str, list[Doc]] = {}
+    for d in docs:
+        by_src.setdefault(d.source, []).append(d)
+    ids, starts, lang, chars = {}, {}, {}, {}
+    eos = tok.eos_token_id
+    for s, ds in sorted(by_src.items()):
+        enc = tok([d.text for d in ds], add_special_tokens=True)["input_ids"]   # bos prepended
+        seqs = [e + [eos] for e in enc]
+        lens = np.array([len(x) for x in seqs])
+        ids[s] = np.fromiter((t for x in seqs for t in x), dtype=np.int32, count=int(lens.sum()))
+        starts[s] = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64)
+        lang[s] = ds[0].lang
+        chars[s] = int(sum(len(d.text) for d in ds))
+    return TokenData(ids, starts, lang, chars)
+
+
+def mixture_weights(data: TokenData, mixture: str) -> dict[str, float]:
+    """Sampling probability of each source under a named mixture (see module docstring)."""
+    lang_chars: dict[str, int] = {}
+    for s in data.sources:
+        lang_chars[data.lang[s]] = lang_chars.get(data.lang[s], 0) + data.chars[s]
+    mult = {l: 1.0 for l in lang_chars}
+    if mixture == "balanced":
+        pass
+    elif mixture == "code_math_heavy":
+        for l in ("code", "math"):
+            if l in mult:
+                mult[l] = HEAVY_MULT
+    elif mixture.endswith("_heavy") and mixture[:-6] in mult:
+        mult[mixture[:-6]] = HEAVY_MULT
+    else:
+        raise ValueError(f"unknown mixture {mixture!r}: use 'balanced', 'code_math_heavy' or '<lang>_heavy' "
+                         f"with a language of {sorted(mult)}")
+    p_lang = {l: (c ** LANG_TEMPERATURE) * mult[l] for l, c in lang_chars.items()}
+    z = sum(p_lang.values())
+    return {s: p_lang[data.lang[s]] / z * data.chars[s] / lang_chars[data.lang[s]] for s in data.sources}
+
+
+def _batch(data: TokenData, weights: dict[str, float], batch: int, seq_len: int, rng: np.random.Generator):
+    srcs = data.sources
+    p = np.array([weights[s] for s in srcs])
+    pick = rng.choice(len(srcs), size=batch, p=p / p.sum())
+    out = np.empty((batch, seq_len + 1), dtype=np.int64)
+    for i, j in enumerate(pick):
+        ids, st = data.ids[srcs[j]], data.starts[srcs[j]]
+        o = int(st[rng.integers(len(st))])
+        idx = (o + np.arange(seq_len + 1)) % len(ids)        # wrap around the source stream
+        out[i] = ids[idx]
+    return torch.from_numpy(out)
+
+
+def _lr(step: int, scope: MiniScopeConfig) -> float:
+    warm = max(1, scope.train_steps // 20)
+    if step < warm:
+        return scope.lr * (step + 1) / warm
+    t = (step - warm) / max(1, scope.train_steps - warm)
+    return scope.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def zoo_plan(scope: MiniScopeConfig) -> list[dict]:
+    """Checkpoints the zoo will hold: (name, mixture, step, branch_from)."""
+    plan = []
+    mixes = list(scope.mixtures)
+    if "balanced" not in mixes:
+        raise ValueError("mixtures must include 'balanced' (the main checkpoint's trunk)")
+    for s in scope.zoo_steps:
+        plan.append({"name": f"balanced-step{s}", "mixture": "balanced", "step": s, "branch_from": None})
+    for m in mixes:
+        if m == "balanced":
+            continue
+        for s in scope.zoo_steps:
+            if s > scope.branch_step:
+                plan.append({"name": f"{m}-step{s}", "mixture": m, "step": s,
+                             "branch_from": f"balanced-step{scope.branch_step}"})
+    return plan
+
+
+def _save_ckpt(model, tok, path: Path, info: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    tok.save_pretrained(str(tmp))
+    (tmp / "zoo_info.json").write_text(json.dumps(info, indent=1))
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+
+
+def _run(model, opt, data, weights, scope, mix_idx, start, stop, save_steps, on_save, progress, desc, log):
+    model.train()
+    tokens_per_step = scope.batch_size * scope.seq_len
+    bar = tqdm(range(start, stop), desc=desc, disable=not progress, mininterval=5)
+    t0, n0 = time.time(), 0
+    for step in bar:
+        rng = np.random.default_rng([scope.seed, mix_idx, step])
+        x = _batch(data, weights, scope.batch_size, scope.seq_len, rng)
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, scope)
+        logits = model(input_ids=x[:, :-1]).logits
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), x[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        n0 += tokens_per_step
+        if step % 10 == 0 or step + 1 == stop:
+            tps = n0 / max(1e-9, time.time() - t0)
+            log.append({"mixture": desc, "step": step + 1, "loss": loss.item(), "lr": _lr(step, scope),
+                        "tokens_per_s": tps})
+            bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tps:.0f}")
+        if step + 1 in save_steps:
+            on_save(step + 1)
+
+
+def pretrain(scope: MiniScopeConfig, corpus_profile, tok_dir: Path, models_dir: Path, config_hash: str = "",
+             progress: bool = True) -> dict:
+    """Train the balanced trunk and the mixture branches, save the zoo and the main checkpoint,
+    and evaluate held-out perplexity. Returns a summary dict (also written to models/pretrain.json)."""
+    torch.manual_seed(scope.seed)
+    tok = load_tokenizer(tok_dir)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    zoo_dir, res_dir = models_dir / "zoo", models_dir / "_resume"
+    zoo_dir.mkdir(exist_ok=True)
+    res_dir.mkdir(exist_ok=True)
+    data_path = models_dir / "_data" / "train_tokens.npz"
+    if data_path.exists():
+        data = TokenData.load(data_path)
+    else:
+        data_path.parent.mkdir(exist_ok=True)
+        data = tokenize_split(load_corpus(corpus_profile, split="train"), tok)
+        data.save(data_path)
+    cfg = qwen3_config(scope, len(tok), tok.bos_token_id, tok.eos_token_id)
+    plan = zoo_plan(scope)
+    log: list[dict] = []
+    timings: dict[str, float] = {}
+    mixes = list(scope.mixtures)
+    tokens_per_step = scope.batch_size * scope.seq_len
+
+    def new_opt(model):
+        decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+        nodecay = [p for n, p in model.named_parameters() if p.ndim < 2]
+        return torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": nodecay, "weight_decay": 0.0}],
+                                 lr=scope.lr, betas=(0.9, 0.95), eps=1e-8)
+
+    def resume_state(mixture):
+        p = res_dir / f"{mixture}.pt"
+        if p.exists():
+            st = torch.load(p, weights_only=False)
+            if st.get("config_hash") == config_hash:
+                return st
+        return None
+
+    for mi, mix in enumerate(mixes):
+        weights = mixture_weights(data, mix)
+        my_steps = [e["step"] for e in plan if e["mixture"] == mix]
+        start = 0 if mix == "balanced" else scope.branch_step
+        st = resume_state(mix)
+        model = Qwen3ForCausalLM(cfg)
+        opt = new_opt(model)
+        if st is not None:
+            model.load_state_dict(st["model"])
+            opt.load_state_dict(st["optimizer"])
+            start = st["step"]
+        elif mix != "balanced":
+            br = torch.load(res_dir / f"balanced-step{scope.branch_step}.pt", weights_only=False)
+            model.load_state_dict(br["model"])
+            opt.load_state_dict(br["optimizer"])
+        stop = scope.train_steps
+        if start >= stop:
+            continue
+
+        def on_save(step, mix=mix, model=model, opt=opt):
+            entry = next((e for e in plan if e["mixture"] == mix and e["step"] == step), None)
+            state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                     "config_hash": config_hash}
+            if entry is not None:
+                info = dict(entry, tokens_seen=step * tokens_per_step, path=f"zoo/{entry['name']}")
+                _save_ckpt(model, tok, zoo_dir / entry["name"], info)
+            if mix == "balanced" and step == scope.branch_step and len(mixes) > 1:
+                torch.save(state, res_dir / f"balanced-step{step}.pt")
+            torch.save(state, res_dir / f"{mix}.pt.tmp")
+            (res_dir / f"{mix}.pt.tmp").replace(res_dir / f"{mix}.pt")
+
+        save_steps = set(my_steps) | {stop}
+        if mix == "balanced" and len(mixes) > 1:
+            save_steps.add(scope.branch_step)
+        t = time.time()
+        _run(model, opt, data, weights, scope, mi, start, stop, save_steps, on_save, progress, mix, log)
+        timings[mix] = time.time() - t
+
+    # main checkpoint = balanced final
+    final = zoo_dir / f"balanced-step{scope.train_steps}"
+    if not final.exists():   # train_steps not in zoo_steps: the resume file holds it
+        st = torch.load(res_dir / "balanced.pt", weights_only=False)
+        model = Qwen3ForCausalLM(cfg)
+        model.load_state_dict(st["model"])
+        _save_ckpt(model, tok, final, {"name": final.name, "mixture": "balanced", "step": scope.train_steps,
+                                       "tokens_seen": scope.train_steps * tokens_per_step})
+    main = models_dir / "main"
+    shutil.rmtree(main, ignore_errors=True)
+    shutil.copytree(final, main)
+    zoo = [json.loads((zoo_dir / e["name"] / "zoo_info.json").read_text()) for e in plan
+           if (zoo_dir / e["name"]).exists()]
+    (models_dir / "zoo.json").write_text(json.dumps(zoo, indent=1))
+
+    t = time.time()
+    ppl = eval_perplexity(main, corpus_profile, scope)
+    ppl.to_csv(models_dir / "perplexity.csv", index=False)
+    timings["perplexity_eval"] = time.time() - t
+    n_params = sum(p.numel() for p in load_backbone(main).parameters())
+    tps = [r["tokens_per_s"] for r in log if r["step"] > 20]
+    summary = {"n_params": n_params, "train_tokens_in_corpus": data.n_tokens(), "tokens_per_step": tokens_per_step,
+               "train_steps": scope.train_steps, "zoo": [z["name"] for z in zoo], "seconds": timings,
+               "tokens_per_s": float(np.median(tps)) if tps else None,
+               "final_loss": {m: next((r["loss"] for r in reversed(log) if r["mixture"] == m), None) for m in mixes},
+               "mixture_weights": {m: mixture_weights(data, m) for m in mixes}}
+    (models_dir / "pretrain.json").write_text(json.dumps(summary, indent=1))
+    if log:
+        pd.DataFrame(log).to_csv(models_dir / "train_log.csv", index=False)
+    return summary
+
+
+@torch.no_grad()
+def eval_perplexity(model_dir: Path, corpus_profile, scope: MiniScopeConfig, max_docs_per_source: int = 150,
+                    batch: int = 16) -> pd.DataFrame:
+    """Held-out perplexity per source and per language (documents ``bos + text + eos`` cut to
+    ``2*seq_len`` tokens; the bos is context, never a target). Columns: level, name, lang, n_docs,
+    n_tokens, n_chars, ppl, bits_per_char (comparable across tokenisations and scripts)."""
+    model = load_backbone(model_dir)
+    tok = load_tokenizer(model_dir)
+    docs = load_corpus(corpus_profile, split="heldout")
+    by_src: dict[str, list[Doc]] = {}
+    for d in docs:
+        by_src.setdefault(d.source, []).append(d)
+    rows, agg = [], {}
+    max_len = 2 * scope.seq_len
+    for src, ds in sorted(by_src.items()):
+        ds = ds[:max_docs_per_source]
+        nll, ntok, nch = 0.0, 0, 0
+        for i in range(0, len(ds), batch):
+            texts = [d.text for d in ds[i:i + batch]]
+            enc = tok(texts, add_special_tokens=True)["input_ids"]
+            seqs = [(e + [tok.eos_token_id])[:max_len] for e in enc]
+            L = max(len(s) for s in seqs)
+            ids = torch.full((len(seqs), L), tok.eos_token_id, dtype=torch.long)
+            mask = torch.zeros((len(seqs), L), dtype=torch.long)
+            for j, s in enumerate(seqs):
+                ids[j, :len(s)] = torch.tensor(s)
+                mask[j, :len(s)] = 1
+            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+            tgt, m = ids[:, 1:], mask[:, 1:].bool()
+            lp = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), reduction="none")
+            nll += float(lp[m.reshape(-1)].sum())
+            ntok += int(m.sum())
+            # characters covered by the scored tokens (truncated docs: proportional share)
+            for j, s in enumerate(seqs):
+                full = len(enc[j]) + 1
+                nch += int(round(len(texts[j]) * min(1.0, len(s) / full)))
+        lang = ds[0].lang
+        rows.append({"level": "source", "name": src, "lang": lang, "n_docs": len(ds), "n_tokens": ntok,
+                     "n_chars": nch, "nll": nll})
+        a = agg.setdefault(lang, {"n_docs": 0, "n_tokens": 0, "n_chars": 0, "nll": 0.0})
+        for k in a:
+            a[k] += rows[-1][k]
+    for lang, a in sorted(agg.items()):
+        rows.append({"level": "lang", "name": lang, "lang": lang, **a})
+    df = pd.DataFrame(rows)
+    df["ppl"] = np.exp(df["nll"] / df["n_tokens"])
+    df["bits_per_char"] = df["nll"] / np.log(2) / df["n_chars"].clip(lower=1)
+    return df.drop(columns=["nll"])
+
+
+def load_backbone(path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Qwen3ForCausalLM:
+    """Load a mini checkpoint (``models/main`` or a zoo entry) in eval mode."""
+    model = Qwen3ForCausalLM.from_pretrained(str(path), dtype=dtype)
+    return model.to(device).eval()
+
+
+def read_zoo(models_dir: Path) -> pd.DataFrame:
+    """The checkpoint zoo (name, mixture, step, tokens_seen, branch_from, path) as a DataFrame."""
+    return pd.DataFrame(json.loads((Path(models_dir) / "zoo.json").read_text()))
