@@ -185,3 +185,20 @@ def test_score_answer():
     assert tasks.score_answer(" forty-four", 44) == 0.0
     assert tasks.score_answer(" 45", 44) == 0.0
     assert tasks.extract_answer("no number") is None
+
+
+def test_rotated_fortune_files_are_decoded(tmp_path):
+    """Debian's offensive fortunes are ROT13 on disk; the strfile flag in the .dat says so."""
+    import codecs
+    import struct
+
+    from qscope_utils.mini.corpus import _file_docs, fortune_is_rotated
+
+    text = "Este es un chiste bastante largo para ser un documento.\n%\nOtro chiste largo, también en español.\n"
+    for name, flags in (("rot", 0x4), ("plain", 0x0)):
+        f = tmp_path / name
+        f.write_text(codecs.encode(text, "rot13") if flags else text, encoding="utf-8")
+        (tmp_path / f"{name}.dat").write_bytes(struct.pack(">5I", 2, 2, 60, 40, flags) + b"%\0\0\0")
+    assert fortune_is_rotated(tmp_path / "rot") and not fortune_is_rotated(tmp_path / "plain")
+    assert _file_docs(tmp_path / "rot", "fortune") == _file_docs(tmp_path / "plain", "fortune")
+    assert "chiste" in _file_docs(tmp_path / "rot", "fortune")[0]

@@ -132,7 +132,7 @@ for f, t in list(zip(feat.targets, feat.texts))[:5]:
 
 # %%
 B = min(cfg.budget, len(feat.texts), len(rand.texts))
-grid = [b for b in cfg.budget_grid]
+grid = sorted(set(cfg.budget_grid) | {B})   # the matched budget B is always a point
 curves = {"feature synthesis": S.coverage_curve(M_seed, feat.max_acts, T.ids, grid, cfg.eps),
           "random synthesis": S.coverage_curve(M_seed, rand.max_acts, T.ids, grid, cfg.eps),
           "natural sampling": S.coverage_curve(M_seed, M_nat, T.ids, grid, cfg.eps)}
@@ -191,8 +191,7 @@ def _row(kind, name):
     r = table[(table.features == kind) & (table["training set"] == name)]
     return None if r.empty else {k: float(r.iloc[0][k]) for k in ("accuracy", "acc_lo", "acc_hi", "unsafe_missed", "safe_flagged")}
 
-at_B = {k: float(v[grid.index(B)]) if B in grid else float(S.coverage_curve(M_seed, m, T.ids, [B], cfg.eps)[0])
-        for (k, v), m in zip(curves.items(), [feat.max_acts, rand.max_acts, M_nat])}
+at_B = {k: float(v[grid.index(B)]) for k, v in curves.items()}
 summary = {
     "group": scope.group.repo_id, "layer": cfg.layer, "score": cfg.score, "tau": cfg.tau, "n_targets": len(T),
     "seed_size": len(seed_texts), "seed_coverage_pct": 100 * cov_seed, "n_missing": int(len(T_miss)),

@@ -24,8 +24,8 @@
 
 # %% tags=["parameters"]
 profile = "mini"            # mini | smoke | paper
-lambdas = None              # None = the sweep of the profile (0 = plain SFT is always included)
-steps = None                # None = the SFT steps of the profile
+lambdas = None              # None: the sweep of the profile (lambda 0, plain SFT, is always included)
+steps = None                # None: the SFT steps of the profile
 threads = 1                 # torch CPU threads (tiny matrices: one thread is as fast, and shares the CPU)
 seed = 0
 paper_model = "Qwen3-1.7B-Base"   # paper profile: Qwen3-1.7B-Base | Qwen3-8B-Base (backbone + SAE group)

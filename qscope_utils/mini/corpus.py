@@ -414,9 +414,30 @@ def _list_files(root: Path, spec: SourceSpec) -> list[Path]:
     return sorted(files)
 
 
+STR_ROTATED = 0x4  # strfile(1) header flag: the file's letters are ROT13-encoded (``fortune -o`` decodes)
+
+
+def fortune_is_rotated(path: Path) -> bool:
+    """True if the strfile index ``<path>.dat`` beside a fortune file marks it ROT13-encoded.
+
+    Debian ships the offensive collections (fortunes-es-off, ...) rotated; reading them raw would
+    put ROT13 gibberish, not Spanish, into the corpus. Header: five big-endian uint32 (version,
+    numstr, longlen, shortlen, flags).
+    """
+    dat = path.with_name(path.name + ".dat")
+    if not dat.is_file():
+        return False
+    head = dat.read_bytes()[:20]
+    return len(head) == 20 and bool(int.from_bytes(head[16:20], "big") & STR_ROTATED)
+
+
 def _file_docs(path: Path, kind: str) -> list[str]:
     raw = _read_text(path)
     if kind == "fortune":
+        if fortune_is_rotated(path):
+            import codecs
+
+            raw = codecs.decode(raw, "rot13")
         texts = parse_fortunes(raw)
     elif kind == "man":
         t = _clean(roff_to_text(raw))

@@ -1,0 +1,691 @@
+"""SASFT: SAE-guided supervised fine-tuning against unexpected code-switching (SPEC.md §7, arXiv:2507.14894).
+
+Pieces, in the order the notebook uses them:
+
+1. Language features. Per-language mean activation (and mean PRE-activation) of every SAE feature
+   from :func:`qscope_utils.features.mean_activations` (position 0 excluded);
+   monolinguality ``nu_s(L) = mean_s(L) - mean_{L' != L} mean_s(L')`` (:func:`monolinguality`);
+   the top-k features per unwanted language L at the chosen layers (default: the last two) and
+   ``alpha_j(s)`` = mean pre-activation of s on language j (:func:`select_language_features`).
+2. The regulariser (:class:`SASFTPenalty`): forward hooks on the decoder layers compute the selected
+   features' PRE-activations ``f_s(x) = x . W_enc[s] + b_enc[s]`` (no ReLU, no top-k) from the LIVE
+   residual of the training forward pass, through the FROZEN encoder (its parameters have
+   ``requires_grad=False``: the gradient reaches the residual, hence the model, never the SAE).
+   ``penalty = mean over response positions x applicable features of ReLU(f_s(x) - alpha_j(s))``
+   (response positions: the residuals that generate the response tokens, see :func:`encode_examples`),
+   j = the example's response language; a feature of language L applies only to examples whose
+   response is not in L ("x from non-L data").
+3. A compact SFT loop (:func:`train_sft`): AdamW, linear warm-up then linear decay, gradient
+   clipping, response-only cross-entropy, fixed data order. ``L = CE + sasft_lambda * penalty``;
+   ``sasft_lambda=0`` is the plain-SFT control with identical data, steps and seeds (the penalty is
+   still computed and logged, it just does not enter the loss). TRL is not installed here, and a
+   custom loss that needs per-token masks and forward hooks is shorter as a 40-line loop than as an
+   ``SFTTrainer.compute_loss`` override.
+4. Evaluation: sampled responses (several seeds per prompt, :func:`respond`), the code-switch flags
+   of :mod:`qscope_utils.codeswitch`, held-out perplexity per language (:func:`perplexity_by_lang`).
+
+The mini setup (``SASFTConfig.for_profile('mini')``): the assistant must answer in English; user
+prompts are snippets in other languages of the mini corpus; a share of the answers to zh / ru / ja
+prompts carry an injected snippet in the prompt's language (noisy SFT data, ``contamination``). The
+base model continues in the prompt's language (heavy code-switching); plain SFT teaches it to answer
+in English; SASFT adds the penalty on zh / ru / ja features (ja stands in for the paper's ko, absent
+from the corpus).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import codeswitch as cs
+from .features import mean_activations
+from .generation import generate
+from .hooks import decoder_layers, hidden_of, iter_batches
+from .recon import lm_loss
+from .sae import TopKSAE
+
+__all__ = ["SASFTConfig", "SFTExample", "PAPER_GROUPS", "PAPER_TABLE4", "CHAT_USER", "CHAT_END",
+           "default_layers", "language_stats", "monolinguality", "select_language_features", "SASFTPenalty",
+           "format_prompt", "clip_tokens", "encode_examples", "train_sft", "respond", "perplexity_by_lang",
+           "response_ce", "mini_texts_by_lang", "make_mini_sft", "make_mini_eval_prompts", "load_sft_jsonl",
+           "load_texts_jsonl", "eval_frame", "evaluate_model", "target_rows", "ratio_table", "pick_lambda", "table4"]
+
+CHAT_USER = "<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
+CHAT_END = "<|im_end|>"
+
+# Paper profile groups (SPEC.md §1): the report's Table 4 models.
+PAPER_GROUPS = {
+    "Qwen3-1.7B-Base": ("Qwen/Qwen3-1.7B-Base", "Qwen/SAE-Res-Qwen3-1.7B-Base-W32K-L0_50"),
+    "Qwen3-8B-Base": ("Qwen/Qwen3-8B-Base", "Qwen/SAE-Res-Qwen3-8B-Base-W64K-L0_50"),
+}
+# The report's Table 4 (code-switch ratio, SFT -> SASFT; 210k SFT examples). SPEC.md §7.
+PAPER_TABLE4 = {
+    ("Qwen3-1.7B-Base", "zh"): (0.81, 0.22), ("Qwen3-1.7B-Base", "ru"): (0.19, 0.03),
+    ("Qwen3-1.7B-Base", "ko"): (0.36, 0.00),
+    ("Qwen3-8B-Base", "zh"): (0.96, 0.66), ("Qwen3-8B-Base", "ru"): (0.16, 0.07), ("Qwen3-8B-Base", "ko"): (0.43, 0.07),
+}
+
+
+# ============================================================================ config
+@dataclass
+class SASFTConfig:
+    """Sizes and settings of §7 for one profile.
+
+    response_lang: the language the assistant must answer in (alpha_j is estimated on it).
+    targets: unwanted languages (penalised features; code-switch measured by their script).
+    stat_langs: languages whose mean activations define nu (>= 2).
+    sft_prompt_langs: languages of the user prompts in the SFT data (mini; paper reads files).
+    eval_prompt_langs: per target, the languages of the evaluation prompts (default: the target).
+    layers: SAE layers (None = the last two of the model). top_k: features per language and layer.
+    lambdas: the sweep; 0 (plain SFT) is always run. Paper's lambda is 5e-4..1e-3 with a sum over
+    features; here the penalty is a MEAN over features, so lambda is not directly comparable.
+    """
+
+    response_lang: str = "en"
+    targets: tuple[str, ...] = ("zh", "ru", "ja")
+    stat_langs: tuple[str, ...] = ("en", "zh", "ru", "fr", "de", "es", "it", "ja")
+    sft_prompt_langs: tuple[str, ...] = ("fr", "de", "es", "it", "zh", "ru", "ja")
+    eval_prompt_langs: dict = field(default_factory=dict)
+    layers: tuple[int, ...] | None = None
+    top_k: int = 2
+    stat_docs_per_lang: int = 64
+    stat_max_length: int = 128
+    n_train: int = 1024
+    prompt_tokens: int = 24
+    response_tokens: int = 32
+    steps: int = 150
+    batch_size: int = 8
+    lr: float = 1e-3
+    warmup: int = 20
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    lambdas: tuple[float, ...] = (0.0, 1.0, 10.0)
+    eval_prompts_per_lang: int = 40          # split in half: validation (picks lambda) / test (reported)
+    n_seeds: int = 4
+    max_new_tokens: int = 24
+    temperature: float = 1.0
+    gen_batch_size: int = 64
+    ppl_docs_per_lang: int = 32
+    ppl_max_length: int = 128
+    n_boot: int = 2000
+    min_chars: int = 1                       # characters of the unwanted script that make a switch
+    contamination: float = 0.6               # mini: share of target-language-prompt examples with a snippet
+    snippet_tokens: tuple[int, int] = (3, 8)  # mini: snippet length range (tokens)
+    seed: int = 0
+    paper_model: str = "Qwen3-1.7B-Base"     # which Table 4 column to print beside ours
+    sft_file: str | None = None              # paper: JSONL {prompt, response, response_lang}
+    eval_file: str | None = None             # paper: JSONL {prompt, lang}
+    stats_file: str | None = None            # paper: JSONL {text, lang} for nu / alpha / perplexity
+
+    @classmethod
+    def for_profile(cls, name: str, **overrides) -> "SASFTConfig":
+        if name == "mini":
+            cfg = cls()
+        elif name == "smoke":
+            cfg = cls(stat_docs_per_lang=8, stat_max_length=32, n_train=32, prompt_tokens=8, response_tokens=8,
+                      steps=6, batch_size=4, warmup=2, lambdas=(0.0, 1.0), eval_prompts_per_lang=4, n_seeds=2,
+                      max_new_tokens=6, ppl_docs_per_lang=4, ppl_max_length=32, n_boot=200)
+        elif name == "paper":
+            # Official: last two layers, top-2 per language, lambda 5e-4..1e-3 (sum over features).
+            cfg = cls(targets=("zh", "ru", "ko"), stat_langs=("en", "zh", "ru", "ko", "fr", "de", "es", "ja"),
+                      stat_docs_per_lang=2000, stat_max_length=512, n_train=0, steps=2000, batch_size=16, lr=1e-5,
+                      warmup=100, lambdas=(0.0, 5e-4, 1e-3), eval_prompts_per_lang=200, n_seeds=4,
+                      max_new_tokens=512, temperature=0.7, gen_batch_size=32, ppl_docs_per_lang=200,
+                      ppl_max_length=512, sft_file="sft.jsonl", eval_file="eval_prompts.jsonl",
+                      stats_file="lang_texts.jsonl")
+        else:
+            raise ValueError(f"unknown profile {name!r}: choose mini, smoke or paper")
+        return replace(cfg, **overrides) if overrides else cfg
+
+    def eval_langs_for(self, target: str) -> tuple[str, ...]:
+        return tuple(self.eval_prompt_langs.get(target, (target,)))
+
+
+def default_layers(n_layers: int, layers: Sequence[int] | None = None) -> list[int]:
+    """The chosen layers, by default the last two (the official SASFT setting)."""
+    if layers is None:
+        return list(range(max(0, n_layers - 2), n_layers))
+    bad = [l for l in layers if not 0 <= l < n_layers]
+    if bad:
+        raise IndexError(f"layers {bad} out of range 0..{n_layers - 1}")
+    return list(layers)
+
+
+# ============================================================================ language features
+def language_stats(model, tokenizer, saes: Mapping[int, TopKSAE], texts_by_lang: Mapping[str, list[str]],
+                   batch_size: int = 16, max_length: int = 128, progress: bool = True) -> dict[str, dict[int, dict]]:
+    """lang -> layer -> {'mean', 'mean_pre', 'rate': (d_sae,), 'n_tokens'} via features.mean_activations."""
+    out = {}
+    for lang, texts in texts_by_lang.items():
+        if not texts:
+            raise ValueError(f"no texts for language {lang!r}: language statistics need some")
+        out[lang] = mean_activations(model, tokenizer, saes, list(texts), with_pre=True, batch_size=batch_size,
+                                     max_length=max_length, progress=progress, desc=f"stats {lang}")
+    return out
+
+
+def monolinguality(means: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """nu_s(L) = mean_s(L) - (1/(n-1)) sum_{L' != L} mean_s(L') for every language L.
+
+    means: lang -> (d_sae,) mean activation. Returns lang -> (d_sae,) nu (same units as the codes).
+    """
+    langs = list(means)
+    if len(langs) < 2:
+        raise ValueError(f"monolinguality needs at least two languages, got {langs}")
+    M = torch.stack([means[l].double() for l in langs])          # (n_lang, d_sae)
+    others = (M.sum(0, keepdim=True) - M) / (len(langs) - 1)
+    nu = M - others
+    return {l: nu[i].float() for i, l in enumerate(langs)}
+
+
+def select_language_features(stats: Mapping[str, Mapping[int, dict]], targets: Sequence[str], layers: Sequence[int],
+                             top_k: int = 2, alpha_langs: Sequence[str] | None = None) -> pd.DataFrame:
+    """The top-``top_k`` features by nu per (target language, layer), with alpha_j per language j.
+
+    Returns one row per selected feature: target, layer, feature, nu, mean_target (mean activation
+    on the target), rate_target, and ``alpha_<j>`` = mean PRE-activation on language j for every j
+    in ``alpha_langs`` (default: all languages in ``stats``).
+    """
+    langs = list(stats)
+    miss = [t for t in targets if t not in stats]
+    if miss:
+        raise KeyError(f"targets {miss} have no statistics; stat languages are {langs}")
+    alpha_langs = list(alpha_langs or langs)
+    rows = []
+    for l in layers:
+        nu = monolinguality({g: stats[g][l]["mean"] for g in langs})
+        for t in targets:
+            vals, idx = nu[t].topk(top_k)
+            for v, i in zip(vals.tolist(), idx.tolist()):
+                row = {"target": t, "layer": int(l), "feature": int(i), "nu": float(v),
+                       "mean_target": float(stats[t][l]["mean"][i]), "rate_target": float(stats[t][l]["rate"][i])}
+                for j in alpha_langs:
+                    row[f"alpha_{j}"] = float(stats[j][l]["mean_pre"][i])
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+class SASFTPenalty:
+    """The SASFT regulariser over a set of (layer, feature) pairs, computed inside the training pass.
+
+    table: rows with ``layer``, ``feature``, ``target`` and ``alpha_<j>`` columns (from
+    :func:`select_language_features`). Features are concatenated over layers in table order, M in all.
+    Use ``with penalty.attach(model): out = model(...); p = penalty.loss(mask, langs)``.
+    """
+
+    def __init__(self, saes: Mapping[int, TopKSAE], table: pd.DataFrame):
+        need = {"layer", "feature", "target"}
+        if not need <= set(table.columns):
+            raise KeyError(f"feature table needs columns {sorted(need)}, has {list(table.columns)}")
+        if table.empty:
+            raise ValueError("feature table is empty: select some language features first")
+        self.table = table.reset_index(drop=True)
+        self.layers = sorted(int(l) for l in self.table.layer.unique())
+        self.saes = {}
+        for l in self.layers:
+            sae = saes[l]
+            sae.requires_grad_(False)          # frozen: gradients stop at the residual
+            self.saes[l] = sae
+        self.idx = {l: torch.tensor(self.table.feature[self.table.layer == l].tolist(), dtype=torch.long)
+                    for l in self.layers}
+        order = [i for l in self.layers for i in self.table.index[self.table.layer == l]]
+        self.targets = [self.table.target[i] for i in order]        # (M,) target language per column
+        self.alpha = {c[len("alpha_"):]: torch.tensor([float(self.table[c][i]) for i in order])
+                      for c in self.table.columns if c.startswith("alpha_")}
+        self._pre: dict[int, torch.Tensor] = {}
+        self._paused = False
+
+    @property
+    def n_features(self) -> int:
+        return len(self.targets)
+
+    def _hook(self, layer: int):
+        sae, idx = self.saes[layer], self.idx[layer].to(self.saes[layer].W_enc.device)
+
+        def hook(_m, _i, out):
+            if self._paused:
+                return
+            h = hidden_of(out)
+            W, b = sae.W_enc[idx], sae.b_enc[idx]                      # (m, d_model), (m,) - no grad
+            self._pre[layer] = F.linear(h.to(W.device, W.dtype), W, b)  # (B, T, m) float32, grad -> h
+        return hook
+
+    @contextmanager
+    def attach(self, model: nn.Module):
+        """Register the pre-activation hooks on ``model``'s decoder layers (removed on exit)."""
+        blocks = decoder_layers(model)
+        if max(self.layers) >= len(blocks):
+            raise IndexError(f"penalty layers {self.layers} but the model has {len(blocks)} decoder layers")
+        handles = [blocks[l].register_forward_hook(self._hook(l)) for l in self.layers]
+        try:
+            yield self
+        finally:
+            for h in handles:
+                h.remove()
+            self._pre.clear()
+
+    def pre_acts(self) -> torch.Tensor:
+        """(B, T, M) pre-activations of the selected features from the last forward pass."""
+        if set(self._pre) != set(self.layers):
+            raise RuntimeError("no pre-activations captured: call the model inside `with penalty.attach(model):`")
+        return torch.cat([self._pre[l] for l in self.layers], dim=-1)
+
+    def alphas_for(self, response_langs: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, M) alpha_j per example and (B, M) bool applicability (feature's target != response lang)."""
+        miss = sorted(set(response_langs) - set(self.alpha))
+        if miss:
+            raise KeyError(f"no alpha for response language(s) {miss}: estimate language statistics on them "
+                           f"(alpha languages: {sorted(self.alpha)})")
+        a = torch.stack([self.alpha[j] for j in response_langs])
+        app = torch.tensor([[t != j for t in self.targets] for j in response_langs], dtype=torch.bool)
+        return a, app
+
+    def loss(self, response_mask: torch.Tensor, response_langs: Sequence[str]) -> torch.Tensor:
+        """Mean over response tokens x applicable features of ReLU(f_s(x) - alpha_j(s)); scalar, float32."""
+        pre = self.pre_acts()
+        a, app = self.alphas_for(response_langs)
+        a, app = a.to(pre.device)[:, None, :], app.to(pre.device)[:, None, :]
+        w = response_mask.to(pre.device).bool()[:, :, None] & app                 # (B, T, M)
+        excess = F.relu(pre - a) * w
+        self._pre.clear()
+        return excess.sum() / w.sum().clamp_min(1)
+
+
+# ============================================================================ data
+@dataclass(frozen=True)
+class SFTExample:
+    """One SFT pair. ``contaminated``: the response has an injected snippet in another language."""
+
+    prompt: str
+    response: str
+    prompt_lang: str
+    response_lang: str
+    contaminated: bool = False
+
+
+def format_prompt(prompt: str) -> str:
+    """The chat-style prompt the assistant answers (Qwen's im_start/im_end markup)."""
+    return CHAT_USER.format(prompt=prompt)
+
+
+def clip_tokens(tokenizer, text: str, n: int) -> str:
+    """The first ``n`` tokens of ``text`` as a string (broken trailing bytes dropped)."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"][:n]
+    return tokenizer.decode(ids, skip_special_tokens=True).replace("\ufffd", "").strip()
+
+
+def encode_examples(tokenizer, examples: Sequence[SFTExample]) -> dict:
+    """Right-padded batch of (B, T) tensors: input_ids, attention_mask, labels (-100 off the response),
+    response_mask (the response tokens) and predict_mask (the positions whose NEXT token is a response
+    token: the last prompt position, where the answer's language is decided, up to the token before
+    <|im_end|>). The SASFT penalty is taken over predict_mask: the residuals that generate the response.
+
+    A sequence is ``tok(format_prompt(p))`` (with the tokenizer's own bos, if any) followed by
+    ``tok(response + <|im_end|>, add_special_tokens=False)``; only the latter is trained on.
+    """
+    seqs, n_prompt = [], []
+    for ex in examples:
+        p = tokenizer(format_prompt(ex.prompt))["input_ids"]
+        r = tokenizer(ex.response + CHAT_END, add_special_tokens=False)["input_ids"]
+        seqs.append(p + r)
+        n_prompt.append(len(p))
+    T = max(len(s) for s in seqs)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = torch.full((len(seqs), T), pad, dtype=torch.long)
+    am = torch.zeros((len(seqs), T), dtype=torch.long)
+    rm = torch.zeros((len(seqs), T), dtype=torch.bool)
+    for i, (s, n) in enumerate(zip(seqs, n_prompt)):
+        ids[i, :len(s)] = torch.tensor(s)
+        am[i, :len(s)] = 1
+        rm[i, n:len(s)] = True
+    labels = ids.masked_fill(~rm, -100)
+    pm = torch.zeros_like(rm)
+    pm[:, :-1] = rm[:, 1:]
+    return {"input_ids": ids, "attention_mask": am, "labels": labels, "response_mask": rm, "predict_mask": pm}
+
+
+def _shifted_ce(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Mean next-token CE over labelled positions (logits (B, T, V), labels (B, T) with -100)."""
+    tgt = labels[:, 1:]
+    n = int((tgt != -100).sum())
+    ce = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100)
+    return ce, n
+
+
+def _lr_at(step: int, steps: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / max(warmup, 1)
+    return max(0.0, (steps - step) / max(steps - warmup, 1))
+
+
+def train_sft(base_model: nn.Module, tokenizer, examples: Sequence[SFTExample], steps: int, batch_size: int = 8,
+              lr: float = 1e-3, warmup: int = 20, weight_decay: float = 0.0, grad_clip: float = 1.0, seed: int = 0,
+              penalty: SASFTPenalty | None = None, sasft_lambda: float = 0.0, progress: bool = True,
+              desc: str = "sft", callback=None, every: int = 0) -> tuple[nn.Module, pd.DataFrame]:
+    """Fine-tune a COPY of ``base_model`` on ``examples``; returns (model in eval mode, per-step log).
+
+    Loss = response-only CE + ``sasft_lambda`` * penalty. The data order depends only on ``seed``
+    (not on lambda), so runs with different lambdas see the same batches in the same order; with
+    ``sasft_lambda=0`` the penalty (if given) is still measured and logged. Log columns: step, lr,
+    ce, penalty (nan without a penalty), loss. ``callback(step, model)`` is called (model in eval
+    mode, hooks detached) after every ``every`` steps, e.g. to evaluate at matched steps.
+    """
+    if sasft_lambda < 0:
+        raise ValueError(f"sasft_lambda must be >= 0, got {sasft_lambda}")
+    if sasft_lambda > 0 and penalty is None:
+        raise ValueError("sasft_lambda > 0 needs a SASFTPenalty (select language features first)")
+    if len(examples) < batch_size:
+        raise ValueError(f"{len(examples)} examples are fewer than one batch of {batch_size}")
+    torch.manual_seed(seed)
+    model = copy.deepcopy(base_model).train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_at(s, steps, warmup))
+    gen = torch.Generator().manual_seed(seed)
+    order: list[int] = []
+    dev = next(model.parameters()).device
+    log = []
+    ctx = penalty.attach(model) if penalty is not None else _null()
+    with ctx:
+        for step in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
+            if len(order) < batch_size:
+                order += torch.randperm(len(examples), generator=gen).tolist()
+            idx, order = order[:batch_size], order[batch_size:]
+            batch = [examples[i] for i in idx]
+            enc = encode_examples(tokenizer, batch)
+            out = model(input_ids=enc["input_ids"].to(dev), attention_mask=enc["attention_mask"].to(dev),
+                        use_cache=False)
+            ce, _ = _shifted_ce(out.logits, enc["labels"].to(dev))
+            loss = ce
+            pen = float("nan")
+            if penalty is not None:
+                p = penalty.loss(enc["predict_mask"], [ex.response_lang for ex in batch])
+                pen = float(p.detach())
+                if sasft_lambda > 0:
+                    loss = ce + sasft_lambda * p
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            opt.step()
+            sched.step()
+            log.append({"step": step, "lr": sched.get_last_lr()[0], "ce": float(ce.detach()), "penalty": pen,
+                        "loss": float(loss.detach())})
+            if callback is not None and every and (step + 1) % every == 0 and step + 1 < steps:
+                model.eval()
+                with _detached(penalty):
+                    callback(step + 1, model)
+                model.train()
+    return model.eval(), pd.DataFrame(log)
+
+
+@contextmanager
+def _detached(penalty: "SASFTPenalty | None"):
+    """Pause the penalty's capture (a callback's forward passes must not fill or need it)."""
+    if penalty is None:
+        yield
+        return
+    saved, penalty._paused = dict(penalty._pre), True
+    try:
+        yield
+    finally:
+        penalty._paused = False
+        penalty._pre = saved
+
+
+@contextmanager
+def _null():
+    yield None
+
+
+# ============================================================================ evaluation
+def _stop_ids(tokenizer) -> list[int]:
+    ids = [tokenizer.convert_tokens_to_ids(CHAT_END)]
+    if tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    return [i for i in ids if i is not None and i != tokenizer.unk_token_id]
+
+
+@torch.no_grad()
+def respond(model: nn.Module, tokenizer, prompts: Sequence[str], seeds: Sequence[int], max_new_tokens: int = 32,
+            temperature: float = 1.0, batch_size: int = 64) -> list[list[str]]:
+    """Sampled assistant responses, (n_prompts) lists of (n_seeds) strings, cut at <|im_end|> / eos.
+
+    One :func:`qscope_utils.generation.generate` call per seed over all prompts (seeded per call).
+    """
+    stops = _stop_ids(tokenizer)
+    chat = [format_prompt(p) for p in prompts]
+    gc = model.generation_config
+    old = gc.eos_token_id
+    gc.eos_token_id = stops
+    out = [[None] * len(seeds) for _ in prompts]
+    try:
+        for si, s in enumerate(seeds):
+            _, ids = generate(model, tokenizer, chat, max_new_tokens=max_new_tokens, do_sample=True,
+                              temperature=temperature, seed=int(s), batch_size=batch_size, return_ids=True)
+            for pi, row in enumerate(ids):
+                row = row.tolist()
+                cut = next((k for k, t in enumerate(row) if t in stops), len(row))
+                out[pi][si] = tokenizer.decode(row[:cut], skip_special_tokens=True)
+    finally:
+        gc.eos_token_id = old
+    return out
+
+
+@torch.no_grad()
+def perplexity_by_lang(model: nn.Module, tokenizer, texts_by_lang: Mapping[str, list[str]], batch_size: int = 16,
+                       max_length: int = 128) -> dict[str, float]:
+    """lang -> held-out perplexity exp(mean next-token CE in nats) over all tokens of its texts."""
+    out = {}
+    for lang, texts in texts_by_lang.items():
+        nll, n = 0.0, 0
+        for _, enc in iter_batches(tokenizer, list(texts), batch_size=batch_size, max_length=max_length):
+            s, c = lm_loss(model, enc["input_ids"], enc["attention_mask"])
+            nll, n = nll + s, n + c
+        out[lang] = math.exp(nll / max(n, 1))
+    return out
+
+
+@torch.no_grad()
+def response_ce(model: nn.Module, tokenizer, examples: Sequence[SFTExample], batch_size: int = 16) -> float:
+    """Mean response-token CE (nats) of held-out SFT examples: what the task itself costs or gains."""
+    dev = next(model.parameters()).device
+    tot, n = 0.0, 0
+    for i in range(0, len(examples), batch_size):
+        enc = encode_examples(tokenizer, examples[i:i + batch_size])
+        logits = model(input_ids=enc["input_ids"].to(dev), attention_mask=enc["attention_mask"].to(dev)).logits
+        ce, c = _shifted_ce(logits, enc["labels"].to(dev))
+        tot, n = tot + float(ce) * c, n + c
+    return tot / max(n, 1)
+
+
+# ============================================================================ data sources
+def mini_texts_by_lang(profile, langs: Sequence[str], split: str, n: int, seed: int = 0) -> dict[str, list[str]]:
+    """Up to ``n`` corpus documents per language from one split, shuffled with a fixed seed."""
+    from .mini.corpus import load_corpus
+
+    out = {}
+    for lang in langs:
+        docs = [d.text for d in load_corpus(profile, split=split, lang=lang)]
+        if not docs:
+            raise ValueError(f"the {getattr(profile, 'name', profile)} corpus has no {split} documents in {lang!r}")
+        random.Random(f"{seed}:{lang}:{split}").shuffle(docs)
+        out[lang] = docs[:n]
+    return out
+
+
+def _splice(tokenizer, response: str, snippet: str, rng: random.Random, n_tokens: int) -> str:
+    """``response`` with ``snippet`` inserted after 1..4 of its tokens, cut to ``n_tokens`` tokens in all."""
+    ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+    k = rng.randint(1, 4)
+    head = tokenizer.decode(ids[:k], skip_special_tokens=True).replace("\ufffd", "")
+    tail = tokenizer.decode(ids[k:], skip_special_tokens=True).replace("\ufffd", "")
+    return clip_tokens(tokenizer, f"{head} {snippet} {tail}", n_tokens)
+
+
+def make_mini_sft(profile, tokenizer, cfg: SASFTConfig, split: str = "train", n: int | None = None) -> list[SFTExample]:
+    """SFT pairs: a user prompt (first ``prompt_tokens`` tokens of a document in one of
+    ``sft_prompt_langs``, languages cycled) and a response in ``response_lang`` (first
+    ``response_tokens`` tokens of an unrelated document: the task is 'answer in that language').
+
+    Noisy data (``cfg.contamination``): when the prompt is in an unwanted language (a target), the
+    response gets, with that probability, a snippet of ``snippet_tokens`` tokens of another document
+    in the prompt's language spliced in after its first 1-4 tokens, like multilingual SFT data whose
+    answers sometimes echo the user's language. The example keeps ``response_lang`` (it is labelled
+    English data: exactly where SASFT applies its penalty) and is marked ``contaminated``.
+    """
+    n = cfg.n_train if n is None else n
+    k = n // len(cfg.sft_prompt_langs) + 1
+    prompts = mini_texts_by_lang(profile, cfg.sft_prompt_langs, split, 2 * k, cfg.seed)
+    resp = mini_texts_by_lang(profile, [cfg.response_lang], split, 10 ** 9, cfg.seed + 1)[cfg.response_lang]
+    rng = random.Random(f"contamination:{cfg.seed}:{split}")
+    out = []
+    for i in range(n):
+        lang = cfg.sft_prompt_langs[i % len(cfg.sft_prompt_langs)]
+        pool = prompts[lang]
+        j = i // len(cfg.sft_prompt_langs)
+        p = clip_tokens(tokenizer, pool[j % len(pool)], cfg.prompt_tokens)
+        r = clip_tokens(tokenizer, resp[i % len(resp)], cfg.response_tokens)
+        dirty = lang in cfg.targets and rng.random() < cfg.contamination
+        if dirty:
+            lo, hi = cfg.snippet_tokens
+            snip = clip_tokens(tokenizer, pool[(j + k) % len(pool)], rng.randint(lo, hi))
+            r = _splice(tokenizer, r, snip, rng, cfg.response_tokens)
+        if p and r:
+            out.append(SFTExample(p, r, lang, cfg.response_lang, dirty))
+    return out
+
+
+def eval_frame(prompts_by_lang: Mapping[str, Sequence[str]], n: int) -> pd.DataFrame:
+    """Evaluation prompts: columns lang, prompt, part ('val' | 'test', alternating within a language).
+
+    The val half picks lambda, the test half is reported, so the chosen lambda is not scored on the
+    prompts that chose it."""
+    rows = []
+    for lang, prompts in prompts_by_lang.items():
+        kept = [p for p in prompts if p][:n]
+        if len(kept) < 2:
+            raise ValueError(f"only {len(kept)} usable evaluation prompts in {lang!r}: need at least 2 (val + test)")
+        rows += [{"lang": lang, "prompt": p, "part": "val" if i % 2 == 0 else "test"} for i, p in enumerate(kept)]
+    return pd.DataFrame(rows)
+
+
+def make_mini_eval_prompts(profile, tokenizer, cfg: SASFTConfig) -> pd.DataFrame:
+    """Held-out corpus prompts (first ``prompt_tokens`` tokens) in each evaluation language: :func:`eval_frame`."""
+    langs = sorted({l for t in cfg.targets for l in cfg.eval_langs_for(t)})
+    texts = mini_texts_by_lang(profile, langs, "heldout", 4 * cfg.eval_prompts_per_lang, cfg.seed + 2)
+    return eval_frame({l: [clip_tokens(tokenizer, t, cfg.prompt_tokens) for t in texts[l]] for l in langs},
+                      cfg.eval_prompts_per_lang)
+
+
+def _read_jsonl(path: str | Path, need: Sequence[str]) -> list[dict]:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p} not found. The official SASFT data are not public: pass a JSONL file with "
+                                f"fields {list(need)} (one object per line)")
+    rows = [json.loads(l) for l in p.read_text(encoding="utf-8").splitlines() if l.strip()]
+    for i, r in enumerate(rows):
+        miss = [k for k in need if k not in r]
+        if miss:
+            raise KeyError(f"{p}:{i + 1} lacks fields {miss} (needs {list(need)})")
+    return rows
+
+
+def load_sft_jsonl(path: str | Path, n: int | None = None) -> list[SFTExample]:
+    """Paper profile: SFT examples from JSONL {prompt, response, response_lang[, prompt_lang]}."""
+    rows = _read_jsonl(path, ("prompt", "response", "response_lang"))[:n]
+    return [SFTExample(r["prompt"], r["response"], r.get("prompt_lang", r["response_lang"]), r["response_lang"])
+            for r in rows]
+
+
+def load_texts_jsonl(path: str | Path, langs: Sequence[str] | None = None, n: int | None = None) -> dict[str, list[str]]:
+    """Paper profile: lang -> texts from JSONL {text, lang} (language statistics, perplexity, prompts)."""
+    out: dict[str, list[str]] = {}
+    for r in _read_jsonl(path, ("text", "lang")):
+        if langs is None or r["lang"] in langs:
+            lst = out.setdefault(r["lang"], [])
+            if n is None or len(lst) < n:
+                lst.append(r["text"])
+    return out
+
+
+# ============================================================================ evaluation of one model
+def evaluate_model(model: nn.Module, tokenizer, prompts: pd.DataFrame, cfg: SASFTConfig,
+                   ppl_texts: Mapping[str, list[str]] | None = None,
+                   heldout: Sequence[SFTExample] | None = None) -> dict:
+    """Sample ``cfg.n_seeds`` responses per prompt (seeds cfg.seed ..), flag code-switches per target,
+    and measure held-out perplexity per language and held-out response CE.
+
+    Returns {'responses': (P) lists of (S) str, 'flags': target -> (P, S) bool over ALL prompts,
+    'ppl': lang -> float, 'response_ce': float | None}.
+    """
+    seeds = list(range(cfg.seed, cfg.seed + cfg.n_seeds))
+    R = respond(model, tokenizer, prompts.prompt.tolist(), seeds, cfg.max_new_tokens, cfg.temperature,
+                cfg.gen_batch_size)
+    flags = {t: np.array([[cs.code_switched(r, t, cfg.min_chars) for r in row] for row in R], dtype=bool)
+             for t in cfg.targets}
+    ppl = perplexity_by_lang(model, tokenizer, ppl_texts, max_length=cfg.ppl_max_length) if ppl_texts else {}
+    ce = response_ce(model, tokenizer, heldout) if heldout else None
+    return {"responses": R, "flags": flags, "ppl": ppl, "response_ce": ce}
+
+
+def target_rows(prompts: pd.DataFrame, cfg: SASFTConfig, target: str, part: str | None = None) -> np.ndarray:
+    """(P,) bool: the prompts on which code-switching into ``target`` is measured (its eval languages)."""
+    m = prompts.lang.isin(cfg.eval_langs_for(target)).to_numpy().copy()
+    if part is not None:
+        m &= (prompts.part == part).to_numpy()
+    return m
+
+
+def ratio_table(evals: Mapping[str, dict], prompts: pd.DataFrame, cfg: SASFTConfig, part: str | None) -> pd.DataFrame:
+    """One row per (model, target): code-switch ratio with its two-stage bootstrap interval."""
+    rows = []
+    for name, ev in evals.items():
+        for t in cfg.targets:
+            r = cs.bootstrap_ratio(ev["flags"][t][target_rows(prompts, cfg, t, part)], cfg.n_boot, cfg.seed)
+            rows.append({"model": name, "target": t, "part": part or "all", "ratio": r.value, "lo": r.lo, "hi": r.hi,
+                         "n_prompts": r.n_prompts, "n_seeds": r.n_seeds})
+    return pd.DataFrame(rows)
+
+
+def pick_lambda(val: pd.DataFrame, lambdas: Sequence[float], names: Mapping[float, str]) -> float:
+    """The lambda > 0 with the lowest mean validation code-switch ratio over targets (ties: smaller)."""
+    cand = [l for l in lambdas if l > 0]
+    if not cand:
+        raise ValueError("the sweep has no lambda > 0: add one to compare SASFT with plain SFT")
+    score = {l: float(val[val.model == names[l]].ratio.mean()) for l in cand}
+    return min(cand, key=lambda l: (score[l], l))
+
+
+# ============================================================================ table
+def table4(ours: Mapping[str, Mapping[str, "object"]], paper_model: str = "Qwen3-1.7B-Base",
+           paper_target: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Table 4's shape: one row per unwanted language, ours (base, SFT, SASFT with intervals) beside the
+    report's SFT -> SASFT for both Qwen3 models.
+
+    ours: target -> {'base': RatioCI, 'sft': RatioCI, 'sasft': RatioCI, 'diff': RatioCI (SFT - SASFT)}.
+    paper_target: our target -> the paper's language in the same row (mini: ja -> ko).
+    """
+    paper_target = dict(paper_target or {})
+    rows = []
+    for t, r in ours.items():
+        pt = paper_target.get(t, t)
+        row = {"target": t, "base": str(r["base"]), "SFT": str(r["sft"]), "SASFT": str(r["sasft"]),
+               "SFT - SASFT": str(r["diff"]), "paper_lang": pt}
+        for m in PAPER_GROUPS:
+            if (m, pt) in PAPER_TABLE4:
+                a, b = PAPER_TABLE4[(m, pt)]
+                row[f"paper {m} SFT->SASFT"] = f"{a:.2f} -> {b:.2f}"
+        rows.append(row)
+    return pd.DataFrame(rows)

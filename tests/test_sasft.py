@@ -1,0 +1,285 @@
+"""§7 SASFT: the code-switch detector on constructed strings, the bootstrap, nu on synthetic
+activations, the penalty (zero below alpha, gradient only into the model, SAE frozen, equal to
+the SAE's own pre-activations), the SFT loop's matched control, and notebook 06 on smoke."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import make_sae_state
+from conftest_mini import smoke_scope  # noqa: F401  (session fixture)
+from qscope_utils import codeswitch as cs
+from qscope_utils import sasft
+from qscope_utils.hooks import capture_residuals
+from qscope_utils.sae import TopKSAE
+
+
+# ----------------------------------------------------------------------------- detector
+@pytest.mark.parametrize("ch, script", [
+    ("a", "Latin"), ("é", "Latin"), ("中", "Han"), ("々", "Han"), ("Ж", "Cyrillic"), ("한", "Hangul"),
+    ("ひ", "Hiragana"), ("カ", "Katakana"), ("ﾀ", "Katakana"), ("ب", "Arabic"), ("λ", "Greek"), ("7", "Common"),
+    ("，", "Common"), ("。", "Common"), (" ", "Common"), ("×", "Common"),
+])
+def test_script_of(ch, script):
+    assert cs.script_of(ch) == script
+
+
+def test_detector_on_constructed_strings():
+    assert not cs.code_switched("The weather is nice today, isn't it?", "zh")
+    assert cs.code_switched("The weather is nice 今天 today", "zh")
+    assert cs.code_switched("I said привет to him", "ru")
+    assert not cs.code_switched("I said privet to him", "ru")
+    assert cs.code_switched("see ファイル for details", "ja")
+    assert not cs.code_switched("see 文件 for details", "ja")        # Han alone is not kana
+    assert cs.code_switched("안녕 means hello", "ko")
+    assert not cs.code_switched("Café déjà vu — «naïve»", "ru")      # Latin diacritics and punctuation
+    assert not cs.code_switched("x = 1, y = 2。", "zh")              # CJK punctuation is Common
+    assert cs.code_switched("a 中 b", "zh", min_chars=1) and not cs.code_switched("a 中 b", "zh", min_chars=2)
+    shares = cs.script_shares("ab中Ж!")
+    assert shares == pytest.approx({"Latin": 0.5, "Han": 0.25, "Cyrillic": 0.25})
+    assert cs.script_shares("123 !?") == {}
+    assert cs.contains_script("abc д", ["Han", "Cyrillic"])
+    np.testing.assert_array_equal(cs.code_switch_flags(["hi", "hi 中"], "zh"), [False, True])
+    with pytest.raises(ValueError, match="Latin"):
+        cs.code_switched("hello", "fr")
+    with pytest.raises(KeyError, match="LANG_SCRIPTS"):
+        cs.code_switched("hello", "xx")
+    with pytest.raises(ValueError):
+        cs.script_of("ab")
+
+
+def test_bootstrap_ratio_and_paired_diff():
+    a = np.array([[1, 1, 1], [1, 0, 1], [0, 0, 1], [1, 1, 1]], dtype=bool)
+    r = cs.bootstrap_ratio(a, n_boot=1000, seed=0)
+    assert r.value == pytest.approx(9 / 12) and r.lo <= r.value <= r.hi and (r.n_prompts, r.n_seeds) == (4, 3)
+    assert cs.bootstrap_ratio(np.zeros((5, 2)), n_boot=100).hi == 0.0          # degenerate: no spread
+    d = cs.paired_bootstrap_diff(a, np.zeros_like(a), n_boot=1000, seed=0)
+    assert d.value == pytest.approx(0.75) and d.lo > 0                          # every resample > 0
+    same = cs.paired_bootstrap_diff(a, a, n_boot=200)
+    assert same.lo == same.hi == 0.0                                            # pairing cancels exactly
+    with pytest.raises(ValueError, match="shape"):
+        cs.paired_bootstrap_diff(a, a[:2])
+    with pytest.raises(ValueError, match="n_prompts"):
+        cs.bootstrap_ratio(np.zeros(4))
+
+
+# ----------------------------------------------------------------------------- nu and selection
+def test_monolinguality_on_synthetic_means():
+    means = {"en": torch.tensor([1.0, 0.0, 0.5, 0.2]), "zh": torch.tensor([0.0, 3.0, 0.5, 0.2]),
+             "ru": torch.tensor([0.0, 0.0, 0.5, 2.2])}
+    nu = sasft.monolinguality(means)
+    assert nu["zh"][1] == pytest.approx(3.0)                  # 3 - mean(0, 0)
+    assert nu["en"][0] == pytest.approx(1.0)
+    assert nu["ru"][3] == pytest.approx(2.2 - 0.2)
+    assert torch.allclose(nu["zh"][2], torch.tensor(0.0))     # shared feature: nu 0 everywhere
+    with pytest.raises(ValueError, match="two languages"):
+        sasft.monolinguality({"en": means["en"]})
+
+
+def _stats(layers=(2, 3), d=16):
+    """Planted per-language stats: feature 5 is Chinese, 9 Russian; 7 fires a bit on zh but more on all."""
+    out = {}
+    for lang in ("en", "zh", "ru"):
+        out[lang] = {}
+        for l in layers:
+            mean = torch.full((d,), 0.1)
+            mean[7] = 0.5
+            if lang == "zh":
+                mean[5], mean[7] = 2.0, 0.8
+            if lang == "ru":
+                mean[9] = 1.5
+            pre = mean - 1.0
+            out[lang][l] = {"mean": mean, "mean_pre": pre, "rate": (mean > 0.2).float(), "n_tokens": 100}
+    return out
+
+
+def test_select_language_features_finds_planted_and_alpha():
+    tab = sasft.select_language_features(_stats(), ["zh", "ru"], [2, 3], top_k=2, alpha_langs=["en"])
+    assert len(tab) == 8 and set(tab.layer) == {2, 3}
+    top = tab.sort_values("nu", ascending=False).groupby(["target", "layer"]).head(1)
+    assert set(top[top.target == "zh"].feature) == {5} and set(top[top.target == "ru"].feature) == {9}
+    row = tab[(tab.target == "zh") & (tab.feature == 5)].iloc[0]
+    assert row.alpha_en == pytest.approx(0.1 - 1.0)           # mean pre-activation on English
+    with pytest.raises(KeyError, match="no statistics"):
+        sasft.select_language_features(_stats(), ["ko"], [2])
+    assert sasft.default_layers(28) == [26, 27] and sasft.default_layers(4, [1]) == [1]
+    with pytest.raises(IndexError):
+        sasft.default_layers(4, [4])
+
+
+# ----------------------------------------------------------------------------- the penalty
+def _penalty_setup(tiny_model, alpha: float, layers=(1, 2)):
+    model, tok = tiny_model
+    d = model.config.hidden_size
+    saes = {l: TopKSAE.from_state_dict(make_sae_state(d, 64, seed=l), k=8) for l in layers}
+    for s in saes.values():
+        s.requires_grad_(True)          # the penalty must freeze them itself
+    rows = [{"layer": l, "feature": f, "target": "zh", "alpha_en": alpha} for l in layers for f in (3, 11)]
+    pen = sasft.SASFTPenalty(saes, pd.DataFrame(rows))
+    enc = sasft.encode_examples(tok, [sasft.SFTExample("Bonjour tout le monde.", "The quick brown fox.", "fr", "en"),
+                                      sasft.SFTExample("Привет", "Sparse autoencoders find features.", "ru", "en")])
+    return model.train(), tok, saes, pen, enc
+
+
+def test_penalty_matches_sae_pre_activations(tiny_model):
+    model, tok, saes, pen, enc = _penalty_setup(tiny_model, alpha=0.0)
+    with pen.attach(model):
+        model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+        pre = pen.pre_acts()
+    hs = capture_residuals(model, enc["input_ids"], enc["attention_mask"], [1, 2])
+    want = torch.cat([saes[l].pre_acts(hs[l])[..., [3, 11]] for l in (1, 2)], dim=-1)
+    torch.testing.assert_close(pre.detach(), want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(RuntimeError, match="attach"):
+        pen.pre_acts()                                         # cleared on exit
+
+
+def test_penalty_zero_below_alpha(tiny_model):
+    model, tok, saes, pen, enc = _penalty_setup(tiny_model, alpha=1e6)
+    with pen.attach(model):
+        model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+        p = pen.loss(enc["predict_mask"], ["en", "en"])
+    assert float(p.detach()) == 0.0
+    p.backward()
+    assert all(q.grad is None or float(q.grad.abs().max()) == 0.0 for q in model.parameters())
+
+
+def test_penalty_gradient_reaches_model_only(tiny_model):
+    model, tok, saes, pen, enc = _penalty_setup(tiny_model, alpha=-1e3)      # every pre-act above alpha
+    before = {l: {k: v.detach().clone() for k, v in s.state_dict().items()} for l, s in saes.items()}
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    with pen.attach(model):
+        model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+        pre = pen.pre_acts().detach()
+        p = pen.loss(enc["predict_mask"], ["en", "en"])
+    m = enc["predict_mask"]
+    assert float(p) == pytest.approx(float((pre[m] + 1e3).mean()), rel=1e-5)  # mean over tokens x features
+    p.backward()
+    opt.step()
+    assert all(not q.requires_grad and q.grad is None for s in saes.values() for q in s.parameters())
+    for l, s in saes.items():
+        for k, v in s.state_dict().items():
+            assert torch.equal(v, before[l][k])
+    blocks = model.model.layers
+    assert blocks[0].mlp.down_proj.weight.grad.abs().max() > 0       # below the hooked layers: reached
+    assert blocks[2].mlp.down_proj.weight.grad.abs().max() > 0
+    # features of the response language itself are not applied ("x from non-L data")
+    with pen.attach(model):
+        model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+        pen.alpha["zh"] = pen.alpha["en"]
+        assert float(pen.loss(enc["predict_mask"], ["zh", "zh"])) == 0.0
+    with pytest.raises(KeyError, match="alpha"):
+        pen.alphas_for(["ko"])
+
+
+def test_encode_examples_masks(tiny_model):
+    _, tok = tiny_model
+    ex = [sasft.SFTExample("Bonjour", "Hello there", "fr", "en"), sasft.SFTExample("Привет, как дела?", "Hi", "ru", "en")]
+    enc = sasft.encode_examples(tok, ex)
+    for i, e in enumerate(ex):
+        n_p = len(tok(sasft.format_prompt(e.prompt))["input_ids"])
+        n_r = len(tok(e.response + sasft.CHAT_END, add_special_tokens=False)["input_ids"])
+        rm = enc["response_mask"][i]
+        assert int(rm.sum()) == n_r and rm[:n_p].sum() == 0 and bool(rm[n_p])
+        assert int(enc["predict_mask"][i].sum()) == n_r and bool(enc["predict_mask"][i, n_p - 1])
+        assert (enc["labels"][i] != -100).sum() == n_r
+
+
+def test_train_sft_control_is_matched_and_lambda_acts(tiny_model):
+    model, tok = tiny_model
+    d = model.config.hidden_size
+    saes = {2: TopKSAE.from_state_dict(make_sae_state(d, 64, seed=2), k=8)}
+    ex = [sasft.SFTExample(p, r, "fr", "en") for p, r in
+          [("Bonjour", "The quick brown fox."), ("Привет", "Sparse features."), ("床前明月光", "1 + 2 = 3"),
+           ("Bonjour tout", "def f(x): return x")]] * 2
+    w0 = model.model.embed_tokens.weight.detach().clone()
+    tab = pd.DataFrame([{"layer": 2, "feature": f, "target": "zh", "alpha_en": 0.0} for f in (3, 11)])
+    pen = sasft.SASFTPenalty(saes, tab)
+    enc = sasft.encode_examples(tok, ex[:4])
+    with pen.attach(model), torch.no_grad():                  # alpha a little below the typical pre-act
+        model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+        pen.alpha["en"] = pen.pre_acts()[enc["predict_mask"]].mean(0) - 0.5
+    kw = dict(steps=12, batch_size=4, lr=3e-3, warmup=2, seed=0, penalty=pen, progress=False)
+    m0, log0 = sasft.train_sft(model, tok, ex, sasft_lambda=0.0, **kw)
+    m0b, log0b = sasft.train_sft(model, tok, ex, sasft_lambda=0.0, **kw)
+    m1, log1 = sasft.train_sft(model, tok, ex, sasft_lambda=5.0, **kw)
+    assert torch.equal(model.model.embed_tokens.weight, w0)                   # the base model is untouched
+    pd.testing.assert_frame_equal(log0, log0b)                                # fixed seeds: reproducible
+    assert log0.penalty.iloc[0] == pytest.approx(log1.penalty.iloc[0])       # same first batch, same weights
+    assert log1.penalty.iloc[-4:].mean() < log0.penalty.iloc[-4:].mean()     # the regulariser acts
+    assert not m1.training
+    with pytest.raises(ValueError, match="SASFTPenalty"):
+        sasft.train_sft(model, tok, ex, steps=1, batch_size=4, sasft_lambda=1.0)
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        sasft.train_sft(model, tok, ex[:2], steps=1, batch_size=4)
+
+
+def test_respond_cuts_at_im_end_and_is_seeded(tiny_model):
+    model, tok = tiny_model
+    eos_before = model.generation_config.eos_token_id
+    r1 = sasft.respond(model, tok, ["Bonjour", "Привет"], seeds=[0, 1], max_new_tokens=5)
+    r2 = sasft.respond(model, tok, ["Bonjour", "Привет"], seeds=[0, 1], max_new_tokens=5)
+    assert r1 == r2 and len(r1) == 2 and len(r1[0]) == 2
+    assert model.generation_config.eos_token_id == eos_before              # restored
+
+
+def test_perplexity_and_response_ce(tiny_model):
+    model, tok = tiny_model
+    ppl = sasft.perplexity_by_lang(model, tok, {"en": ["The quick brown fox."], "ru": ["Привет, как дела?"]})
+    assert set(ppl) == {"en", "ru"} and all(1 < v < 10 * model.config.vocab_size for v in ppl.values())
+    ce = sasft.response_ce(model, tok, [sasft.SFTExample("Bonjour", "Hello", "fr", "en")])
+    assert 0 < ce < 20
+
+
+def test_jsonl_loaders_and_table4(tmp_path):
+    import json
+    f = tmp_path / "sft.jsonl"
+    f.write_text("\n".join(json.dumps({"prompt": f"p{i}", "response": f"r{i}", "response_lang": "en"}) for i in range(3)))
+    ex = sasft.load_sft_jsonl(f)
+    assert len(ex) == 3 and ex[0].response_lang == "en"
+    g = tmp_path / "texts.jsonl"
+    g.write_text("\n".join(json.dumps({"text": t, "lang": l}) for t, l in [("a", "en"), ("中", "zh"), ("b", "en")]))
+    assert sasft.load_texts_jsonl(g, n=1) == {"en": ["a"], "zh": ["中"]}
+    with pytest.raises(FileNotFoundError, match="not public"):
+        sasft.load_sft_jsonl(tmp_path / "missing.jsonl")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": "x"}))
+    with pytest.raises(KeyError, match="lacks"):
+        sasft.load_sft_jsonl(bad)
+    r = cs.RatioCI(0.5, 0.4, 0.6, 10, 2)
+    t = sasft.table4({"ja": {"base": r, "sft": r, "sasft": r, "diff": r}}, paper_target={"ja": "ko"})
+    assert t.iloc[0]["paper Qwen3-1.7B-Base SFT->SASFT"] == "0.36 -> 0.00"
+    assert t.iloc[0]["paper Qwen3-8B-Base SFT->SASFT"] == "0.43 -> 0.07"
+
+
+def test_config_profiles():
+    mini, smoke, paper = (sasft.SASFTConfig.for_profile(p) for p in ("mini", "smoke", "paper"))
+    assert 0.0 in mini.lambdas and 0.0 in smoke.lambdas and paper.top_k == 2 and paper.layers is None
+    assert paper.targets == ("zh", "ru", "ko") and set(paper.lambdas) >= {5e-4, 1e-3}
+    assert smoke.steps < mini.steps
+    with pytest.raises(ValueError):
+        sasft.SASFTConfig.for_profile("nope")
+
+
+# ----------------------------------------------------------------------------- notebook
+@pytest.mark.slow
+def test_notebook_06_runs_on_smoke(smoke_scope, tmp_path):
+    import json
+    import time
+
+    import papermill as pm
+
+    from qscope_utils.paths import repo_root, results_dir
+
+    nb = repo_root() / "notebooks" / "06_sasft.ipynb"
+    t0 = time.perf_counter()
+    pm.execute_notebook(str(nb), str(tmp_path / nb.name), parameters={"profile": "smoke"}, kernel_name="python3",
+                        cwd=str(nb.parent), progress_bar=False)
+    assert time.perf_counter() - t0 < 90
+    out = results_dir("smoke")
+    for name in ("06_features.csv", "06_code_switch.csv", "06_table4.csv", "06_perplexity.csv", "06_train_log.csv",
+                 "06_code_switch_vs_lambda.png", "06_training.png", "06_summary.json"):
+        assert (out / name).exists(), name
+    s = json.loads((out / "06_summary.json").read_text())
+    assert s["_meta"]["seed"] == 0 and 0.0 in s["lambdas"]
