@@ -19,16 +19,14 @@ character n-grams, trained on different training sets and evaluated on held-out 
 """
 from __future__ import annotations
 
-import codecs
 import random
-import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["UNSAFE", "SAFE", "LabelledText", "SafetyConfig", "SafetySplits", "looks_rot13", "decode_if_rot13", "rot13_sources", "decoded_texts",
+__all__ = ["UNSAFE", "SAFE", "LabelledText", "SafetyConfig", "SafetySplits",
            "mini_labelled", "labelled_from_dataset", "load_wildjailbreak", "make_splits", "max_act_encoder",
            "relevance_scores", "TargetFeatures", "select_targets", "fired", "feature_coverage", "coverage",
            "missing_targets", "coverage_curve", "top_texts", "featurize", "train_eval_classifier",
@@ -57,59 +55,18 @@ class LabelledText:
     source: str = ""
 
 
-_COMMON = set("de la el que y en los las un una por con no es se del al lo como para su "
-              "il di che e non per una un le si mi ti ha è da ma in del della io sono".split())
-
-
-def _common_hits(text: str) -> int:
-    return sum(w in _COMMON for w in re.findall(r"[a-zà-ÿ]+", text.lower()))
-
-
-def looks_rot13(text: str) -> bool:
-    """True if ROT13-decoding ``text`` yields clearly more common es/it words than the text itself.
-
-    Debian's ``fortunes-*-off`` packages ship some offensive fortunes ROT13-encoded (``fortune -o``
-    decodes them); read as they are, they would make "unsafe" trivially detectable as gibberish.
-    """
-    return _common_hits(codecs.decode(text, "rot13")) > max(1, 2 * _common_hits(text))
-
-
-def decode_if_rot13(text: str) -> str:
-    return codecs.decode(text, "rot13") if looks_rot13(text) else text
-
-
-def rot13_sources(docs) -> set[str]:
-    """Corpus sources at least half of whose texts look ROT13-encoded (a package encodes all of a file or none:
-    deciding per source avoids leaving short encoded texts that carry no common word undecoded)."""
-    votes: dict[str, list[int]] = {}
-    for d in docs:
-        v = votes.setdefault(d.source, [0, 0])
-        v[0] += looks_rot13(d.text)
-        v[1] += 1
-    return {src for src, (k, n) in votes.items() if k >= n / 2}
-
-
-def decoded_texts(docs) -> list[str]:
-    """Texts of corpus documents with the ROT13-encoded sources (see :func:`rot13_sources`) decoded."""
-    enc = rot13_sources(docs)
-    return [codecs.decode(d.text, "rot13") if d.source in enc else d.text for d in docs]
-
-
 def mini_labelled(profile, split: str, langs: Sequence[str] = ("es", "it")) -> list[LabelledText]:
     """The built corpus's labelled texts of ``split``: ``offensive`` -> unsafe, ``clean`` -> safe.
 
-    ROT13-encoded sources are decoded (decided on the whole corpus, see :func:`rot13_sources`).
-    group = language.
+    group = language. (Debian's ROT13-encoded offensive fortunes are decoded by the corpus builder.)
     """
     from .mini.corpus import load_corpus
 
-    enc = rot13_sources(load_corpus(profile, label="offensive") + load_corpus(profile, label="clean"))
     out = []
     for lang in langs:
         for lab, name in (("offensive", UNSAFE), ("clean", SAFE)):
             for d in load_corpus(profile, split=split, lang=lang, label=lab):
-                text = codecs.decode(d.text, "rot13") if d.source in enc else d.text
-                out.append(LabelledText(text, name, lang, d.source))
+                out.append(LabelledText(d.text, name, lang, d.source))
     if not out:
         raise ValueError(f"no labelled ('offensive'/'clean') texts for languages {list(langs)} in split {split!r}: "
                          f"the mini corpus labels only es and it; rebuild the corpus if they are missing")
@@ -294,7 +251,7 @@ def make_splits(profile, cfg: SafetyConfig) -> SafetySplits:
     else:
         from .mini.corpus import load_corpus
         train, test = mini_labelled(profile, "train"), mini_labelled(profile, "heldout")
-        natural = decoded_texts(load_corpus(profile, split="heldout"))
+        natural = [d.text for d in load_corpus(profile, split="heldout")]
         rng.shuffle(natural)
         natural = natural[: cfg.natural_pool_max]
     discovery = _balanced(train, cfg.n_discovery_per_cell, rng)

@@ -16,16 +16,14 @@ balanced evaluation split, label 1 = toxic / offensive, 0 = clean):
 """
 from __future__ import annotations
 
-import codecs
 import random
-from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 __all__ = ["PAPER_DATASET", "PAPER_LANGS", "ToxicSplit", "balanced_sample", "splits_from_dataset",
-           "paper_splits", "mini_splits", "label_table", "labelled_languages", "TOXIC", "CLEAN", "maybe_undo_rot13"]
+           "paper_splits", "mini_splits", "label_table", "labelled_languages", "TOXIC", "CLEAN"]
 
 PAPER_DATASET = "textdetox/multilingual_toxicity_dataset"
 PAPER_LANGS = ("en", "ru", "uk", "de", "es", "am", "zh", "ar", "hi", "it", "fr", "tt", "ja")
@@ -148,36 +146,6 @@ def paper_splits(dataset_id: str = PAPER_DATASET, langs: tuple[str, ...] = PAPER
 
 # ----------------------------------------------------------------------------- mini corpus
 
-def _bigram_profile(texts: list[str]) -> Counter:
-    c: Counter = Counter()
-    for t in texts:
-        t = t.lower()
-        c.update(a + b for a, b in zip(t, t[1:]) if a.isalpha() and b.isalpha())
-    return c
-
-
-def _cosine(a: Counter, b: Counter) -> float:
-    num = sum(v * b.get(k, 0) for k, v in a.items())
-    den = (sum(v * v for v in a.values()) * sum(v * v for v in b.values())) ** 0.5
-    return num / den if den else 0.0
-
-
-def maybe_undo_rot13(texts: list[str], reference: list[str]) -> tuple[list[str], dict]:
-    """Decode ``texts`` from ROT13 iff the decoded letters look more like ``reference`` (same-language
-    texts) than the raw ones, by cosine of letter-bigram counts. Returns (texts, info).
-
-    Why: Debian stores offensive fortunes ROT13-encoded (``.dat`` header flag STR_ROTATED; ``fortune -o``
-    decodes on display). fortunes-es-off is stored that way, so its raw text is not Spanish. The check is
-    data-driven, so it also does the right thing (nothing) once the corpus itself decodes them.
-    """
-    ref = _bigram_profile(reference)
-    dec = [codecs.decode(t, "rot13") for t in texts]
-    c_raw, c_dec = _cosine(_bigram_profile(texts), ref), _cosine(_bigram_profile(dec), ref)
-    undo = c_dec > c_raw
-    return (dec if undo else list(texts)), {"rot13_decoded": bool(undo), "bigram_cos_raw": round(c_raw, 4),
-                                            "bigram_cos_decoded": round(c_dec, 4)}
-
-
 def label_table(profile) -> pd.DataFrame:
     """Which corpus languages carry toxicity labels, and how many documents: one row per
     (lang, source, label, split) with ``n_docs``; unlabelled languages appear with label ``None``."""
@@ -201,14 +169,14 @@ def labelled_languages(profile) -> list[str]:
 
 
 def mini_splits(profile, n_disc: int | None = None, n_eval: int | None = None, seed: int = 0,
-                langs: list[str] | None = None, undo_rot13: bool = True) -> dict[str, ToxicSplit]:
+                langs: list[str] | None = None) -> dict[str, ToxicSplit]:
     """lang -> :class:`ToxicSplit` from the mini corpus's REAL labels.
 
     Discovery texts come from the corpus ``train`` split, evaluation texts from ``heldout``; each
     is balanced to its smaller class and capped at ``n_disc`` / ``n_eval`` per class (None = all).
     ``langs`` defaults to :func:`labelled_languages`; asking for an unlabelled language raises.
-    ``undo_rot13``: offensive texts stored ROT13-encoded by Debian are decoded (see
-    :func:`maybe_undo_rot13`; the decision and its evidence go to ``info``). Labels are untouched.
+    (Debian stores the Spanish offensive fortunes ROT13-encoded; the corpus builder decodes them, see
+    ``mini.corpus.fortune_is_rotated``.)
     """
     from .mini.corpus import load_corpus
 
@@ -222,13 +190,8 @@ def mini_splits(profile, n_disc: int | None = None, n_eval: int | None = None, s
         raise ValueError("no labelled language in the corpus: build it with the es/it fortune packages")
     out = {}
     for lang in langs:
-        pools, rot = {}, {"rot13_decoded": False}
+        pools = {}
         tox_all = {sp_: [d.text for d in load_corpus(profile, split=sp_, lang=lang, label=TOXIC)] for sp_ in ("train", "heldout")}
-        if undo_rot13:
-            n_tr = len(tox_all["train"])
-            dec, rot = maybe_undo_rot13(tox_all["train"] + tox_all["heldout"],
-                                        [d.text for d in load_corpus(profile, lang=lang, label=CLEAN)])
-            tox_all = {"train": dec[:n_tr], "heldout": dec[n_tr:]}
         for split in ("train", "heldout"):
             cln = [d.text for d in load_corpus(profile, split=split, lang=lang, label=CLEAN)]
             pools[split] = _dedupe(tox_all[split], cln)
@@ -244,7 +207,7 @@ def mini_splits(profile, n_disc: int | None = None, n_eval: int | None = None, s
         rng = random.Random(f"toxicity-split:{lang}:{seed}")
         info = {"source": "mini corpus (Debian fortunes-*-off = offensive, fortunes-* = clean)",
                 "pool_train_toxic": len(ttr), "pool_train_clean": len(ctr), "pool_heldout_toxic": len(tho),
-                "pool_heldout_clean": len(cho), "n_disc": nd, "n_eval": ne, **rot}
+                "pool_heldout_clean": len(cho), "n_disc": nd, "n_eval": ne}
         out[lang] = _make_split(lang, balanced_sample(ttr, nd, rng), balanced_sample(ctr, nd, rng),
                                 balanced_sample(tho, ne, rng), balanced_sample(cho, ne, rng), seed, info)
     return out

@@ -63,21 +63,6 @@ def test_coverage_missing_and_curve_on_synthetic_activations():
     assert np.isnan(S.coverage(seed, []))
 
 
-def test_rot13_offensive_fortunes_are_decoded():
-    plain = "Las mujeres son como las leyes, hay que leerlas."
-    import codecs
-    enc = codecs.encode(plain, "rot13")
-    assert S.looks_rot13(enc) and not S.looks_rot13(plain)
-    assert S.decode_if_rot13(enc) == plain and S.decode_if_rot13(plain) == plain
-    assert S.decode_if_rot13("La maestra chiede ai suoi scolari se sanno") == "La maestra chiede ai suoi scolari se sanno"
-    from qscope_utils.mini.corpus import Doc
-    short = codecs.encode("Ni gazpacho, ni mujer", "rot13")          # no common word: undetectable alone
-    docs = [Doc(enc, "es", "es-off", "offensive", "train"), Doc(short, "es", "es-off", "offensive", "train"),
-            Doc(plain, "es", "es", "clean", "train")]
-    assert S.rot13_sources(docs) == {"es-off"}
-    assert S.decoded_texts(docs) == [plain, "Ni gazpacho, ni mujer", plain]
-
-
 # ----------------------------------------------------------------------------- verification
 
 class FixedGenerator:

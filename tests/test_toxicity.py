@@ -247,23 +247,16 @@ def test_mini_splits_use_only_real_corpus_labels():
     langs = td.labelled_languages("smoke")
     assert langs == ["es", "it"]
     splits = td.mini_splits("smoke", n_disc=30, n_eval=8, seed=0)
-    import codecs
-
     for lang, s in splits.items():
         off = {d.text for d in load_corpus("smoke", lang=lang, label="offensive")}
-        if s.info["rot13_decoded"]:      # Debian stores es offensive fortunes ROT13-encoded
-            off = {codecs.decode(t, "rot13") for t in off}
         cln = {d.text for d in load_corpus("smoke", lang=lang, label="clean")}
         ho = {d.text for d in load_corpus("smoke", lang=lang, split="heldout")}
-        if s.info["rot13_decoded"]:
-            ho |= {codecs.decode(d.text, "rot13") for d in load_corpus("smoke", lang=lang, split="heldout", label="offensive")}
         for t, y in zip(s.disc_texts + s.eval_texts, np.r_[s.disc_labels, s.eval_labels]):
             assert t in (off if y else cln)
         assert set(s.eval_texts) <= ho and not set(s.disc_texts) & ho
         assert s.sizes["disc_toxic"] == s.sizes["disc_clean"] and s.sizes["eval_toxic"] == s.sizes["eval_clean"]
-    assert splits["es"].info["rot13_decoded"] and not splits["it"].info["rot13_decoded"]
-    raw = td.mini_splits("smoke", n_disc=30, n_eval=8, seed=0, undo_rot13=False)
-    assert not raw["es"].info["rot13_decoded"] and raw["es"].disc_labels.tolist() == splits["es"].disc_labels.tolist()
+    # the offensive Spanish texts are Spanish (the corpus decodes Debian's ROT13 files)
+    assert sum(" que " in t or " de " in t for t in splits["es"].disc_texts[:30]) > 10
     with pytest.raises(ValueError, match="never invented"):
         td.mini_splits("smoke", langs=["en"])
     tab = td.label_table("smoke")
@@ -287,15 +280,3 @@ def test_notebook_04_runs_on_smoke(run_notebook_smoke, smoke_scope):
     summary = json.loads((out / "04_summary.json").read_text())
     assert summary["languages"] == ["es", "it"] and summary["_meta"]["seed"] == 0
     assert executed.exists()
-
-
-def test_rot13_is_undone_only_when_it_makes_text_look_like_the_language():
-    import codecs
-
-    ref = ["la casa es muy bonita y grande", "el perro come la comida de la mesa"] * 5
-    plain = ["la mujer y el hombre van a la playa", "porque son difíciles de pelar"]
-    rotated = [codecs.encode(t, "rot13") for t in plain]
-    out, info = td.maybe_undo_rot13(rotated, ref)
-    assert out == plain and info["rot13_decoded"] and info["bigram_cos_decoded"] > info["bigram_cos_raw"]
-    out2, info2 = td.maybe_undo_rot13(plain, ref)
-    assert out2 == plain and not info2["rot13_decoded"]

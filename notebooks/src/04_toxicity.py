@@ -13,9 +13,8 @@
 # 2,000 + 2,000 discovery / 500 + 500 evaluation per language. `mini`/`smoke`: the mini corpus has
 # labels for **es and it only** (Debian's `fortunes-es-off` / `fortunes-it-off` packages are
 # offensive, `fortunes-es` / `fortunes-it` clean); every other language is unlabelled and nothing is
-# invented. Debian stores the Spanish offensive fortunes ROT13-encoded (`.dat` flag STR_ROTATED;
-# `fortune -o` decodes them on display); they are decoded here before use (`undo_rot13`), otherwise the
-# "toxicity" feature is a ROT13 detector. So the paper's "English features transfer to other languages" becomes **es <-> it**
+# invented. (Debian stores the Spanish offensive fortunes ROT13-encoded; the corpus builder decodes
+# them, otherwise the "toxicity" feature would be a ROT13 detector.) So the paper's "English features transfer to other languages" becomes **es <-> it**
 # transfer here. Caveat: offensive and clean texts come from different packages, so a feature may
 # separate the *sources* (style, topic, length) rather than offensiveness; the length-only baseline
 # below measures part of that confound.
@@ -27,7 +26,6 @@ n_eval = None           # evaluation texts per class (None = profile default; pa
 layers = None           # None = every layer of the group
 backbone = None         # paper alternative: "Qwen/Qwen3-1.7B-Base"
 sae_repo = None         # paper alternative: "Qwen/SAE-Res-Qwen3-1.7B-Base-W32K-L0_50" (k is a parameter)
-undo_rot13 = True       # mini: decode offensive fortunes that Debian stores ROT13-encoded (es)
 seed = 0
 
 # %%
@@ -66,9 +64,7 @@ if prof.is_built:
                                                      values="n_docs", aggfunc="sum").fillna(0).astype(int)
     unlabelled = sorted(set(labels.lang) - set(labels[labels.label != "none"].lang))
     print("labelled documents (offensive / clean):\n", lab, "\nlanguages WITHOUT labels (not used):", unlabelled)
-    splits = td.mini_splits(prof, cfg.n_disc, cfg.n_eval, cfg.seed, undo_rot13=undo_rot13)
-    print({l: {k: s.info[k] for k in ("rot13_decoded", "bigram_cos_raw", "bigram_cos_decoded") if k in s.info}
-           for l, s in splits.items()})
+    splits = td.mini_splits(prof, cfg.n_disc, cfg.n_eval, cfg.seed)
 else:
     splits = td.paper_splits(cfg.dataset_id, cfg.langs, cfg.n_disc, cfg.n_eval, cfg.seed)
 sizes = pd.DataFrame([{"lang": l, **s.sizes} for l, s in splits.items()])
