@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from .hooks import capture_residuals
 from .sae import TopKSAE
+from .stats import cluster_bootstrap
 from .steering import steer
 
 __all__ = ["Loop", "find_tail_loop", "RepetitionDetector", "bootstrap_mean_ci", "repeat_ratio",
@@ -129,11 +130,7 @@ def bootstrap_mean_ci(values: np.ndarray, n_boot: int = 1000, level: float = 0.9
     v = np.asarray(values, dtype=float).ravel()
     if v.size == 0:
         raise ValueError("bootstrap of an empty sample")
-    rng = np.random.default_rng(seed)
-    boots = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(1)
-    a = (1 - level) / 2
-    return float(v.mean()), float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a))
-
+    return cluster_bootstrap(v, n_boot=n_boot, seed=seed, level=level)
 
 def repeat_ratio(flags: np.ndarray, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
     """Repeat ratio of a (n_prompts, n_samples) bool array of loop flags, bootstrap CI over prompts.

@@ -26,6 +26,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from .stats import cluster_bootstrap
+
 __all__ = ["UNSAFE", "SAFE", "LabelledText", "SafetyConfig", "SafetySplits",
            "mini_labelled", "labelled_from_dataset", "load_wildjailbreak", "make_splits", "max_act_encoder",
            "relevance_scores", "TargetFeatures", "select_targets", "fired", "feature_coverage", "coverage",
@@ -438,12 +440,7 @@ def featurize(kind: str, train_texts: list[str], other_texts: Sequence[list[str]
 
 def bootstrap_ci(correct: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of a 0/1 vector (resampling eval examples)."""
-    rng = np.random.default_rng(seed)
-    c = np.asarray(correct, dtype=float)
-    means = c[rng.integers(0, len(c), size=(n_boot, len(c)))].mean(1)
-    a = (1 - level) / 2
-    return float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
-
+    return cluster_bootstrap(np.asarray(correct, dtype=float), n_boot=n_boot, seed=seed, level=level)[1:]
 
 def train_eval_classifier(X_train, y_train: Sequence[str], X_eval, y_eval: Sequence[str], C: float = 1.0,
                           seed: int = 0, n_boot: int = 1000) -> dict:

@@ -37,6 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .features import firing_rates, text_max_activations
+from .stats import bootstrap_stat
 from .hooks import capture_residuals, iter_batches, position_mask
 
 __all__ = ["ToxicityConfig", "PAPER_CLAIMS", "FiringCounts", "nested_subsets", "delta_scores", "top_features",
@@ -239,11 +240,8 @@ def bootstrap_f1_ci(y_true: np.ndarray, y_pred: np.ndarray, n_boot: int = 1000, 
                     level: float = 0.95) -> tuple[float, float]:
     """Percentile bootstrap interval of F1 over evaluation texts."""
     y, p = np.asarray(y_true).astype(bool), np.asarray(y_pred).astype(bool)
-    rng = np.random.default_rng(seed)
-    f = [prf(y[i], p[i])["f1"] for i in (rng.integers(0, len(y), len(y)) for _ in range(n_boot))]
-    a = (1 - level) / 2
-    return float(np.quantile(f, a)), float(np.quantile(f, 1 - a))
-
+    _, lo, hi = bootstrap_stat(lambda a, b: prf(a, b)["f1"], y, p, n_boot=n_boot, seed=seed, level=level)
+    return lo, hi
 
 def evaluate_layers(deltas: Mapping[int, np.ndarray], eval_acts: Mapping[int, sp.spmatrix], y_eval: np.ndarray,
                     ks: Sequence[int], eps: float = 0.0) -> pd.DataFrame:
