@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from .generation import generate
 from .sae import TopKSAE
 from .scripts_unicode import script_of
+from .stats import cluster_bootstrap, paired_diff_bootstrap  # noqa: F401 (re-exported)
 from .steering import clamp_features, feature_vector, steer
 
 __all__ = ["SteerConfig", "Condition", "BASELINE", "additive", "clamped", "run_conditions", "script_metrics",
@@ -253,32 +254,6 @@ def continuation_nll(model, prefixes: Sequence[Sequence[int]], continuations: Se
     return out
 
 
-def cluster_bootstrap(values: np.ndarray, n_boot: int = 2000, seed: int = 0, ci: float = 0.95) -> tuple[float, float, float]:
-    """(estimate, low, high) of the mean of ``values`` (n_clusters, n_per_cluster), resampling clusters
-    (rows: prompts) with replacement; NaNs ignored. A 1-D array is one value per cluster."""
-    v = np.asarray(values, dtype=float)
-    v = v[:, None] if v.ndim == 1 else v
-    if v.shape[0] == 0 or np.all(np.isnan(v)):
-        return (float("nan"),) * 3
-    rng = np.random.default_rng(seed)
-    est = float(np.nanmean(v))
-    sums, cnts = np.nansum(v, 1), np.sum(~np.isnan(v), 1)
-    idx = rng.integers(0, v.shape[0], size=(n_boot, v.shape[0]))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        boots = sums[idx].sum(1) / cnts[idx].sum(1)
-    boots = boots[~np.isnan(boots)]
-    a = (1 - ci) / 2
-    return est, float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a))
-
-
-def paired_diff_bootstrap(base: np.ndarray, treat: np.ndarray, **kw) -> tuple[float, float, float]:
-    """(mean change, low, high) of ``treat - base`` (same prompts x seeds layout), cluster bootstrap over prompts."""
-    b, t = np.asarray(base, float), np.asarray(treat, float)
-    if b.shape != t.shape:
-        raise ValueError(f"paired arrays differ in shape: {b.shape} vs {t.shape}")
-    return cluster_bootstrap(t - b, **kw)
-
-
 def _grid(df: pd.DataFrame, metric: str) -> np.ndarray:
     """(n_prompts, n_seeds) array of ``metric`` for one condition's rows."""
     return df.pivot_table(index="prompt_id", columns="seed", values=metric, aggfunc="first", dropna=False).to_numpy()
@@ -298,8 +273,8 @@ def summarise(df: pd.DataFrame, metrics: Sequence[str], baseline: str = "baselin
     for cond, g in df.groupby("condition", sort=False):
         for m in metrics:
             grid, bgrid = _grid(g, m), _grid(base, m)
-            est, lo, hi = cluster_bootstrap(grid, n_boot, seed, ci)
-            d, dlo, dhi = paired_diff_bootstrap(bgrid, grid, n_boot=n_boot, seed=seed, ci=ci)
+            est, lo, hi = cluster_bootstrap(grid, n_boot, seed, level=ci)
+            d, dlo, dhi = paired_diff_bootstrap(bgrid, grid, n_boot=n_boot, seed=seed, level=ci)
             rows.append({"condition": cond, "alpha": g.alpha.iloc[0], "multiplier": g.multiplier.iloc[0], "metric": m,
                          "n": int(np.sum(~np.isnan(grid))), "mean": est, "lo": lo, "hi": hi, "diff": d,
                          "diff_lo": dlo, "diff_hi": dhi,

@@ -44,7 +44,7 @@ def test_detector_on_constructed_strings():
     np.testing.assert_array_equal(cs.code_switch_flags(["hi", "hi 中"], "zh"), [False, True])
     with pytest.raises(ValueError, match="Latin"):
         cs.code_switched("hello", "fr")
-    with pytest.raises(KeyError, match="LANG_SCRIPTS"):
+    with pytest.raises(KeyError, match="LANG_SCRIPT"):
         cs.code_switched("hello", "xx")
     with pytest.raises(ValueError):
         cs.script_of("ab")
