@@ -52,6 +52,8 @@ def run_all(profile: str, only: list[str] | None = None, parameters: dict | None
         print(f"[run_all] {profile}: {nb.name} ...", flush=True)
         rec = run_notebook(nb, profile, parameters)
         print(f"[run_all] {profile}: {nb.name} done in {rec['seconds']:.1f} s", flush=True)
+        # re-read before writing: another runner (another profile subset) may have written meanwhile
+        timings = {**timings, "notebooks": json.loads(tpath.read_text())["notebooks"] if tpath.exists() else {}}
         timings["notebooks"][nb.stem] = rec["seconds"]
         tpath.write_text(json.dumps(timings, indent=2, sort_keys=True))
         done.append(rec)

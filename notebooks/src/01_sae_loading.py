@@ -9,7 +9,7 @@
 
 # %% tags=["parameters"]
 profile = "mini"        # mini | smoke | paper
-layers = None           # None = every layer of the group
+layers = None           # None: every layer of the group
 n_texts = 256           # held-out texts evaluated per layer
 max_length = 128        # tokens per text
 batch_size = 16

@@ -20,10 +20,10 @@
 
 # %% tags=["parameters"]
 profile = "mini"        # mini | smoke | paper
-layer = None            # None = middle layer of the group
-zh_feature = None       # None = discover (paper: 6159)
-lzh_feature = None      # None = discover (paper: 36398)
-alpha_scale = None      # None = the feature's mean activation when it fires; 1.0 = multipliers are raw alphas
+layer = None            # None: middle layer of the group
+zh_feature = None       # None: discover (paper: 6159)
+lzh_feature = None      # None: discover (paper: 36398)
+alpha_scale = None      # None: the features mean activation when it fires; 1.0: multipliers are raw alphas
 seed = 0
 
 # %%

@@ -21,9 +21,9 @@
 
 # %% tags=["parameters"]
 profile = "mini"        # mini | smoke | paper
-n_disc = None           # discovery texts per class (None = profile default; paper 2000)
-n_eval = None           # evaluation texts per class (None = profile default; paper 500)
-layers = None           # None = every layer of the group
+n_disc = None           # discovery texts per class (None: profile default; paper 2000)
+n_eval = None           # evaluation texts per class (None: profile default; paper 500)
+layers = None           # None: every layer of the group
 backbone = None         # paper alternative: "Qwen/Qwen3-1.7B-Base"
 sae_repo = None         # paper alternative: "Qwen/SAE-Res-Qwen3-1.7B-Base-W32K-L0_50" (k is a parameter)
 seed = 0

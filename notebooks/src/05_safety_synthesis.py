@@ -18,9 +18,9 @@
 
 # %% tags=["parameters"]
 profile = "mini"          # mini | smoke | paper
-layer = None              # None = profile default (mini 3, smoke 1, paper 30)
-tau = None                # relevance threshold (None = profile default)
-budget = None             # added examples per method (None = profile default)
+layer = None              # None: profile default (mini 3, smoke 1, paper 30)
+tau = None                # relevance threshold (None: profile default)
+budget = None             # added examples per method (None: profile default)
 threads = 1               # torch CPU threads (1 is fastest for the tiny models on a shared machine)
 generator = "local"       # local | chat (chat: OpenAI-compatible endpoint, never needed for mini)
 endpoint_url = None       # e.g. "https://api.openai.com/v1" (key from $OPENAI_API_KEY)

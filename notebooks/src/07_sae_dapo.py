@@ -19,10 +19,10 @@
 # %% tags=["parameters"]
 profile = "mini"        # mini | smoke | paper
 paper_model = "8B"      # paper profile only: "1.7B" or "8B"
-layer = None            # SAE layer of the repetition feature (None = config / middle layer)
-feature = None          # force a feature id (None = top-ranked by mean increase)
-alpha = None            # steering strength of the SAE arm (None = picked from the sweep)
-n_steps = None          # DAPO steps per arm (None = config)
+layer = None            # SAE layer of the repetition feature (None: config / middle layer)
+feature = None          # force a feature id (None: top-ranked by mean increase)
+alpha = None            # steering strength of the SAE arm (None: picked from the sweep)
+n_steps = None          # DAPO steps per arm (None: config)
 n_threads = 1           # CPU threads: 1 is fastest for the tiny mini/smoke models on a shared 2-core machine
 seed = 0
 

@@ -1,0 +1,155 @@
+"""Collect the headline numbers of a profile's results into a markdown table ("paper vs ours").
+
+Reads results/<profile>/NN_summary.json (written by the notebooks), writes
+results/<profile>/SUMMARY.md and, with --readme, replaces the block between
+``<!-- results:begin -->`` and ``<!-- results:end -->`` in README.md, so that every number the
+README quotes is regenerated from results/, never typed in.
+
+    .venv/bin/python scripts/summarize.py --profile mini --readme
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(res: Path, nn: str) -> dict | None:
+    p = res / f"{nn}_summary.json"
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def _ci(d: dict, v="mean", lo="lo", hi="hi", fmt="{:.3f}") -> str:
+    return f"{fmt.format(d[v])} [{fmt.format(d[lo])}, {fmt.format(d[hi])}]"
+
+
+def s01(d):
+    return [("§2 reconstruction", "FVU ≈ 0.20 at a middle layer (third-party audit, Qwen3.5-2B, k=100)",
+             f"mid-layer FVU {d['mid_layer_fvu']:.3f} (layer {d['mid_layer']}, k={d['k']}), max {d['max_fvu']:.3f}; "
+             f"dead {100 * d['mean_dead_fraction']:.1f}%; Δ LM loss {d['mean_delta_loss']:.3f} nats/token",
+             f"{d['n_texts']} held-out texts, {d['tokens_per_layer']} tokens/layer")]
+
+
+def s02(d):
+    c1, c2 = d["case1"], d["case2"]
+    b, s = c1["has_script"]["baseline"], c1["has_script"]["best_steered"]
+    pb, ps = c2["p_classical"]["baseline"], c2["p_classical"]["best_steered"]
+    return [("§3 case 1: suppress Chinese feature", "feature 6159 suppressed removes the mixing (qualitative)",
+             f"feature {d['zh_feature']} (layer {d['layer']}): Han-containing share {_ci(b)} → {_ci(s)} at α={s['alpha']:.2f}",
+             f"{d['n_prompts']['case1']} prompts × {len(d['seeds'])} seeds, cluster bootstrap"),
+            ("§3 case 2: activate classical feature", "feature 36398 activated turns the style classical (qualitative)",
+             f"feature {d['lzh_feature']}: P(classical) {_ci(pb)} → {_ci(ps)} at α={ps['alpha']:.1f}; "
+             f"classifier held-out acc {d['case2']['classifier_heldout']['accuracy']:.3f}",
+             f"{d['n_prompts']['case2']} openings × {len(d['seeds'])} seeds")]
+
+
+def s03(d):
+    rows = []
+    if "spearman_R_vs_Rhat" in d:
+        r = d["spearman_R_vs_Rhat"]
+        rows.append(("§4 redundancy", "Spearman ρ(R, R̂) ≈ 0.85 (17 benchmarks, 26 checkpoints)",
+                     f"ρ = {r['rho']:.2f} (p = {r['p']:.3f})" if isinstance(r, dict) else f"ρ = {r:.2f}",
+                     f"{d.get('n_benchmarks', '?')} benchmarks, {d.get('n_checkpoints', '?')} checkpoints"))
+    if "overlap_vs_corr" in d:
+        o = d["overlap_vs_corr"]
+        rows.append(("§4 similarity", "overlap_min vs score corr.: Pearson 68.4 / 75.5 (direct / partial), "
+                     "Spearman 60.7 / 71.3",
+                     "Pearson {:.1f} / {:.1f}, Spearman {:.1f} / {:.1f}".format(
+                         100 * o["pearson_direct"], 100 * o["pearson_partial"], 100 * o["spearman_direct"],
+                         100 * o["spearman_partial"]), f"{o.get('n_pairs', 28)} pairs"))
+    return rows
+
+
+def s04(d):
+    best = {}
+    for lang, ks in d["or_rule_at_top1diff_layer"].items():
+        k, r = max(ks.items(), key=lambda kv: kv[1]["f1"])
+        best[lang] = f"{lang} {r['f1']:.2f} [{r['f1_ci95'][0]:.2f}, {r['f1_ci95'][1]:.2f}] ({k}, layer {r['layer']})"
+    eff = [r for r in d["data_efficiency_macro_f1"] if r["fraction"] == 0.1]
+    eff_s = ", ".join(f"K={r['K']}: {r['ratio_to_full']:.2f}" for r in eff)
+    return [("§5 toxicity (OR rule)", "English held-out F1 > 0.90",
+             "; ".join(best.values()), "labels exist only for es, it in the mini corpus; top1-diff layer"),
+            ("§5 data efficiency", "10% of discovery data keeps ≈99% of macro F1", f"10% keeps {eff_s}",
+             "ratio of macro F1 to full discovery")]
+
+
+def s05(d):
+    cov = d["coverage_at_matched_budget_pct"]
+    ds = d["downstream"]["sae"]
+    fmt = lambda r: f"{r['accuracy']:.1f} [{r['acc_lo']:.1f}, {r['acc_hi']:.1f}]"
+    return [("§6 coverage", "99.74% target coverage at matched budget",
+             ", ".join(f"{k} {v:.1f}%" for k, v in cov.items()),
+             f"{d['n_targets']} targets, seed covers {d['seed_coverage_pct']:.1f}%, budget {d['matched_budget']}"),
+            ("§6 downstream accuracy", "4k+4k feature 77.75, 4k+4k random 72.00, 8k real 71.75, 120k real 78.75",
+             "; ".join(f"{k} {fmt(v)}" for k, v in ds.items()), "logistic regression on SAE features, held-out %")]
+
+
+def s06(d):
+    out = []
+    for lang, r in d["test"].items():
+        out.append(f"{lang} {r['sft']['value']:.2f} → {r['sasft']['value']:.2f} (paired Δ {r['diff']['value']:+.2f} "
+                   f"[{r['diff']['lo']:+.2f}, {r['diff']['hi']:+.2f}])")
+    return [("§7 SASFT code-switch ratio", "1.7B: zh .81→.22, ru .19→.03, ko .36→.00 (SFT → SASFT)",
+             "; ".join(out), f"λ={d['lambda_chosen_on_val']} chosen on val, layers {d['layers']}, "
+                             f"{d['n_seeds']} seeds")]
+
+
+def s07(d):
+    arms = d["arms"]
+    rr = "; ".join(f"{a}: {v['repeat_stress']['ratio']:.2f}" for a, v in arms.items())
+    acc = "; ".join(f"{a}: {v['acc_greedy']['mean']:.3f}" for a, v in arms.items())
+    return [("§8 repeat ratio", "drops sharply after SAE-guided DAPO",
+             f"with the repetition feature (#{d['feature']}) steered in at eval: {rr}; unsteered sampling never loops",
+             "150 held-out problems × 4 samples"),
+            ("§8 task accuracy", "MGSM +5.56 / +2.28 / +5.84 points (1.7B / 8B / 30B-A3B)",
+             f"greedy accuracy {acc}", "mini arithmetic, matched steps and seeds")]
+
+
+SECTIONS = [("01", s01), ("02", s02), ("03", s03), ("04", s04), ("05", s05), ("06", s06), ("07", s07)]
+
+
+def table(profile: str) -> str:
+    res = ROOT / "results" / profile
+    lines = [f"## Results ({profile} profile): the paper's claims beside ours", "",
+             f"Generated by `scripts/summarize.py` from `results/{profile}/NN_summary.json`; details, figures and "
+             "caveats are in each notebook and in `docs/NN_*.md`. Intervals are 95% bootstrap.", "",
+             "| section | paper | ours | how measured |", "|---|---|---|---|"]
+    for nn, fn in SECTIONS:
+        d = _load(res, nn)
+        if d is None:
+            lines.append(f"| notebook {nn} | | not run yet | |")
+            continue
+        try:
+            for row in fn(d):
+                lines.append("| " + " | ".join(str(c).replace("|", "/") for c in row) + " |")
+        except (KeyError, TypeError, ValueError) as e:
+            lines.append(f"| notebook {nn} | | summary lacks {e} | |")
+    t = res / "timings.json"
+    if t.exists():
+        tim = json.loads(t.read_text())["notebooks"]
+        lines += ["", "Wall time per notebook on this profile (s, 2 cores): " +
+                  ", ".join(f"{k[:2]}: {v:.0f}" for k, v in sorted(tim.items()))]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--profile", default="mini")
+    ap.add_argument("--readme", action="store_true", help="also update README.md's results block")
+    args = ap.parse_args(argv)
+    md = table(args.profile)
+    (ROOT / "results" / args.profile / "SUMMARY.md").write_text(md)
+    if args.readme:
+        readme = ROOT / "README.md"
+        text = readme.read_text()
+        new = re.sub(r"<!-- results:begin -->.*<!-- results:end -->",
+                     lambda _: f"<!-- results:begin -->\n{md}<!-- results:end -->", text, flags=re.S)
+        readme.write_text(new)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
