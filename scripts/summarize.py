@@ -108,6 +108,39 @@ def s07(d):
              f"greedy accuracy {acc}", "mini arithmetic, matched steps and seeds")]
 
 
+def build_table(profile: str) -> list[str]:
+    """Stage times and sizes of a built scope, read from the build's own stamps (data/<profile>/)."""
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    from qscope_utils.profiles import get_profile
+
+    prof = get_profile(profile)
+    if not prof.is_built:
+        return []
+    stamps = {st: prof.data_dir / sub / ".stamp.json" for st, sub in
+              (("corpus", "corpus"), ("tokenizer", "tokenizer"), ("pretrain", "models"))}
+    stamps["sae"] = Path(prof.sae_source) / ".stamp.json"
+    if not all(p.exists() for p in stamps.values()):
+        return []
+    st = {k: json.loads(p.read_text()) for k, p in stamps.items()}
+    pre = json.loads((prof.data_dir / "models" / "pretrain.json").read_text())
+    sc = prof.scope
+    fvu = ", ".join(f"{l['heldout_fvu']:.3f}" for l in st["sae"]["layers"])
+    tps = sum(l["tokens_per_s"] for l in st["sae"]["layers"]) / len(st["sae"]["layers"])
+    return ["", f"### How the {profile} scope was built (from the build's stamps)", "",
+            "| stage | what | seconds on 2 cores |", "|---|---|---|",
+            f"| corpus | {st['corpus']['n_docs']} documents, {st['corpus']['n_chars'] / 1e6:.1f} M characters | "
+            f"{st['corpus']['seconds']:.0f} |",
+            f"| tokenizer | byte-level BPE, vocab {sc.vocab_size} | {st['tokenizer']['seconds']:.0f} |",
+            f"| pretraining | Qwen3ForCausalLM, {pre['n_params'] / 1e6:.2f} M params, d_model {sc.hidden_size}, "
+            f"{sc.n_layers} layers; {len(pre['zoo'])} zoo checkpoints; {pre['tokens_per_s']:.0f} tokens/s | "
+            f"{sum(pre['seconds'].values()):.0f} |",
+            f"| SAEs | TopK W{sc.sae_expansion * sc.hidden_size // 1024}K k={sc.sae_k}, every layer, "
+            f"{sc.sae_train_tokens / 1e6:.1f} M tokens each at {tps:.0f} tokens/s; held-out FVU per layer {fvu} | "
+            f"{st['sae']['seconds']:.0f} |"]
+
+
 SECTIONS = [("01", s01), ("02", s02), ("03", s03), ("04", s04), ("05", s05), ("06", s06), ("07", s07)]
 
 
@@ -127,6 +160,7 @@ def table(profile: str) -> str:
                 lines.append("| " + " | ".join(str(c).replace("|", "/") for c in row) + " |")
         except (KeyError, TypeError, ValueError) as e:
             lines.append(f"| notebook {nn} | | summary lacks {e} | |")
+    lines += build_table(profile)
     t = res / "timings.json"
     if t.exists():
         tim = json.loads(t.read_text())["notebooks"]
