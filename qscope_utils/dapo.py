@@ -29,7 +29,7 @@ import copy
 import math
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd

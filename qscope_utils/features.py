@@ -101,22 +101,40 @@ def text_max_activations(model, tokenizer, saes: Mapping[int, TopKSAE], texts: l
     return {l: sp.vstack(p).tocsr() if p else sp.csr_matrix((0, saes[l].d_sae)) for l, p in parts.items()}
 
 
-def last_token_features(model, tokenizer, saes: Mapping[int, TopKSAE], texts: list[str],
-                        **kw) -> dict[int, sp.csr_matrix]:
-    """layer -> CSR bool (n_texts, d_sae): F(x) = {j : z_j > 0} at each text's LAST real token."""
-    kw = {**kw, "exclude_first": False}
-    parts: dict[int, list] = {l: [] for l in saes}
-    for b in iter_codes(model, tokenizer, saes, texts, **kw):
-        n = b.input_ids.shape[0]
-        lengths = b.attention_mask.sum(1)
-        # right padding: the last real token of row i sits at position lengths[i]-1
-        is_last = b.positions == (lengths[b.rows] - 1)
-        for l, c in b.codes.items():
-            sel = SparseCodes(c.indices[is_last], c.values[is_last], c.d_sae)
-            m = _batch_max(sel, b.rows[is_last], n)
-            m.data[:] = 1
-            parts[l].append(m.astype(bool))
-    return {l: sp.vstack(p).tocsr() for l, p in parts.items()}
+def last_token_features(model, tokenizer, saes: Mapping[int, TopKSAE], texts: list[str], batch_size: int = 16,
+                        max_length: int = 128, progress: bool = True) -> dict[int, sp.csr_matrix]:
+    """layer -> CSR bool (n_texts, d_sae): F(x) = {j : z_j > 0} at each text's LAST real token (§4).
+
+    One forward pass per batch for all layers; only the last token's residual is encoded (at paper
+    sizes, 64K-wide SAEs on long prompts, encoding every position would cost ~T times more). Texts
+    longer than ``max_length`` tokens are truncated on the LEFT so the last token stays the text's own.
+    """
+    layers = sorted(saes)
+    parts: dict[int, list] = {l: [] for l in layers}
+    old = getattr(tokenizer, "truncation_side", "right")
+    tokenizer.truncation_side = "left"
+    try:
+        bar = tqdm(total=len(texts), desc="last-token features", disable=not progress, leave=False)
+        for _, enc in iter_batches(tokenizer, list(texts), batch_size=batch_size, max_length=max_length,
+                                   padding_side="right"):
+            am = enc["attention_mask"]
+            with torch.no_grad():
+                hs = capture_residuals(model, enc["input_ids"], am, layers)
+                last = am.shape[1] - 1 - am.flip(1).argmax(1)       # last real token of each row
+                rows = torch.arange(am.shape[0])
+                for l in layers:
+                    x = hs[l][rows.to(hs[l].device), last.to(hs[l].device)].float()
+                    c = saes[l].encode_sparse(x)
+                    idx, val = c.indices.cpu(), c.values.cpu()
+                    r, k = torch.nonzero(val > 0, as_tuple=True)
+                    parts[l].append(sp.csr_matrix((np.ones(len(r), dtype=bool), (r.numpy(), idx[r, k].numpy())),
+                                                  shape=(am.shape[0], saes[l].d_sae)))
+            bar.update(am.shape[0])
+        bar.close()
+    finally:
+        tokenizer.truncation_side = old
+    return {l: sp.vstack(p).tocsr().astype(bool) if p else sp.csr_matrix((0, saes[l].d_sae), dtype=bool)
+            for l, p in parts.items()}
 
 
 def mean_activations(model, tokenizer, saes: Mapping[int, TopKSAE], texts: list[str], with_pre: bool = False,

@@ -91,44 +91,14 @@ def as_feature_sets(x, d_sae: int | None = None) -> sp.csr_matrix:
 
 def last_token_feature_sets(model, tokenizer, saes, texts: Sequence[str], batch_size: int = 32,
                             max_length: int = 256, progress: bool = True) -> dict[int, sp.csr_matrix]:
-    """F(x) at the last token of each text for several SAE layers, one forward pass per batch.
+    """F(x) at the last token of each text for several SAE layers: layer -> CSR bool (len(texts), d_sae).
 
-    saes: layer -> TopKSAE. Returns layer -> CSR bool (len(texts), d_sae). Only the last real token's
-    residual is encoded (not every token: at paper sizes, 64K-wide SAEs on 2K-token prompts, encoding
-    all positions would cost ~1000x more). Texts longer than ``max_length`` tokens are truncated on the
-    LEFT, so that the last token stays the prompt's real last token; batches are right-padded.
+    :func:`qscope_utils.features.last_token_features` with this section's batch / length defaults.
     """
-    import torch
-    from tqdm.auto import tqdm
+    from .features import last_token_features
 
-    from .hooks import capture_residuals, iter_batches
-
-    layers = sorted(saes)
-    parts: dict[int, list] = {l: [] for l in layers}
-    old = getattr(tokenizer, "truncation_side", "right")
-    tokenizer.truncation_side = "left"
-    try:
-        bar = tqdm(total=len(texts), desc="last-token features", disable=not progress, leave=False)
-        for _, enc in iter_batches(tokenizer, list(texts), batch_size=batch_size, max_length=max_length,
-                                   padding_side="right"):
-            am = enc["attention_mask"]
-            hs = capture_residuals(model, enc["input_ids"], am, layers)
-            T = am.shape[1]
-            last = T - 1 - am.flip(1).argmax(1)           # index of the last real token of each row
-            rows = torch.arange(am.shape[0])
-            for l in layers:
-                x = hs[l][rows.to(hs[l].device), last.to(hs[l].device)].float()
-                c = saes[l].encode_sparse(x)
-                idx, val = c.indices.cpu(), c.values.cpu()
-                r, k = torch.nonzero(val > 0, as_tuple=True)
-                parts[l].append(sp.csr_matrix((np.ones(len(r), dtype=bool), (r.numpy(), idx[r, k].numpy())),
-                                              shape=(am.shape[0], saes[l].d_sae)))
-            bar.update(am.shape[0])
-        bar.close()
-    finally:
-        tokenizer.truncation_side = old
-    return {l: sp.vstack(p).tocsr().astype(bool) if p else sp.csr_matrix((0, saes[l].d_sae), dtype=bool)
-            for l, p in parts.items()}
+    return last_token_features(model, tokenizer, saes, list(texts), batch_size=batch_size, max_length=max_length,
+                               progress=progress)
 
 
 def footprint(F) -> np.ndarray:
