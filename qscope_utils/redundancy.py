@@ -43,7 +43,7 @@ and frequently for small n), Kendall tau is undefined (scipy returns nan). ``nan
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
