@@ -141,6 +141,23 @@ def build_table(profile: str) -> list[str]:
             f"{st['sae']['seconds']:.0f} |"]
 
 
+def perf_table() -> list[str]:
+    """The benchmark table written by benchmarks/run.py plus the §4 metric scaling, if present."""
+    bdir = ROOT / "results" / "benchmarks"
+    out = []
+    if (bdir / "TABLE.md").exists():
+        info = json.loads((bdir / "sae_encode_decode.json").read_text())["device_info"]
+        out += ["", f"### Performance (`benchmarks/run.py`, {info['cpus']} CPU cores, torch {info['torch']}, "
+                    f"device {info['device']})", "", (bdir / "TABLE.md").read_text().strip()]
+    if (bdir / "redundancy_scaling.json").exists():
+        rows = json.loads((bdir / "redundancy_scaling.json").read_text())["rows"]
+        big = max(rows, key=lambda r: r["N"])
+        out += [f"| §4 metrics at {big['N']} samples x {big['d_sae']} features ({big['nnz']} active entries) | "
+                f"c_n for every n + R̂ {big['coverage_cpu_s']:.2f} s, τ_n + R {big['tau_cpu_s']:.2f} s, "
+                f"8-benchmark overlaps {big['overlap8_cpu_s']:.3f} s CPU | near-linear in N |"]
+    return out
+
+
 SECTIONS = [("01", s01), ("02", s02), ("03", s03), ("04", s04), ("05", s05), ("06", s06), ("07", s07)]
 
 
@@ -166,6 +183,7 @@ def table(profile: str) -> str:
         tim = json.loads(t.read_text())["notebooks"]
         lines += ["", "Wall time per notebook on this profile (s, 2 cores): " +
                   ", ".join(f"{k[:2]}: {v:.0f}" for k, v in sorted(tim.items()))]
+    lines += perf_table()
     return "\n".join(lines) + "\n"
 
 
