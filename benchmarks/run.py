@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import bench_pipeline  # noqa: E402
 import bench_sae  # noqa: E402
+import bench_sae_train  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -24,24 +25,28 @@ def main(argv=None) -> None:
     flag = ["--quick"] if args.quick else []
     sae = bench_sae.main(flag)
     pipe = bench_pipeline.main(flag)
+    train = bench_sae_train.main(flag)
     try:
         import bench_redundancy
         bench_redundancy.main(flag)
     except ImportError:
         pass
-    lines = table(sae, pipe)
+    lines = table(sae, pipe, train)
     print("\n".join(lines))
     out = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / ("TABLE_quick.md" if args.quick else "TABLE.md")
     out.write_text("\n".join(lines) + "\n")
 
 
-def table(sae: dict, pipe: dict) -> list[str]:
+def table(sae: dict, pipe: dict, train: dict) -> list[str]:
     """Markdown rows of the benchmark table (what, measured, target)."""
     lines = ["| what | measured | target |", "|---|---|---|"]
     for r in sae["rows"]:
         lines.append(f"| encode {r['d_model']}x{r['d_sae']} k={r['k']} {r['dtype']} | {r['encode_tokens_per_s']:.0f} tok/s, "
                      f"{r['encode_vs_bound']:.2f} of matmul bound, top-k {100 * r['topk_share']:.0f}%; "
                      f"sparse decode x{r['sparse_decode_speedup']:.1f} vs dense | >= 0.8 |")
+    for r in train["rows"]:
+        lines.append(f"| SAE training ({r['profile']}: {r['d_model']}x{r['d_sae']} k={r['k']}, TopK + AuxK) | "
+                     f"{r['tokens_per_s']:.0f} tokens/s | - |")
     st, cap = pipe["steering_overhead"], pipe["capture"]
     lines.append(f"| steering in generate (KV cache) | {st['ratio']:.3f} of unsteered tokens/s | >= 0.95 |")
     lines.append(f"| capture {cap['layers']} layers in one pass | x{cap['speedup']:.2f} vs one pass per layer | > 1 |")

@@ -47,20 +47,17 @@ def s02(d):
 
 
 def s03(d):
-    rows = []
-    if "spearman_R_vs_Rhat" in d:
-        r = d["spearman_R_vs_Rhat"]
-        rows.append(("§4 redundancy", "Spearman ρ(R, R̂) ≈ 0.85 (17 benchmarks, 26 checkpoints)",
-                     f"ρ = {r['rho']:.2f} (p = {r['p']:.3f})" if isinstance(r, dict) else f"ρ = {r:.2f}",
-                     f"{d.get('n_benchmarks', '?')} benchmarks, {d.get('n_checkpoints', '?')} checkpoints"))
-    if "overlap_vs_corr" in d:
-        o = d["overlap_vs_corr"]
-        rows.append(("§4 similarity", "overlap_min vs score corr.: Pearson 68.4 / 75.5 (direct / partial), "
-                     "Spearman 60.7 / 71.3",
-                     "Pearson {:.1f} / {:.1f}, Spearman {:.1f} / {:.1f}".format(
-                         100 * o["pearson_direct"], 100 * o["pearson_partial"], 100 * o["spearman_direct"],
-                         100 * o["spearman_partial"]), f"{o.get('n_pairs', 28)} pairs"))
-    return rows
+    r, sim = d["rho_R_Rhat"], d["similarity_28_pairs"]
+    f = lambda k: 100 * sim[k]["r"]
+    return [("§4 redundancy", "Spearman ρ(R, R̂) ≈ 0.85 (17 benchmarks, 26 checkpoints)",
+             f"ρ = {r['r']:.2f} [{r['lo']:.2f}, {r['hi']:.2f}], p = {r['p']:.2f} (layer {d['layer']}); "
+             f"overlap(gsm, math) = {d['overlap_gsm_math']:.2f}, overlap(math, gsm) = {d['overlap_math_gsm']:.2f} "
+             f"(paper 0.63 / 0.10)", f"{r['n']} benchmarks, {d['n_checkpoints']} zoo checkpoints"),
+            ("§4 similarity", "overlap_min vs score correlation, 28 pairs: Pearson 68.4 / 75.5 (direct / partial), "
+             "Spearman 60.7 / 71.3",
+             f"Pearson {f('pearson_direct'):.1f} / {f('pearson_partial'):.1f}, "
+             f"Spearman {f('spearman_direct'):.1f} / {f('spearman_partial'):.1f}",
+             f"{sim['pearson_direct']['n']} pairs, partial correlation controls for the general benchmark")]
 
 
 def s04(d):
