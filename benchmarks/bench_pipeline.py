@@ -49,6 +49,19 @@ def texts(n: int, seed: int = 0, words: int = 60) -> list[str]:
     return [" ".join(rng.choice(WORDS) for _ in range(words)) for _ in range(n)]
 
 
+def peak_rss_kb(reset: bool = False) -> int:
+    """Peak resident set size of this process in KiB (VmHWM); ``reset`` first clears the high-water mark."""
+    try:
+        if reset:
+            Path("/proc/self/clear_refs").write_text("5")
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def rss_child(n_texts: int, which: str) -> None:
     from qscope_utils.features import mean_activations, text_max_activations
 
@@ -56,11 +69,11 @@ def rss_child(n_texts: int, which: str) -> None:
     model, tok = make_model_and_tokenizer(cfg)
     saes = {l: TopKSAE(cfg.hidden_size, cfg.sae_expansion * cfg.hidden_size, cfg.sae_k).requires_grad_(False)
             for l in range(cfg.n_layers)}
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = peak_rss_kb(reset=True)  # ru_maxrss survives fork/exec on Linux: reset the high-water mark
     t0 = time.perf_counter()
     fn = mean_activations if which == "mean" else text_max_activations
     fn(model, tok, saes, texts(n_texts, seed=1), batch_size=32, max_length=64, progress=False)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = peak_rss_kb()
     print(json.dumps({"n_texts": n_texts, "reducer": which, "peak_rss_mb": peak / 1024,
                       "growth_mb": (peak - base) / 1024, "seconds": time.perf_counter() - t0,
                       "tokens": n_texts * 63}))

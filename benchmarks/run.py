@@ -7,6 +7,7 @@ The redundancy-metric scaling benchmark is benchmarks/bench_redundancy.py (secti
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import bench_pipeline  # noqa: E402
+from common import OUT  # noqa: E402
 import bench_sae  # noqa: E402
 import bench_sae_train  # noqa: E402
 
@@ -21,19 +23,25 @@ import bench_sae_train  # noqa: E402
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", nargs="*", choices=["sae", "pipeline", "train", "redundancy"],
+                    help="re-run only these; the table is rebuilt from the saved JSON of the others")
     args = ap.parse_args(argv)
     flag = ["--quick"] if args.quick else []
-    sae = bench_sae.main(flag)
-    pipe = bench_pipeline.main(flag)
-    train = bench_sae_train.main(flag)
-    try:
-        import bench_redundancy
-        bench_redundancy.main(flag)
-    except ImportError:
-        pass
+    suffix = "_quick" if args.quick else ""
+    todo = set(args.only or ["sae", "pipeline", "train", "redundancy"])
+    import bench_redundancy
+    runs = {"sae": (bench_sae, "sae_encode_decode"), "pipeline": (bench_pipeline, "pipeline"),
+            "train": (bench_sae_train, "sae_training"), "redundancy": (bench_redundancy, "redundancy_scaling")}
+    res = {}
+    for name, (mod, stem) in runs.items():
+        if name in todo:
+            res[name] = mod.main(flag)
+        elif name != "redundancy":
+            res[name] = json.loads((OUT / f"{stem}{suffix}.json").read_text())
+    sae, pipe, train = res["sae"], res["pipeline"], res["train"]
     lines = table(sae, pipe, train)
     print("\n".join(lines))
-    out = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / ("TABLE_quick.md" if args.quick else "TABLE.md")
+    out = OUT / f"TABLE{suffix}.md"
     out.write_text("\n".join(lines) + "\n")
 
 
