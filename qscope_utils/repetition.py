@@ -17,11 +17,18 @@
 * **Causal check** (:func:`steering_sweep`): repeat ratio of generations steered with
   ``h <- h + alpha * W_dec[:, f]`` (shared :func:`qscope_utils.steering.steer`, every position and
   decode step) against alpha: it should rise for alpha > 0 and fall for alpha < 0.
+* **Causal selection** (:func:`pool_candidates`, :func:`screen_candidates`, :func:`select_feature`): the
+  top-ranked feature by increase need not cause repetition. The top-m candidates by mean increase
+  (pooled over the candidate layers) are each steered at one or two positive alphas, scaled so the
+  perturbation is a fixed multiple of the layer's typical residual norm (``alpha = mult * |h| /
+  |W_dec[:, f]|``), on TRAINING prompts; a random direction with the same perturbation norm is the
+  control of each (layer, mult). The selected feature is the one whose steering raises the repeat
+  ratio most (ties: rank by increase), among those above their random control if any are.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -36,7 +43,8 @@ from .steering import steer
 
 __all__ = ["Loop", "find_tail_loop", "RepetitionDetector", "bootstrap_mean_ci", "repeat_ratio",
            "Rollouts", "sample_rollouts", "repeat_pairs", "make_repeated_contexts", "repetition_features",
-           "steering_sweep", "pick_alpha", "RepetitionConfig"]
+           "steering_sweep", "pick_alpha", "pool_candidates", "screen_candidates", "select_feature",
+           "screen_ratio_fn", "RepetitionConfig"]
 
 
 # --------------------------------------------------------------------------------------------- detector
@@ -367,12 +375,115 @@ def pick_alpha(sweep: pd.DataFrame, target: float = 0.5) -> float:
     return float(hit.alpha.iloc[0]) if not hit.empty else float(pos.loc[pos.ratio.idxmax(), "alpha"])
 
 
+# --------------------------------------------------------------------------------------------- causal selection
+def pool_candidates(feats_by_layer: Mapping[int, pd.DataFrame], m: int) -> pd.DataFrame:
+    """The top-``m`` (layer, feature) pairs by mean increase, pooled over the candidate layers.
+
+    feats_by_layer: {layer: :func:`repetition_features` table}. Returns the pooled rows with a
+    ``layer`` column and ``rank`` (1 = largest mean increase; ties broken by layer, then feature id).
+    """
+    if m < 1:
+        raise ValueError(f"need m >= 1 candidates, got {m}")
+    if not feats_by_layer:
+        raise ValueError("no candidate layers")
+    pooled = pd.concat([df.assign(layer=int(L)) for L, df in feats_by_layer.items()], ignore_index=True)
+    pooled = pooled.sort_values(["mean_increase", "layer", "feature"], ascending=[False, True, True], kind="stable")
+    top = pooled.head(m).reset_index(drop=True)
+    top.insert(0, "rank", np.arange(1, len(top) + 1))
+    return top
+
+
+def screen_candidates(candidates: pd.DataFrame, ratio_fn: Callable[[int | None, int | None, float], float],
+                      mults: Sequence[float], unit_fn: Callable[[int, int | None], float]) -> pd.DataFrame:
+    """Cheap steering screen: repeat ratio of each candidate steered at ``mult * unit_fn(layer, feature)``.
+
+    candidates: rows with rank, layer, feature (:func:`pool_candidates`).
+    ratio_fn(layer, feature, alpha): repeat ratio of generations steered with ``alpha`` times the
+    feature's decoder column at ``layer``; feature None = the layer's random control direction;
+    ``ratio_fn(None, None, 0.0)`` = the unsteered baseline (called once).
+    unit_fn(layer, feature): alpha of mult 1 (feature None: the control's; make both give the same
+    perturbation norm). Returns one row per call: candidate, kind ('baseline' | 'random' |
+    'feature'), layer, feature (-1 if none), rank (0 if none), mult, alpha, ratio, and for every row
+    baseline, control (the random direction's ratio at the same layer and mult), raise (ratio -
+    baseline), lift (ratio - control).
+    """
+    mults = [float(x) for x in mults]
+    if not mults or min(mults) <= 0:
+        raise ValueError(f"screen multiples must be positive, got {mults}")
+    base = float(ratio_fn(None, None, 0.0))
+    rows = [{"candidate": "unsteered", "kind": "baseline", "layer": -1, "feature": -1, "rank": 0, "mult": 0.0,
+             "alpha": 0.0, "ratio": base}]
+    control = {}
+    for L in dict.fromkeys(int(x) for x in candidates.layer):
+        for mlt in mults:
+            a = mlt * float(unit_fn(L, None))
+            control[(L, mlt)] = float(ratio_fn(L, None, a))
+            rows.append({"candidate": f"random L{L}", "kind": "random", "layer": L, "feature": -1, "rank": 0,
+                         "mult": mlt, "alpha": a, "ratio": control[(L, mlt)]})
+    for c in candidates.itertuples():
+        L, f = int(c.layer), int(c.feature)
+        for mlt in mults:
+            a = mlt * float(unit_fn(L, f))
+            rows.append({"candidate": f"L{L}/f{f}", "kind": "feature", "layer": L, "feature": f, "rank": int(c.rank),
+                         "mult": mlt, "alpha": a, "ratio": float(ratio_fn(L, f, a))})
+    df = pd.DataFrame(rows)
+    df["baseline"] = base
+    df["control"] = [control.get((L, m), np.nan) for L, m in zip(df.layer, df.mult)]
+    df["raise"] = df.ratio - base
+    df["lift"] = df.ratio - df.control
+    return df
+
+
+def select_feature(screen: pd.DataFrame) -> dict:
+    """The candidate whose steering raises the repeat ratio most (:func:`screen_candidates` table).
+
+    A screen row *passes* when its ratio exceeds both the unsteered baseline and the random control
+    of the same layer and mult. If any row passes, the choice is among passing rows; otherwise among
+    all (and ``causal`` is False: no candidate beat the control). Highest ratio wins; ties go to the
+    better rank by increase, then the smaller mult. Returns layer, feature, rank, mult, alpha, ratio,
+    control, baseline, causal, n_passing (candidates with a passing row).
+    """
+    f = screen[screen.kind == "feature"].copy()
+    if f.empty:
+        raise ValueError("the screen has no feature rows")
+    f["passes"] = (f.ratio > f.baseline) & (f.ratio > f.control)
+    pool = f[f.passes] if f.passes.any() else f
+    best = pool.sort_values(["ratio", "rank", "mult"], ascending=[False, True, True], kind="stable").iloc[0]
+    return {"layer": int(best.layer), "feature": int(best.feature), "rank": int(best["rank"]), "mult": float(best.mult),
+            "alpha": float(best.alpha), "ratio": float(best.ratio), "control": float(best.control),
+            "baseline": float(best.baseline), "causal": bool(f.passes.any()),
+            "n_passing": int(f[f.passes]["rank"].nunique())}
+
+
+def screen_ratio_fn(model: nn.Module, tokenizer, prompts: list[str], directions: Mapping[tuple[int, int | None], torch.Tensor],
+                    detector: RepetitionDetector, n_samples: int = 2, max_new_tokens: int = 32,
+                    temperature: float = 1.0, seed: int = 0) -> Callable[[int | None, int | None, float], float]:
+    """A ``ratio_fn`` for :func:`screen_candidates`: ONE sampled batch (all prompts x samples) per call.
+
+    directions: {(layer, feature): vector}, feature None = the layer's random control. Same prompts
+    and seed on every call, so candidates differ only by their steering vector.
+    """
+    batch = [p for p in prompts for _ in range(n_samples)]
+
+    def ratio(layer, feature, alpha):
+        vec = None if layer is None or alpha == 0 else {layer: float(alpha) * directions[(layer, feature)].float()}
+        ro = sample_rollouts(model, tokenizer, batch, max_new_tokens, temperature, seed=seed, steer_vectors=vec)
+        return float(detector.flags(ro).mean())
+
+    return ratio
+
+
 # --------------------------------------------------------------------------------------------- config
 @dataclass
 class RepetitionConfig:
     """Sizes of the repetition-feature search, the steering sweep and the repeat-ratio evaluation.
 
-    layer: SAE layer of the repetition feature (None = middle layer of the group).
+    layer: SAE layer of the repetition feature (None = middle layer of the group); candidate_layers:
+    layers searched for candidates (None = just ``layer``).
+    n_candidates: top-m features by mean increase (pooled over candidate layers) that the steering
+    screen tries; screen_mults: their alphas, as multiples of the layer's median residual norm over
+    the decoder column's norm (the random control gets the same perturbation norm);
+    n_screen_prompts x screen_samples: TRAINING-split arithmetic prompts of the screen.
     detector: thresholds in tokens; chunk_tokens / n_repeats: constructed repeated contexts;
     alphas: steering strengths of the causal sweep (raw multiples of W_dec[:, f]);
     n_sweep_prompts: arithmetic prompts of the sweep; n_eval_prompts: held-out text prefixes;
@@ -381,11 +492,16 @@ class RepetitionConfig:
     """
 
     layer: int | None = None
+    candidate_layers: tuple[int, ...] | None = None
+    n_candidates: int = 8
+    screen_mults: tuple[float, ...] = (1.0, 2.0)
+    n_screen_prompts: int = 16
+    screen_samples: int = 2
     detector: RepetitionDetector = field(default_factory=RepetitionDetector)
     n_contexts: int = 128
     chunk_tokens: int = 16
     n_repeats: int = 4
-    alphas: tuple[float, ...] = (-16.0, -8.0, -4.0, 0.0, 4.0, 8.0, 16.0, 32.0)
+    alphas: tuple[float, ...] = (-16.0, -8.0, -4.0, 0.0, 4.0, 8.0, 16.0, 24.0, 32.0)
     n_sweep_prompts: int = 32
     n_eval_prompts: int = 48
     n_samples: int = 4
@@ -394,16 +510,18 @@ class RepetitionConfig:
     @classmethod
     def for_profile(cls, name: str) -> "RepetitionConfig":
         if name == "smoke":
-            return cls(layer=1, detector=RepetitionDetector(min_span=8, max_unit=4), n_contexts=16, chunk_tokens=8,
+            return cls(layer=1, n_candidates=3, n_screen_prompts=4, screen_samples=1,
+                       detector=RepetitionDetector(min_span=8, max_unit=4), n_contexts=16, chunk_tokens=8,
                        n_repeats=3, alphas=(-4.0, 0.0, 4.0), n_sweep_prompts=4, n_eval_prompts=6, n_samples=2,
                        n_boot=200)
         if name == "mini":
-            # layer 3 (the last of 4): the top-ranked features of layers 1-2 lengthen responses when steered
-            # but did not make them loop in a first exploration; layer 3's top feature did (notebook 07 shows it)
-            return cls(layer=3)
+            # candidates from layers 1-3 (of 4): which layer's features make the model loop changed between
+            # builds of the mini scope, so the steering screen decides (notebook 07, 07_feature_screen.csv)
+            return cls(candidate_layers=(1, 2, 3), n_candidates=8)
         if name == "paper":
             # long generations: a loop must cover 256 tokens of the tail and still run at the limit
-            return cls(detector=RepetitionDetector(min_span=256, max_unit=64, min_repeats=4.0), n_contexts=2000,
+            return cls(n_candidates=8, n_screen_prompts=32, screen_samples=2,
+                       detector=RepetitionDetector(min_span=256, max_unit=64, min_repeats=4.0), n_contexts=2000,
                        chunk_tokens=64, n_repeats=4, alphas=(-20.0, -5.0, 0.0, 5.0, 20.0, 100.0),
                        n_sweep_prompts=100, n_eval_prompts=250, n_samples=8, n_boot=2000)
         raise ValueError(f"unknown profile {name!r}: choose mini, smoke or paper")

@@ -168,3 +168,95 @@ def test_config_profiles():
     assert RepetitionConfig.for_profile("paper").detector.min_span > RepetitionConfig.for_profile("mini").detector.min_span
     with pytest.raises(ValueError):
         RepetitionConfig.for_profile("huge")
+
+
+# ------------------------------------------------------------------ causal selection (stub screen: known answer)
+def _feats(ids_incs):
+    import pandas as pd
+
+    return pd.DataFrame({"feature": [i for i, _ in ids_incs], "mean_increase": [m for _, m in ids_incs]})
+
+
+def test_pool_candidates_ranks_across_layers():
+    from qscope_utils.repetition import pool_candidates
+
+    c = pool_candidates({1: _feats([(10, 0.05), (11, 0.01)]), 2: _feats([(20, 0.30), (21, 0.05)]),
+                         3: _feats([(30, 0.20)])}, 4)
+    assert list(zip(c["rank"], c.layer, c.feature)) == [(1, 2, 20), (2, 3, 30), (3, 1, 10), (4, 2, 21)]
+    with pytest.raises(ValueError):
+        pool_candidates({1: _feats([(1, 0.1)])}, 0)
+
+
+def _stub_screen(table, control, base=0.0):
+    """ratio_fn from a known answer: table[(layer, feature)][mult], control[layer][mult]; records its calls."""
+    calls = []
+
+    def ratio(layer, feature, alpha):
+        calls.append((layer, feature, alpha))
+        if layer is None:
+            return base
+        mult = alpha / (10.0 * layer)                   # unit(L, f) = 10 L (see below)
+        src = control[layer] if feature is None else table[(layer, feature)]
+        return src[round(mult, 6)]
+
+    return ratio, calls
+
+
+def test_screen_and_select_known_answer():
+    from qscope_utils.repetition import pool_candidates, screen_candidates, select_feature
+
+    cands = pool_candidates({2: _feats([(5, 0.3), (6, 0.2)]), 3: _feats([(7, 0.25), (8, 0.1)])}, 4)
+    # ranks: 1 = L2/5, 2 = L3/7, 3 = L2/6, 4 = L3/8
+    table = {(2, 5): {1.0: 0.0, 2.0: 0.0},              # top by increase: does nothing
+             (3, 7): {1.0: 0.2, 2.0: 0.9},              # raises most, but its layer's random direction does too
+             (2, 6): {1.0: 0.1, 2.0: 0.6},              # the answer: highest among those above their control
+             (3, 8): {1.0: 0.6, 2.0: 0.3}}              # ties with L2/6 at 0.6, worse rank
+    control = {2: {1.0: 0.0, 2.0: 0.1}, 3: {1.0: 0.1, 2.0: 0.95}}
+    ratio, calls = _stub_screen(table, control)
+    scr = screen_candidates(cands, ratio, (1.0, 2.0), lambda L, f: 10.0 * L)
+    assert len(calls) == 1 + 2 * 2 + 4 * 2 and calls[0] == (None, None, 0.0)   # baseline once, controls per layer
+    assert set(scr.kind) == {"baseline", "random", "feature"}
+    row = scr[(scr.candidate == "L3/f7") & (scr.mult == 2.0)].iloc[0]
+    assert row.alpha == 60.0 and row.ratio == 0.9 and row.control == 0.95 and row.lift == pytest.approx(-0.05)
+    sel = select_feature(scr)
+    assert (sel["layer"], sel["feature"], sel["rank"], sel["mult"], sel["alpha"]) == (2, 6, 3, 2.0, 40.0)
+    assert sel["causal"] and sel["ratio"] == 0.6 and sel["control"] == 0.1 and sel["n_passing"] == 3
+
+
+def test_select_feature_ties_and_negative_result():
+    from qscope_utils.repetition import pool_candidates, screen_candidates, select_feature
+
+    cands = pool_candidates({1: _feats([(1, 0.3), (2, 0.2), (3, 0.1)])}, 3)
+    # equal best ratio for ranks 2 and 3: rank 2 wins
+    ratio, _ = _stub_screen({(1, 1): {1.0: 0.1}, (1, 2): {1.0: 0.5}, (1, 3): {1.0: 0.5}}, {1: {1.0: 0.0}})
+    sel = select_feature(screen_candidates(cands, ratio, (1.0,), lambda L, f: 10.0))
+    assert (sel["feature"], sel["rank"], sel["causal"]) == (2, 2, True)
+    # nothing beats the random control: not causal, the rule still names the best (here the top by increase)
+    ratio, _ = _stub_screen({(1, 1): {1.0: 0.2}, (1, 2): {1.0: 0.2}, (1, 3): {1.0: 0.0}}, {1: {1.0: 0.3}})
+    sel = select_feature(screen_candidates(cands, ratio, (1.0,), lambda L, f: 10.0))
+    assert (sel["feature"], sel["causal"], sel["n_passing"]) == (1, False, 0)
+    # nothing raises the ratio above the unsteered model: not causal either
+    ratio, _ = _stub_screen({(1, 1): {1.0: 0.0}, (1, 2): {1.0: 0.0}, (1, 3): {1.0: 0.0}}, {1: {1.0: 0.0}})
+    sel = select_feature(screen_candidates(cands, ratio, (1.0,), lambda L, f: 10.0))
+    assert (sel["feature"], sel["rank"], sel["causal"]) == (1, 1, False)
+    with pytest.raises(ValueError):
+        screen_candidates(cands, ratio, (0.0,), lambda L, f: 10.0)
+
+
+def test_screen_ratio_fn_one_batch_per_call(tiny_model, monkeypatch):
+    import qscope_utils.repetition as R
+
+    model, tok = tiny_model
+    d = model.config.hidden_size
+    dirs = {(1, None): torch.ones(d) / d ** 0.5, (1, 4): torch.randn(d, generator=torch.Generator().manual_seed(0))}
+    det = RepetitionDetector(max_unit=2, min_span=4, min_repeats=2, require_limit=False)
+    seen = []
+    real = R.sample_rollouts
+    monkeypatch.setattr(R, "sample_rollouts", lambda m, t, batch, *a, **k: seen.append((len(batch), k.get("steer_vectors")))
+                        or real(m, t, batch, *a, **k))
+    fn = R.screen_ratio_fn(model, tok, ["The quick", "Hello", "1 + 2 ="], dirs, det, n_samples=2, max_new_tokens=6)
+    r0, r1 = fn(None, None, 0.0), fn(1, 4, 30.0)
+    assert 0 <= r0 <= 1 and 0 <= r1 <= 1
+    assert [n for n, _ in seen] == [6, 6] and seen[0][1] is None
+    torch.testing.assert_close(seen[1][1][1], 30.0 * dirs[(1, 4)])
+    assert fn(None, None, 0.0) == r0                    # same prompts, same seed

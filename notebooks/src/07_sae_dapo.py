@@ -3,8 +3,10 @@
 #
 # 1. **Repetition features**: in contexts where a text chunk repeats, compare each feature's SAE code
 #    at the last occurrence of a repeated token with its first occurrence; rank by mean increase.
-# 2. **Causal check**: steer with `h <- h + alpha * W_dec[:, f]` (shared `steering.steer`, every
-#    position and decode step) and measure the repeat ratio of sampled responses against alpha.
+# 2. **Causal selection**: the top-m candidates by increase (pooled over the candidate layers) are each
+#    steered (`h <- h + alpha * W_dec[:, f]`, shared `steering.steer`, every position and decode step)
+#    on TRAINING prompts; the one whose steering raises the repeat ratio most, above a random direction
+#    of the same norm, is selected. Then the full alpha sweep of that feature (with the random control).
 # 3. **DAPO** (no dynamic sampling; clip-higher, token-level loss, overlong shaping, no KL) on the mini
 #    corpus's arithmetic with a verifiable reward, in two arms at matched steps, prompts and seeds:
 #    vanilla, and SAE-guided (one of the G rollouts per group steered toward the repetition feature,
@@ -19,8 +21,8 @@
 # %% tags=["parameters"]
 profile = "mini"        # mini | smoke | paper
 paper_model = "8B"      # paper profile only: "1.7B" or "8B"
-layer = None            # SAE layer of the repetition feature (None: config / middle layer)
-feature = None          # force a feature id (None: top-ranked by mean increase)
+layer = None            # restrict candidates to this SAE layer (None: config's candidate layers / middle layer)
+feature = None          # force a feature id at `layer` (None: selected by the steering screen)
 alpha = None            # steering strength of the SAE arm (None: picked from the sweep)
 n_steps = None          # DAPO steps per arm (None: config)
 n_threads = 1           # CPU threads: 1 is fastest for the tiny mini/smoke models on a shared 2-core machine
@@ -38,6 +40,7 @@ import torch
 
 from qscope_utils import dapo as D
 from qscope_utils import repetition as R
+from qscope_utils.hooks import capture_residuals
 from qscope_utils.profiles import get_profile
 from qscope_utils.report import save_fig, save_json, save_table
 from qscope_utils.scope import open_scope
@@ -52,12 +55,15 @@ dcfg = replace(dcfg, seed=seed, **({"n_steps": n_steps} if n_steps else {}))
 prof = get_profile(profile, **dcfg.profile_overrides())
 scope = open_scope(prof)
 model, tok = scope.model, scope.tokenizer
-if layer is None:
-    layer = rcfg.layer if rcfg.layer is not None else (
-        D.PAPER_MODELS[paper_model]["layer"] if profile == "paper" else scope.n_layers // 2)
-sae = scope.saes[layer]
+if layer is not None:
+    cand_layers = (int(layer),)
+elif rcfg.candidate_layers:
+    cand_layers = tuple(rcfg.candidate_layers)
+else:
+    cand_layers = (rcfg.layer if rcfg.layer is not None else (
+        D.PAPER_MODELS[paper_model]["layer"] if profile == "paper" else scope.n_layers // 2),)
 det = rcfg.detector
-print(f"backbone {prof.backbone} | SAE {scope.group.repo_id} layer {layer} | detector {det}")
+print(f"backbone {prof.backbone} | SAE {scope.group.repo_id} candidate layers {cand_layers} | detector {det}")
 print(dcfg)
 
 # %% [markdown]
@@ -69,30 +75,94 @@ print(dcfg)
 # %%
 texts = eval_texts(prof, n=rcfg.n_contexts, seed=seed)
 contexts = R.make_repeated_contexts(tok, texts, rcfg.chunk_tokens, rcfg.n_repeats, seed=seed)
-feats = R.repetition_features(model, sae, layer, contexts, pad_id=tok.pad_token_id)
-save_table(feats.head(50), profile, "07_repetition_features")
-if feature is None:
-    feature = int(feats.feature.iloc[0])
-print(f"{len(contexts)} contexts, {int(feats.n_pairs.iloc[0])} (first, last) pairs; chosen feature {feature}")
-feats.head(10).round(3)
+feats_by_layer = {L: R.repetition_features(model, scope.saes[L], L, contexts, pad_id=tok.pad_token_id)
+                  for L in cand_layers}
+pooled = R.pool_candidates(feats_by_layer, 50)
+save_table(pooled, profile, "07_repetition_features")
+cands = pooled.head(rcfg.n_candidates)
+print(f"{len(contexts)} contexts, {int(pooled.n_pairs.iloc[0])} (first, last) pairs per layer; "
+      f"top-{len(cands)} candidates over layers {cand_layers}")
+cands[["rank", "layer", "feature", "mean_increase", "se", "t", "fire_first", "fire_last"]].round(3)
+
+# %% [markdown]
+# ## 2 · Causal screen of the candidates (training prompts only)
+# Each candidate is steered at `mult x` (median residual norm of its layer / norm of its decoder column),
+# so every candidate of a layer pushes the residual by the same amount; the control is a random direction
+# with that same norm. Prompts: arithmetic problems from the TRAIN split (a set disjoint from the sweep's
+# seed; never the held-out evaluation prompts), sampled like the DAPO rollouts, one batched `generate` per
+# (candidate, mult). Selected: the candidate with the highest steered repeat ratio among those above their
+# random control and the unsteered model (ties: rank by increase); if none is above, the top of the same
+# rule is used and the notebook says the screen found no causal repetition feature.
 
 # %%
-top = feats.head(15)
-fig, axes = plt.subplots(1, 2, figsize=(12, 3.4))
-axes[0].bar(range(len(top)), top.mean_increase, yerr=1.96 * top.se, capsize=2)
-axes[0].set_xticks(range(len(top)), top.feature, rotation=60, fontsize=7)
-axes[0].set_title(f"top features by mean increase (last - first), layer {layer}")
+t_screen = time.perf_counter()
+screen_prompts = [p.prompt for p in D._problems(dcfg, "train", rcfg.n_screen_prompts, seed + 3)]
+resid_norm = {}
+with torch.no_grad():
+    ids, am = R._pad_right(contexts[:32], tok.pad_token_id)
+    hs = capture_residuals(model, ids, am, list(cand_layers))
+    for L in cand_layers:
+        resid_norm[L] = float(hs[L][am.bool()].float().norm(dim=-1).median())
+g = torch.Generator().manual_seed(seed)
+dirs = {}
+for L in cand_layers:
+    r = torch.randn(scope.saes[L].direction(0).shape, generator=g)
+    dirs[(L, None)] = r / r.norm()
+for c in cands.itertuples():
+    dirs[(int(c.layer), int(c.feature))] = scope.saes[int(c.layer)].direction(int(c.feature)).detach()
+unit = lambda L, f: resid_norm[L] / float(dirs[(L, f)].norm())
+ratio_fn = R.screen_ratio_fn(model, tok, screen_prompts, dirs, det, rcfg.screen_samples, dcfg.max_new_tokens,
+                             dcfg.temperature, seed=seed)
+screen = R.screen_candidates(cands, ratio_fn, rcfg.screen_mults, unit)
+screen = screen.merge(cands[["rank", "mean_increase"]], on="rank", how="left")
+save_table(screen, profile, "07_feature_screen")
+sel = R.select_feature(screen)
+t_screen = time.perf_counter() - t_screen
+if feature is None:
+    layer, feature = sel["layer"], sel["feature"]
+else:
+    layer = int(cand_layers[0])
+    sel = {**sel, "forced": True}
+sae = scope.saes[layer]
+verdict = (f"screen: L{sel['layer']}/f{sel['feature']} (rank {sel['rank']} by increase) raises the repeat ratio "
+           f"{sel['baseline']:.3f} -> {sel['ratio']:.3f} at alpha {sel['alpha']:.1f} vs {sel['control']:.3f} for a "
+           f"random direction of the same norm; {sel['n_passing']} of {len(cands)} candidates beat their control"
+           if sel["causal"] else
+           f"NO candidate raises the repeat ratio above the random-direction control on training prompts "
+           f"(best: L{sel['layer']}/f{sel['feature']}, ratio {sel['ratio']:.3f} vs control {sel['control']:.3f}, "
+           f"baseline {sel['baseline']:.3f}); the SAE arm below steers with a direction that is NOT shown to cause "
+           f"repetition")
+print(verdict)
+print(f"screen: {len(screen)} generate calls x {len(screen_prompts) * rcfg.screen_samples} rows in {t_screen:.1f} s; "
+      f"using layer {layer}, feature {feature}")
+screen[["candidate", "layer", "rank", "mult", "alpha", "ratio", "control", "lift"]].round(3)
+
+# %%
+top = pooled.head(15)
+labels = [f"L{L}/{f}" for L, f in zip(top.layer, top.feature)]
+fig, axes = plt.subplots(1, 2, figsize=(13, 3.6))
+axes[0].bar(range(len(top)), top.mean_increase, yerr=1.96 * top.se, capsize=2,
+            color=["C3" if (L, f) == (layer, feature) else "C0" for L, f in zip(top.layer, top.feature)])
+axes[0].set_xticks(range(len(top)), labels, rotation=60, fontsize=7)
+axes[0].set_title(f"top features by mean increase (last - first), layers {cand_layers}; red: selected", fontsize=9)
 axes[0].set_ylabel("mean code increase")
-x = np.arange(len(top))
-axes[1].bar(x - 0.2, top.fire_first, 0.4, label="first occurrence")
-axes[1].bar(x + 0.2, top.fire_last, 0.4, label="last occurrence")
-axes[1].set_xticks(x, top.feature, rotation=60, fontsize=7); axes[1].set_title("share of pairs where it fires")
-axes[1].legend(fontsize=7)
+fs = screen[screen.kind == "feature"]
+mults = sorted(fs.mult.unique())
+x = np.arange(len(cands))
+for j, m in enumerate(mults):
+    d = fs[fs.mult == m].set_index("rank").loc[cands["rank"]]
+    axes[1].bar(x + (j - (len(mults) - 1) / 2) * 0.8 / len(mults), d.ratio, 0.8 / len(mults), label=f"feature, mult {m:g}")
+    axes[1].scatter(x + (j - (len(mults) - 1) / 2) * 0.8 / len(mults), d.control, marker="_", s=120, c="k",
+                    label="random dir., same norm" if j == 0 else None, zorder=3)
+axes[1].axhline(sel["baseline"], ls=":", c="k", lw=1, label="unsteered")
+axes[1].set_xticks(x, [f"#{r} L{L}/{f}" for r, L, f in zip(cands["rank"], cands.layer, cands.feature)], rotation=60, fontsize=7)
+axes[1].set_title(f"steering screen: {len(screen_prompts)} train prompts x {rcfg.screen_samples}", fontsize=9)
+axes[1].set_ylabel("repeat ratio"); axes[1].legend(fontsize=7)
 fig.tight_layout()
 save_fig(fig, profile, "07_repetition_features")
 
 # %% [markdown]
-# ## 2 · Causal check: repeat ratio of steered generations against alpha
+# ## 3 · Causal check of the selected feature: repeat ratio of steered generations against alpha
 # Two prompt sets, same prompts and seeds for every alpha (alpha = 0 is the plain model):
 # arithmetic problems from the TRAIN split, sampled like the DAPO rollouts (the held-out problems are kept
 # for the final comparison), and held-out corpus text prefixes decoded greedily, where the plain model
@@ -132,12 +202,13 @@ for ax, (pset, dfp) in zip(axes, sweeps.groupby("prompts", sort=False)):
     ax.set_xlabel("alpha (h += alpha W_dec[:, f])"); ax.set_title(f"{pset}: {dfp.n_prompts.iloc[0]} prompts x {dfp.n_samples.iloc[0]}")
     ax.legend(fontsize=7)
 axes[0].set_ylabel("repeat ratio (95% CI)")
-fig.suptitle(f"steering layer {layer}, feature {feature}")
+fig.suptitle(f"steering layer {layer}, feature {feature} (selected by the screen)" if sel["causal"] else
+             f"steering layer {layer}, feature {feature}: NOT above the random control in the screen")
 fig.tight_layout()
 save_fig(fig, profile, "07_steering_sweep")
 
 # %% [markdown]
-# ## 3 · DAPO, two arms at matched steps, prompts and seeds
+# ## 4 · DAPO, two arms at matched steps, prompts and seeds
 
 # %%
 steer_vec = {layer: float(alpha) * direction}
@@ -168,7 +239,7 @@ fig.tight_layout()
 save_fig(fig, profile, "07_training_curves")
 
 # %% [markdown]
-# ## 4 · Before RL vs vanilla DAPO vs DAPO + SAE rollouts (held-out)
+# ## 5 · Before RL vs vanilla DAPO vs DAPO + SAE rollouts (held-out)
 # Held-out arithmetic problems (never in the pretraining corpus), `n_samples` sampled responses each;
 # repeat ratio also on held-out corpus text prefixes (general prompts); perplexity on held-out corpus
 # texts. Intervals: 95% percentile bootstrap over prompts (texts for perplexity).
@@ -225,7 +296,12 @@ save_fig(fig, profile, "07_comparison")
 base, van, sae_arm = (comp.set_index("arm").loc[k] for k in arms)
 summary = {
     "layer": layer, "feature": feature, "alpha": float(alpha),
-    "feature_mean_increase": float(feats.set_index("feature").loc[feature, "mean_increase"]),
+    "feature_mean_increase": float(feats_by_layer[layer].set_index("feature").loc[feature, "mean_increase"]),
+    "candidate_layers": list(cand_layers),
+    "selection": sel, "screen_causal": bool(sel["causal"]), "screen_verdict": verdict,
+    "feature_screen": screen[["candidate", "kind", "layer", "feature", "rank", "mult", "alpha", "ratio", "control",
+                              "lift"]].to_dict("records"),
+    "screen_seconds": t_screen,
     "sweeps": sweeps[["prompts", "direction", "alpha", "ratio", "lo", "hi"]].to_dict("records"),
     "dapo": {k: v for k, v in vars(dcfg).items()},
     "detector": vars(det),
@@ -240,5 +316,5 @@ summary = {
     "total_seconds": time.perf_counter() - t_start,
 }
 save_json(summary, profile, "07_summary", seed=seed)
-print(json.dumps({k: summary[k] for k in ("layer", "feature", "alpha", "delta_sae_minus_vanilla", "paper_claims",
+print(json.dumps({k: summary[k] for k in ("layer", "feature", "alpha", "screen_verdict", "delta_sae_minus_vanilla", "paper_claims",
                                           "total_seconds")}, indent=2))
