@@ -98,11 +98,13 @@ def s07(d):
     arms = d["arms"]
     rr = "; ".join(f"{a}: {v['repeat_stress']['ratio']:.2f}" for a, v in arms.items())
     acc = "; ".join(f"{a}: {v['acc_greedy']['mean']:.3f}" for a, v in arms.items())
+    ppl = "; ".join(f"{a}: {v['ppl']['ppl']:.1f}" for a, v in arms.items() if isinstance(v.get("ppl"), dict))
     return [("§8 repeat ratio", "drops sharply after SAE-guided DAPO",
              f"with the repetition feature (#{d['feature']}) steered in at eval: {rr}; unsteered sampling never loops",
              "150 held-out problems × 4 samples"),
             ("§8 task accuracy", "MGSM +5.56 / +2.28 / +5.84 points (1.7B / 8B / 30B-A3B)",
-             f"greedy accuracy {acc}", "mini arithmetic, matched steps and seeds")]
+             f"greedy accuracy {acc}", "mini arithmetic, matched steps and seeds"),
+            ("§8 general metric", "(not reported)", f"held-out perplexity {ppl}", "mini corpus held-out text")]
 
 
 def build_table(profile: str) -> list[str]:
@@ -151,7 +153,13 @@ def perf_table() -> list[str]:
         big = max(rows, key=lambda r: r["N"])
         out += [f"| §4 metrics at {big['N']} samples x {big['d_sae']} features ({big['nnz']} active entries) | "
                 f"c_n for every n + R̂ {big['coverage_cpu_s']:.2f} s, τ_n + R {big['tau_cpu_s']:.2f} s, "
-                f"8-benchmark overlaps {big['overlap8_cpu_s']:.3f} s CPU | near-linear in N |"]
+                f"8-benchmark overlaps {big['overlap8_cpu_s']:.3f} s CPU | near-linear in N |",
+                "", "Encode ratios are time(dense GEMM alone) / time(encode) in one run; values a little over 1 are "
+                "timing noise. At the mini shapes the GEMM is only 64-128 multiply-adds per latent, so top-k "
+                "(60-76% of encode time) dominates and the 0.8 target is out of reach there; at the release "
+                "shapes top-k is 1-11% and encode runs at 0.88-1.0 of the bound. Sparse decode (embedding_bag over "
+                "contiguous decoder rows) is the one `TopKSAE.forward` uses. Peak RSS of the streaming reducers "
+                "stays within ~0.1 GB for 10x more texts (the per-text max output itself grows with the texts)."]
     return out
 
 
