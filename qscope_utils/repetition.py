@@ -43,7 +43,7 @@ from .steering import steer
 
 __all__ = ["Loop", "find_tail_loop", "RepetitionDetector", "bootstrap_mean_ci", "repeat_ratio",
            "Rollouts", "sample_rollouts", "repeat_pairs", "make_repeated_contexts", "repetition_features",
-           "steering_sweep", "pick_alpha", "pool_candidates", "screen_candidates", "select_feature",
+           "steering_sweep", "pick_alpha", "pick_alpha_vs_control", "pool_candidates", "screen_candidates", "select_feature",
            "screen_ratio_fn", "RepetitionConfig"]
 
 
@@ -375,6 +375,34 @@ def pick_alpha(sweep: pd.DataFrame, target: float = 0.5) -> float:
     return float(hit.alpha.iloc[0]) if not hit.empty else float(pos.loc[pos.ratio.idxmax(), "alpha"])
 
 
+def pick_alpha_vs_control(sweep: pd.DataFrame, control: pd.DataFrame, min_ratio: float = 0.25,
+                          target: float = 0.5) -> dict:
+    """Smallest positive alpha at which the feature separates from the random control.
+
+    sweep / control: :func:`steering_sweep` tables (alpha, ratio, lo, hi) of the feature and of the
+    random direction of the same norm, on the same prompts. An alpha qualifies when the feature's
+    bootstrap interval lies entirely above the control's at that alpha (``lo_feature > hi_control``)
+    and its ratio is at least ``min_ratio``. If none qualifies, the :func:`pick_alpha` rule with
+    ``target`` is the fallback. Returns {'alpha', 'rule' ('feature CI above control' | 'fallback:
+    ratio >= target' ), 'ratio', 'lo', 'hi', 'control_ratio', 'control_lo', 'control_hi',
+    'min_ratio', 'target'} (control values NaN where the control has no row at that alpha).
+    """
+    pos = sweep[sweep.alpha > 0].sort_values("alpha")
+    if pos.empty:
+        raise ValueError("the sweep has no positive alpha")
+    ctl = control.drop_duplicates("alpha").set_index("alpha")[["ratio", "lo", "hi"]].add_prefix("control_")
+    m = pos.join(ctl, on="alpha")
+    ok = (m.lo > m.control_hi) & (m.ratio >= min_ratio)       # NaN control -> comparison False
+    if ok.any():
+        a, rule = float(m[ok].alpha.iloc[0]), "feature CI above control"
+    else:
+        a, rule = pick_alpha(sweep, target), "fallback: ratio >= target"
+    r = m[m.alpha == a].iloc[0]
+    return {"alpha": a, "rule": rule, "ratio": float(r.ratio), "lo": float(r.lo), "hi": float(r.hi),
+            "control_ratio": float(r.control_ratio), "control_lo": float(r.control_lo),
+            "control_hi": float(r.control_hi), "min_ratio": float(min_ratio), "target": float(target)}
+
+
 # --------------------------------------------------------------------------------------------- causal selection
 def pool_candidates(feats_by_layer: Mapping[int, pd.DataFrame], m: int) -> pd.DataFrame:
     """The top-``m`` (layer, feature) pairs by mean increase, pooled over the candidate layers.
@@ -486,6 +514,9 @@ class RepetitionConfig:
     n_screen_prompts x screen_samples: TRAINING-split arithmetic prompts of the screen.
     detector: thresholds in tokens; chunk_tokens / n_repeats: constructed repeated contexts;
     alphas: steering strengths of the causal sweep (raw multiples of W_dec[:, f]);
+    alpha_min_ratio: the SAE arm's alpha is the smallest sweep alpha whose repeat ratio on training
+    prompts is >= this AND whose bootstrap CI lies above the random control's
+    (:func:`pick_alpha_vs_control`); alpha_target: the fallback rule's target (:func:`pick_alpha`);
     n_sweep_prompts: arithmetic prompts of the sweep; n_eval_prompts: held-out text prefixes;
     n_samples: sampled responses per prompt. Generation length and temperature are the DAPO run's
     (``DAPOConfig.max_new_tokens`` = L_max, ``temperature``), so the detector sees what RL sees.
@@ -502,6 +533,8 @@ class RepetitionConfig:
     chunk_tokens: int = 16
     n_repeats: int = 4
     alphas: tuple[float, ...] = (-16.0, -8.0, -4.0, 0.0, 4.0, 8.0, 16.0, 24.0, 32.0)
+    alpha_min_ratio: float = 0.25
+    alpha_target: float = 0.5
     n_sweep_prompts: int = 32
     n_eval_prompts: int = 48
     n_samples: int = 4

@@ -54,6 +54,15 @@ def tiny_model(tiny_model_dir):
     return load_backbone(str(tiny_model_dir))
 
 
+@pytest.fixture()
+def one_thread():
+    """Run a test on one torch thread (tiny models generate ~10x faster so on a shared 2-core machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def make_sae_state(d_model: int, d_sae: int, seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
     W_dec = torch.randn(d_model, d_sae, generator=g)

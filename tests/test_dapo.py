@@ -12,13 +12,7 @@ from qscope_utils.repetition import RepetitionDetector, sample_rollouts
 
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run ~10x faster on one thread when the 2 cores are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------ loss: hand-computed case
@@ -176,6 +170,50 @@ def test_train_dapo_vanilla_and_steered_arms(tiny_model, monkeypatch):
     vec = {1: 40.0 * torch.randn(model.config.hidden_size, generator=torch.Generator().manual_seed(0))}
     _, cur_s = train_dapo(model, tok, cfg, det, steer_vectors=vec, progress=False)
     assert "steered_repeat_ratio" in cur_s.columns and cur_s.steered_reward.notna().all()
+
+
+
+def test_train_dapo_first_ratio_is_one_for_steered_and_normal_rows(tiny_model, monkeypatch):
+    """Steered rows are sampled under steering but scored (old AND new log-probs) by the unsteered policy."""
+    from qscope_utils import dapo
+    from qscope_utils.mini.tasks import Problem
+    from qscope_utils.steering import steer
+
+    model, tok = tiny_model
+    probs = [Problem(f"{a} + {a} =", 2 * a, "math") for a in range(10)]
+    monkeypatch.setattr(dapo, "_problems", lambda cfg, split, n, seed: probs)
+    real_loss, real_sample = dapo.dapo_loss, dapo.sample_rollouts
+    seen, rolls = [], []
+
+    def rec_loss(logp, old, adv, mask, *a):
+        seen.append((logp.detach().clone(), old.clone(), mask.clone()))
+        return real_loss(logp, old, adv, mask, *a)
+
+    def rec_sample(*a, **k):
+        ro = real_sample(*a, **k)
+        rolls.append(ro)
+        return ro
+
+    monkeypatch.setattr(dapo, "dapo_loss", rec_loss)
+    monkeypatch.setattr(dapo, "sample_rollouts", rec_sample)
+    cfg = DAPOConfig(G=3, n_prompts=2, n_steps=2, max_new_tokens=6, cache_len=2, ppo_epochs=2, lr=1e-3)
+    vec = {1: 40.0 * torch.randn(model.config.hidden_size, generator=torch.Generator().manual_seed(0))}
+    det = RepetitionDetector(max_unit=2, min_span=4, min_repeats=2)
+    train_dapo(model, tok, cfg, det, steer_vectors=vec, progress=False)
+    assert len(seen) == cfg.n_steps * cfg.ppo_epochs
+    for step in range(cfg.n_steps):                       # first update of every batch: ratio exactly 1, all rows
+        logp, old, mask = seen[step * cfg.ppo_epochs]
+        assert torch.equal(torch.exp(logp - old)[mask], torch.ones(int(mask.sum())))
+    # step 0: the policy is still the base model, so old log-probs must be the UNSTEERED model's, for every row
+    ro = rolls[0]
+    rows = steered_rows(cfg.n_prompts, cfg.G, cfg.n_steered)
+    with torch.no_grad():
+        plain = response_logprobs(model.eval(), ro)
+        with steer(model, vec, rows=rows):
+            steered = response_logprobs(model, ro)
+    m = ro.response_mask
+    assert torch.allclose(seen[0][1][m], plain[m], atol=1e-5)
+    assert not torch.allclose(steered[rows][m[rows]], plain[rows][m[rows]], atol=1e-3)   # the test can tell them apart
 
 
 # ------------------------------------------------------------------ notebook

@@ -13,13 +13,7 @@ from conftest import make_sae_state
 
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run ~10x faster on one thread when the 2 cores are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------ detector on constructed cases
@@ -85,6 +79,37 @@ def test_pick_alpha():
     assert pick_alpha(sw, 0.95) == 8                    # never reaches target: the strongest
     with pytest.raises(ValueError):
         pick_alpha(sw[sw.alpha <= 0])
+
+
+def test_pick_alpha_vs_control():
+    import math
+
+    import pandas as pd
+
+    from qscope_utils.repetition import pick_alpha_vs_control
+
+    a = [-8, 0, 8, 16, 24, 32]
+    feat = pd.DataFrame({"alpha": a, "ratio": [0.0, 0.0, 0.10, 0.30, 0.46, 0.79],
+                         "lo": [0.0, 0.0, 0.02, 0.10, 0.37, 0.72], "hi": [0.0, 0.0, 0.2, 0.5, 0.55, 0.85]})
+    rand = pd.DataFrame({"alpha": a, "ratio": [0.0, 0.0, 0.0, 0.05, 0.0, 0.0],
+                         "lo": [0.0] * 6, "hi": [0.0, 0.0, 0.0, 0.12, 0.0, 0.0]})
+    # 8: CI above control (0.02 > 0) but ratio 0.10 < 0.25; 16: ratio ok but CIs overlap (0.10 <= 0.12);
+    # 24: separated and >= 0.25 -> chosen (the old rule, ratio >= 0.5, would give 32)
+    r = pick_alpha_vs_control(feat, rand, min_ratio=0.25)
+    assert r["alpha"] == 24 and r["rule"] == "feature CI above control"
+    assert (r["ratio"], r["lo"], r["control_hi"]) == (0.46, 0.37, 0.0) and pick_alpha(feat) == 32
+    assert pick_alpha_vs_control(feat, rand, min_ratio=0.05)["alpha"] == 8
+    rand2 = rand.assign(hi=[0.0, 0.0, 0.0, 0.12, 0.3, 0.0])                  # wider control CI at 24, still below 0.37
+    assert pick_alpha_vs_control(feat, rand2, min_ratio=0.25)["alpha"] == 24
+    rand3 = rand.assign(hi=[0.0, 0.0, 0.0, 0.12, 0.4, 0.0])                  # overlaps at 24 -> next is 32
+    assert pick_alpha_vs_control(feat, rand3, min_ratio=0.25)["alpha"] == 32
+    # nothing qualifies -> fallback to pick_alpha's rule (smallest with ratio >= target, else the strongest)
+    r = pick_alpha_vs_control(feat, rand.assign(hi=1.0), min_ratio=0.25, target=0.5)
+    assert r["alpha"] == 32 and r["rule"] == "fallback: ratio >= target" and r["control_hi"] == 1.0
+    r = pick_alpha_vs_control(feat, rand[rand.alpha < 0], min_ratio=0.25)     # control lacks those alphas
+    assert r["rule"].startswith("fallback") and math.isnan(r["control_ratio"])
+    with pytest.raises(ValueError):
+        pick_alpha_vs_control(feat[feat.alpha <= 0], rand)
 
 
 # ------------------------------------------------------------------ features

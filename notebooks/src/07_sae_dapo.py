@@ -168,6 +168,11 @@ save_fig(fig, profile, "07_repetition_features")
 # for the final comparison), and held-out corpus text prefixes decoded greedily, where the plain model
 # already loops sometimes, so a decrease when subtracting is measurable. Control: a random direction
 # with the norm of the feature's decoder column.
+#
+# The SAE arm's alpha: the smallest positive alpha where, on the training arithmetic prompts, the feature's
+# repeat ratio is at least `alpha_min_ratio` and its bootstrap CI lies above the random control's
+# (`R.pick_alpha_vs_control`): the weakest push that is shown to cause loops, rather than a fixed target
+# ratio (fallback: the smallest alpha with ratio >= `alpha_target`).
 
 # %%
 sweep_problems = D._problems(dcfg, "train", rcfg.n_sweep_prompts, seed + 1)
@@ -187,10 +192,19 @@ sweeps = pd.concat([
     R.steering_sweep(model, tok, text_prompts, rand_dir, do_sample=False, **kw).assign(direction="random (same norm)", prompts="text prefixes, greedy"),
 ], ignore_index=True)
 save_table(sweeps, profile, "07_steering_sweep")
-sweep = sweeps[(sweeps.direction != "random (same norm)") & (sweeps.prompts == "arithmetic, sampled")]
+arith = sweeps[sweeps.prompts == "arithmetic, sampled"]
+sweep = arith[arith.direction != "random (same norm)"]
+alpha_pick = R.pick_alpha_vs_control(sweep, arith[arith.direction == "random (same norm)"],
+                                     rcfg.alpha_min_ratio, rcfg.alpha_target)
 if alpha is None:
-    alpha = R.pick_alpha(sweep)
-print(f"steering alpha for the SAE arm: {alpha}")
+    alpha = alpha_pick["alpha"]
+    alpha_rule = dict(alpha_pick)
+else:
+    alpha_rule = {**alpha_pick, "alpha": float(alpha), "rule": "given (notebook parameter)",
+                  "rule_would_pick": alpha_pick["alpha"]}
+print(f"steering alpha for the SAE arm: {alpha} ({alpha_rule['rule']}; min ratio {rcfg.alpha_min_ratio}, "
+      f"feature {alpha_pick['ratio']:.3f} [{alpha_pick['lo']:.3f}, {alpha_pick['hi']:.3f}] vs random "
+      f"{alpha_pick['control_ratio']:.3f} [{alpha_pick['control_lo']:.3f}, {alpha_pick['control_hi']:.3f}] at {alpha_pick['alpha']:g})")
 sweeps[["prompts", "direction", "alpha", "ratio", "lo", "hi", "mean_len"]].round(3)
 
 # %%
@@ -296,6 +310,9 @@ save_fig(fig, profile, "07_comparison")
 base, van, sae_arm = (comp.set_index("arm").loc[k] for k in arms)
 summary = {
     "layer": layer, "feature": feature, "alpha": float(alpha),
+    "alpha_rule": {**alpha_rule, "description": "smallest positive sweep alpha (training arithmetic prompts, sampled) whose "
+                   "repeat ratio is >= min_ratio and whose bootstrap CI lies above the random control's at the same "
+                   "alpha (lo > control hi); fallback: smallest alpha with ratio >= target, else the strongest"},
     "feature_mean_increase": float(feats_by_layer[layer].set_index("feature").loc[feature, "mean_increase"]),
     "candidate_layers": list(cand_layers),
     "selection": sel, "screen_causal": bool(sel["causal"]), "screen_verdict": verdict,
@@ -316,5 +333,5 @@ summary = {
     "total_seconds": time.perf_counter() - t_start,
 }
 save_json(summary, profile, "07_summary", seed=seed)
-print(json.dumps({k: summary[k] for k in ("layer", "feature", "alpha", "screen_verdict", "delta_sae_minus_vanilla", "paper_claims",
+print(json.dumps({k: summary[k] for k in ("layer", "feature", "alpha", "alpha_rule", "screen_verdict", "delta_sae_minus_vanilla", "paper_claims",
                                           "total_seconds")}, indent=2))
