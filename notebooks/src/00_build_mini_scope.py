@@ -79,18 +79,13 @@ fig.savefig(out / "00_pretraining.png", dpi=120)
 # ## A few continuations (greedy) from the main checkpoint
 
 # %%
-from qscope_utils.mini.pretrain import load_backbone
-from qscope_utils.mini.tokenizer import load_tokenizer
+from qscope_utils.generation import generate, load_backbone
 
-model, tok = load_backbone(prof.backbone), load_tokenizer(prof.backbone)
+model, tok = load_backbone(prof.backbone)
 prompts = ["The meaning of life is", "Привет, как", "Der Computer", "La vida es", "床前明月光，",
            "今天我们", "def main(", "Compute 3 + 4 =", "Question: Tom has 3 apples and buys 5 more. How many apples does he have? Answer:"]
-rows = []
-for p in prompts:
-    ids = tok(p, return_tensors="pt")
-    gen = model.generate(**ids, max_new_tokens=24, do_sample=False, pad_token_id=tok.eos_token_id)
-    rows.append({"prompt": p, "continuation": tok.decode(gen[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)})
-samples = pd.DataFrame(rows)
+samples = pd.DataFrame({"prompt": prompts,
+                        "continuation": generate(model, tok, prompts, max_new_tokens=24, do_sample=False)})
 samples.to_csv(out / "00_samples.csv", index=False)
 samples
 

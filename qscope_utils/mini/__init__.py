@@ -8,12 +8,12 @@ from __future__ import annotations
 import importlib
 
 __all__ = ["build_scope", "build_corpus", "load_corpus", "Doc", "make_problems", "score_answer",
-           "load_tokenizer", "load_backbone", "register_mini_group"]
+           "load_tokenizer", "load_checkpoint", "register_mini_group"]
 
 _LAZY = {
     "build_scope": "build", "build_corpus": "corpus", "load_corpus": "corpus", "Doc": "corpus",
     "make_problems": "tasks", "score_answer": "tasks", "load_tokenizer": "tokenizer",
-    "load_backbone": "pretrain", "register_mini_group": "sae_train",
+    "load_checkpoint": "pretrain", "register_mini_group": "sae_train",
 }
 
 

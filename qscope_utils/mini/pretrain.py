@@ -41,7 +41,7 @@ from .corpus import Doc, load_corpus
 from .tokenizer import load_tokenizer
 
 __all__ = ["qwen3_config", "mixture_weights", "TokenData", "tokenize_split", "pretrain", "zoo_plan",
-           "eval_perplexity", "load_backbone", "read_zoo"]
+           "eval_perplexity", "load_checkpoint", "read_zoo"]
 
 LANG_TEMPERATURE = 0.3
 HEAVY_MULT = 4.0
@@ -300,7 +300,7 @@ def pretrain(scope: MiniScopeConfig, corpus_profile, tok_dir: Path, models_dir: 
     ppl = eval_perplexity(main, corpus_profile, scope)
     ppl.to_csv(models_dir / "perplexity.csv", index=False)
     timings["perplexity_eval"] = time.time() - t
-    n_params = sum(p.numel() for p in load_backbone(main).parameters())
+    n_params = sum(p.numel() for p in load_checkpoint(main).parameters())
     tps = [r["tokens_per_s"] for r in log if r["step"] > 20]
     summary = {"n_params": n_params, "train_tokens_in_corpus": data.n_tokens(), "tokens_per_step": tokens_per_step,
                "train_steps": scope.train_steps, "zoo": [z["name"] for z in zoo], "seconds": timings,
@@ -319,7 +319,7 @@ def eval_perplexity(model_dir: Path, corpus_profile, scope: MiniScopeConfig, max
     """Held-out perplexity per source and per language (documents ``bos + text + eos`` cut to
     ``2*seq_len`` tokens; the bos is context, never a target). Columns: level, name, lang, n_docs,
     n_tokens, n_chars, ppl, bits_per_char (comparable across tokenisations and scripts)."""
-    model = load_backbone(model_dir)
+    model = load_checkpoint(model_dir)
     tok = load_tokenizer(model_dir)
     docs = load_corpus(corpus_profile, split="heldout")
     by_src: dict[str, list[Doc]] = {}
@@ -363,7 +363,7 @@ def eval_perplexity(model_dir: Path, corpus_profile, scope: MiniScopeConfig, max
     return df.drop(columns=["nll"])
 
 
-def load_backbone(path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Qwen3ForCausalLM:
+def load_checkpoint(path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Qwen3ForCausalLM:
     """Load a mini checkpoint (``models/main`` or a zoo entry) in eval mode."""
     model = Qwen3ForCausalLM.from_pretrained(str(path), dtype=dtype)
     return model.to(device).eval()

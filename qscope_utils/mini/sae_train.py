@@ -40,7 +40,7 @@ from ..hooks import capture_residuals
 from ..profiles import MiniScopeConfig, Profile, get_profile, mini_group_name
 from ..registry import SAEGroup, register
 from ..sae import SAE_KEYS, TopKSAE, save_layer_file
-from .pretrain import TokenData, _batch, load_backbone, mixture_weights, tokenize_split
+from .pretrain import TokenData, _batch, load_checkpoint, mixture_weights, tokenize_split
 from .tokenizer import load_tokenizer
 
 __all__ = ["NORM_RATIO", "AUXK_ALPHA", "collect_activations", "filter_activations", "train_sae",
@@ -194,7 +194,7 @@ def train_all_layers(profile: Profile, stamp: str = "", progress: bool = True) -
     torch.manual_seed(scope.seed)
     out = sae_group_dir(profile)
     out.mkdir(parents=True, exist_ok=True)
-    model = load_backbone(profile.backbone)
+    model = load_checkpoint(profile.backbone)
     tok = load_tokenizer(profile.backbone)
     models_dir = Path(profile.backbone).parent
     train_data = TokenData.load(models_dir / "_data" / "train_tokens.npz")
