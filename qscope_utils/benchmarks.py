@@ -46,6 +46,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .hooks import pad_ids
+
 __all__ = ["Item", "Benchmark", "gsm_benchmark", "math_benchmark", "cloze_benchmark", "poem_benchmark",
            "code_benchmark", "general_benchmark", "mini_benchmarks", "CLOZE_LANGS", "score_choices",
            "exact_match", "evaluate_benchmark", "load_zoo", "correctness_matrices", "HFBenchmarkSpec",
@@ -403,18 +405,6 @@ def mini_benchmarks(profile, n_items: int = 150, n_general: int = 200, n_choices
 
 # ----------------------------------------------------------------------------- evaluation
 
-def _pad(rows: Sequence[Sequence[int]], pad: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, mask) of shape (len(rows), max_len), padded on the left or the right."""
-    T = max(len(r) for r in rows)
-    ids = torch.full((len(rows), T), pad, dtype=torch.long)
-    am = torch.zeros((len(rows), T), dtype=torch.long)
-    for i, r in enumerate(rows):
-        sl = slice(T - len(r), T) if left else slice(0, len(r))
-        ids[i, sl] = torch.tensor(list(r), dtype=torch.long)
-        am[i, sl] = 1
-    return ids, am
-
-
 @torch.no_grad()
 def score_choices(model, tokenizer, items: Sequence[Item], batch_size: int = 64, max_length: int = 160,
                   normalize: str = "mean") -> np.ndarray:
@@ -447,14 +437,14 @@ def score_choices(model, tokenizer, items: Sequence[Item], batch_size: int = 64,
         idx = order[b0:b0 + batch_size]
         cs = [[c[: max_length - 1] for c in conts[i * k:(i + 1) * k]] for i in idx]
         ps = [prompts[i][-max(1, max_length - max(len(c) for c in cc)):] for i, cc in zip(idx, cs)]
-        pid, pam = _pad(ps, pad, left=True)
+        pid, pam = pad_ids(ps, pad, left=True)
         plen = pam.sum(1)
         pos = (pam.cumsum(1) - 1).clamp(min=0)
         o = body(input_ids=pid.to(dev), attention_mask=pam.to(dev), position_ids=pos.to(dev), use_cache=True)
         cache = o.past_key_values
         cache.batch_repeat_interleave(k)
         flat = [c for cc in cs for c in cc]
-        cid, cam = _pad(flat, pad, left=False)
+        cid, cam = pad_ids(flat, pad, left=False)
         cpos = plen.repeat_interleave(k)[:, None] + torch.arange(cid.shape[1])[None]
         am = torch.cat([pam.repeat_interleave(k, 0), cam], 1)
         hc = body(input_ids=cid.to(dev), attention_mask=am.to(dev), position_ids=cpos.to(dev), past_key_values=cache,

@@ -12,7 +12,8 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-__all__ = ["decoder_layers", "hidden_of", "with_hidden", "capture_residuals", "position_mask", "iter_batches"]
+__all__ = ["decoder_layers", "hidden_of", "with_hidden", "capture_residuals", "position_mask", "iter_batches",
+           "pad_ids"]
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -150,3 +151,16 @@ def iter_batches(tokenizer, texts: list[str], batch_size: int = 16, max_length: 
             yield i, enc
     finally:
         tokenizer.padding_side = old
+
+
+def pad_ids(rows, pad: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad token-id lists into (input_ids, attention_mask), both (len(rows), max_len) int64,
+    on the right (default) or the left."""
+    T = max(len(r) for r in rows)
+    ids = torch.full((len(rows), T), pad, dtype=torch.long)
+    am = torch.zeros((len(rows), T), dtype=torch.long)
+    for i, r in enumerate(rows):
+        sl = slice(T - len(r), T) if left else slice(0, len(r))
+        ids[i, sl] = torch.tensor(list(r), dtype=torch.long)
+        am[i, sl] = 1
+    return ids, am

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .hooks import capture_residuals
+from .hooks import capture_residuals, pad_ids
 from .sae import TopKSAE
 from .stats import cluster_bootstrap
 from .steering import steer
@@ -285,16 +285,6 @@ def make_repeated_contexts(tokenizer, texts: list[str], chunk_tokens: int = 16, 
     return out
 
 
-def _pad_right(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    T = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), T), pad, dtype=torch.long)
-    am = torch.zeros((len(seqs), T), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, :len(s)] = torch.tensor(s)
-        am[i, :len(s)] = 1
-    return ids, am
-
-
 @torch.no_grad()
 def repetition_features(model: nn.Module, sae: TopKSAE, layer: int, contexts: list[list[int]], pad_id: int,
                         batch_size: int = 16, exclude_first: bool = True, progress: bool = True) -> pd.DataFrame:
@@ -314,7 +304,7 @@ def repetition_features(model: nn.Module, sae: TopKSAE, layer: int, contexts: li
     cl = torch.zeros(d, dtype=torch.float64)
     n = 0
     for i in tqdm(range(0, len(contexts), batch_size), desc="repetition pairs", disable=not progress, leave=False):
-        ids, am = _pad_right(contexts[i:i + batch_size], pad_id)
+        ids, am = pad_ids(contexts[i:i + batch_size], pad_id)
         h = capture_residuals(model, ids, am, [layer])[layer].float()
         valid = am.bool().clone()
         if exclude_first:

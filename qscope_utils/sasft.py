@@ -52,7 +52,7 @@ from tqdm.auto import tqdm
 from . import codeswitch as cs
 from .features import mean_activations
 from .generation import generate
-from .hooks import decoder_layers, hidden_of, iter_batches
+from .hooks import decoder_layers, hidden_of, iter_batches, pad_ids
 from .recon import lm_loss
 from .sae import TopKSAE
 
@@ -343,12 +343,9 @@ def encode_examples(tokenizer, examples: Sequence[SFTExample]) -> dict:
         n_prompt.append(len(p))
     T = max(len(s) for s in seqs)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ids = torch.full((len(seqs), T), pad, dtype=torch.long)
-    am = torch.zeros((len(seqs), T), dtype=torch.long)
+    ids, am = pad_ids(seqs, pad)
     rm = torch.zeros((len(seqs), T), dtype=torch.bool)
     for i, (s, n) in enumerate(zip(seqs, n_prompt)):
-        ids[i, :len(s)] = torch.tensor(s)
-        am[i, :len(s)] = 1
         rm[i, n:len(s)] = True
     labels = ids.masked_fill(~rm, -100)
     pm = torch.zeros_like(rm)

@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .generation import generate
+from .hooks import pad_ids
 from .sae import TopKSAE
 from .scripts_unicode import script_of
 from .stats import cluster_bootstrap, paired_diff_bootstrap  # noqa: F401 (re-exported)
@@ -237,12 +238,7 @@ def continuation_nll(model, prefixes: Sequence[Sequence[int]], continuations: Se
         if not idx:
             continue
         seqs = [list(prefixes[j]) + list(continuations[j]) for j in idx]
-        T = max(map(len, seqs))
-        ids = torch.zeros(len(seqs), T, dtype=torch.long)
-        am = torch.zeros(len(seqs), T, dtype=torch.long)
-        for r, s in enumerate(seqs):
-            ids[r, :len(s)] = torch.tensor(s)
-            am[r, :len(s)] = 1
+        ids, am = pad_ids(seqs, 0)
         logp = torch.log_softmax(model(input_ids=ids.to(dev), attention_mask=am.to(dev)).logits.float(), -1)
         for r, j in enumerate(idx):
             p, c = len(prefixes[j]), len(continuations[j])

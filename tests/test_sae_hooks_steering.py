@@ -185,3 +185,12 @@ def test_clamping_to_zero_removes_the_feature(tiny_model):
         h2 = capture_residuals(model, ids, am, [1])[1]
     z2 = sae.encode(h2)
     assert z[..., f].gt(0).any() and z2[..., f].max() < z[..., f].max() * 0.5
+
+
+def test_pad_ids_left_and_right():
+    from qscope_utils.hooks import pad_ids
+
+    ids, am = pad_ids([[5, 6, 7], [8]], pad=0)
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0]] and am.tolist() == [[1, 1, 1], [1, 0, 0]]
+    ids, am = pad_ids([[5, 6, 7], [8]], pad=9, left=True)
+    assert ids.tolist() == [[5, 6, 7], [9, 9, 8]] and am.tolist() == [[1, 1, 1], [0, 0, 1]]

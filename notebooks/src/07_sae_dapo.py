@@ -40,7 +40,7 @@ import torch
 
 from qscope_utils import dapo as D
 from qscope_utils import repetition as R
-from qscope_utils.hooks import capture_residuals
+from qscope_utils.hooks import capture_residuals, pad_ids
 from qscope_utils.profiles import get_profile
 from qscope_utils.report import save_fig, save_json, save_table
 from qscope_utils.scope import open_scope
@@ -99,7 +99,7 @@ t_screen = time.perf_counter()
 screen_prompts = [p.prompt for p in D._problems(dcfg, "train", rcfg.n_screen_prompts, seed + 3)]
 resid_norm = {}
 with torch.no_grad():
-    ids, am = R._pad_right(contexts[:32], tok.pad_token_id)
+    ids, am = pad_ids(contexts[:32], tok.pad_token_id)
     hs = capture_residuals(model, ids, am, list(cand_layers))
     for L in cand_layers:
         resid_norm[L] = float(hs[L][am.bool()].float().norm(dim=-1).median())

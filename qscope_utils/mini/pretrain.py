@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
+from ..hooks import pad_ids
 from ..profiles import MiniScopeConfig
 from .corpus import Doc, load_corpus
 from .tokenizer import load_tokenizer
@@ -334,12 +335,7 @@ def eval_perplexity(model_dir: Path, corpus_profile, scope: MiniScopeConfig, max
             texts = [d.text for d in ds[i:i + batch]]
             enc = tok(texts, add_special_tokens=True)["input_ids"]
             seqs = [(e + [tok.eos_token_id])[:max_len] for e in enc]
-            L = max(len(s) for s in seqs)
-            ids = torch.full((len(seqs), L), tok.eos_token_id, dtype=torch.long)
-            mask = torch.zeros((len(seqs), L), dtype=torch.long)
-            for j, s in enumerate(seqs):
-                ids[j, :len(s)] = torch.tensor(s)
-                mask[j, :len(s)] = 1
+            ids, mask = pad_ids(seqs, tok.eos_token_id)
             logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
             tgt, m = ids[:, 1:], mask[:, 1:].bool()
             lp = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), reduction="none")
