@@ -1,4 +1,4 @@
-"""Code-switch detection by Unicode script, and the code-switch ratio with bootstrap intervals (SPEC.md §7).
+"""Code-switch detection by Unicode script, and the code-switch ratio with bootstrap intervals (docs/CONVENTIONS.md §7).
 
 Code-switch ratio (§7): the share of sampled responses that contain any text in the unwanted
 language, detected by script (zh: Han, ru: Cyrillic, ko: Hangul; on the mini profile ja: kana

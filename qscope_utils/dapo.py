@@ -1,4 +1,4 @@
-"""DAPO without dynamic sampling, and its SAE-guided variant (SPEC.md §8).
+"""DAPO without dynamic sampling, and its SAE-guided variant (docs/CONVENTIONS.md §8).
 
 What is implemented (DAPO, Yu et al. 2025, minus dynamic sampling; no KL term):
 

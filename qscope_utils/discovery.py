@@ -1,4 +1,4 @@
-"""Feature discovery for steering (SPEC.md §3): the two ways the report finds a feature.
+"""Feature discovery for steering (docs/CONVENTIONS.md §3): the two ways the report finds a feature.
 
 1. :func:`rank_by_response` — rank features by their activation on the tokens of a *bad response*
    that are in the unwanted language (tokens whose characters are in a given Unicode script,

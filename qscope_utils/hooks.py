@@ -1,6 +1,6 @@
 """Forward hooks on Hugging Face decoder layers: read the residual stream after block n.
 
-Hook point (SPEC.md §2): the OUTPUT of ``model.model.layers[n]``. Newer transformers return a
+Hook point (docs/CONVENTIONS.md §2): the OUTPUT of ``model.model.layers[n]``. Newer transformers return a
 plain tensor from a decoder layer, older ones a tuple whose first item is the hidden state; both
 are handled. A vision-language wrapper keeps its layers under ``model.language_model.layers``.
 """

@@ -1,4 +1,4 @@
-"""§4 benchmark redundancy and similarity from SAE features (definitions: SPEC.md §4, normative).
+"""§4 benchmark redundancy and similarity from SAE features (definitions: docs/CONVENTIONS.md §4, normative).
 
 Objects
 -------
@@ -470,7 +470,7 @@ def redundancy_table(taus: Mapping[str, TauCurve], covs: Mapping[str, CoverageCu
 
 # ----------------------------------------------------------------------------- section pipeline
 
-# The report's numbers (SPEC.md §4), printed beside ours.
+# The report's numbers (docs/CONVENTIONS.md §4), printed beside ours.
 PAPER = {"rho_R_Rhat": 0.85, "n_benchmarks": 17, "n_checkpoints": 26, "overlap_GSM8K_MATH": 0.63,
          "overlap_MATH_GSM8K": 0.10, "pearson_direct": 0.684, "pearson_partial": 0.755,
          "spearman_direct": 0.607, "spearman_partial": 0.713, "n_pairs": 28}

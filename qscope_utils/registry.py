@@ -1,4 +1,4 @@
-"""The Qwen-Scope SAE registry: one source of truth for the 14 released groups (SPEC.md §1).
+"""The Qwen-Scope SAE registry: one source of truth for the 14 released groups (docs/CONVENTIONS.md §2).
 
 A *group* is one Hugging Face repo holding one TopK SAE per decoder layer,
 ``layer{n}.sae.pt`` for n in 0..n_layers-1. The name encodes width and k:

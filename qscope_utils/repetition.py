@@ -1,4 +1,4 @@
-"""Endless repetition: a detector, the repeat ratio, repetition features and their causal check (SPEC.md §8).
+"""Endless repetition: a detector, the repeat ratio, repetition features and their causal check (docs/CONVENTIONS.md §8).
 
 * **Detector** (:class:`RepetitionDetector`): a response loops when its tail is made of one
   repeating n-gram unit (period 1..``max_unit``) over at least ``min_span`` elements and

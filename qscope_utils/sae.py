@@ -1,4 +1,4 @@
-"""TopK sparse autoencoders in the Qwen-Scope format, and their loader (SPEC.md §1-2).
+"""TopK sparse autoencoders in the Qwen-Scope format, and their loader (docs/CONVENTIONS.md §2).
 
 A layer file ``layer{n}.sae.pt`` is a plain dict of four float32 tensors::
 

@@ -1,6 +1,6 @@
 """§6 feature-driven safety data: labelled safety data, target features, coverage, and a downstream classifier.
 
-Definitions (SPEC.md §6):
+Definitions (docs/CONVENTIONS.md §6):
 
 * Firing of feature f on text x: ``h_f(x) = 1[max_t a_{x,t,f} > eps]`` (position 0 excluded, eps = 0),
   from the shared :func:`qscope_utils.features.text_max_activations`.
@@ -37,7 +37,7 @@ __all__ = ["UNSAFE", "SAFE", "LabelledText", "SafetyConfig", "SafetySplits",
 
 UNSAFE, SAFE = "unsafe", "safe"
 
-PAPER = {  # SPEC.md §6, the report's numbers
+PAPER = {  # docs/CONVENTIONS.md §6, the report's numbers
     "coverage_pct": 99.74,
     "table3": {"4k real + 4k feature synthesis": 77.75, "4k real + 4k random synthesis": 72.00,
                "120k real": 78.75, "8k real": 71.75},

@@ -1,4 +1,4 @@
-"""SASFT: SAE-guided supervised fine-tuning against unexpected code-switching (SPEC.md §7, arXiv:2507.14894).
+"""SASFT: SAE-guided supervised fine-tuning against unexpected code-switching (docs/CONVENTIONS.md §7, arXiv:2507.14894).
 
 Pieces, in the order the notebook uses them:
 
@@ -65,12 +65,12 @@ __all__ = ["SASFTConfig", "SFTExample", "PAPER_GROUPS", "PAPER_TABLE4", "CHAT_US
 CHAT_USER = "<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
 CHAT_END = "<|im_end|>"
 
-# Paper profile groups (SPEC.md §1): the report's Table 4 models.
+# Paper profile groups (docs/CONVENTIONS.md §2): the report's Table 4 models.
 PAPER_GROUPS = {
     "Qwen3-1.7B-Base": ("Qwen/Qwen3-1.7B-Base", "Qwen/SAE-Res-Qwen3-1.7B-Base-W32K-L0_50"),
     "Qwen3-8B-Base": ("Qwen/Qwen3-8B-Base", "Qwen/SAE-Res-Qwen3-8B-Base-W64K-L0_50"),
 }
-# The report's Table 4 (code-switch ratio, SFT -> SASFT; 210k SFT examples). SPEC.md §7.
+# The report's Table 4 (code-switch ratio, SFT -> SASFT; 210k SFT examples). docs/CONVENTIONS.md §7.
 PAPER_TABLE4 = {
     ("Qwen3-1.7B-Base", "zh"): (0.81, 0.22), ("Qwen3-1.7B-Base", "ru"): (0.19, 0.03),
     ("Qwen3-1.7B-Base", "ko"): (0.36, 0.00),

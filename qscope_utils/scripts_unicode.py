@@ -1,4 +1,4 @@
-"""Unicode script detection for code-switch metrics (SPEC.md §3 case 1, §7).
+"""Unicode script detection for code-switch metrics (docs/CONVENTIONS.md §3 case 1, §7).
 
 A character's script is read from its Unicode name (``unicodedata``), so every script Python
 knows is covered without a hand-kept range table: ``"CJK UNIFIED IDEOGRAPH-4E2D"`` -> ``Han``,

@@ -1,4 +1,4 @@
-"""Steering case studies (SPEC.md §3): generate under steering, measure, and put intervals on it.
+"""Steering case studies (docs/CONVENTIONS.md §3): generate under steering, measure, and put intervals on it.
 
 * Code-switch metrics by script (:func:`script_metrics`): per continuation, whether it contains
   any character of the unwanted script (``has_script``) and the share of such characters among

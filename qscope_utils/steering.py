@@ -1,4 +1,4 @@
-"""Activation steering with SAE decoder directions (SPEC.md §2).
+"""Activation steering with SAE decoder directions (docs/CONVENTIONS.md §2).
 
 ``h <- h + alpha * W_dec[:, i]`` (the raw column) is added to the output of decoder layer n at
 every prompt position and at every decode step (the hook runs on each forward call, so it works

@@ -1,6 +1,6 @@
 """§5 SAE-feature toxicity classification: discovery, OR-rule classifier, layer choice, transfer, baselines.
 
-Definitions (SPEC.md §5, normative):
+Definitions (docs/CONVENTIONS.md §5, normative):
 
 * firing ``h_{i,f} = 1[max_t a_{i,t,f} > eps]`` (eps = 0) over the kept tokens of text i
   (position 0 excluded, as everywhere in this package);

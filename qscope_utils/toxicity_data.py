@@ -5,7 +5,7 @@ balanced evaluation split, label 1 = toxic / offensive, 0 = clean):
 
 * ``paper``: Hugging Face ``textdetox/multilingual_toxicity_dataset`` (one HF split per language,
   columns ``text`` and ``toxic`` in {0, 1}), 13 languages, per language a fixed-seed balanced
-  2,000 + 2,000 discovery / 500 + 500 evaluation split (SPEC.md §5). :func:`splits_from_dataset`
+  2,000 + 2,000 discovery / 500 + 500 evaluation split (docs/CONVENTIONS.md §5). :func:`splits_from_dataset`
   does the split on any ``datasets.Dataset`` (tested on a fixture); :func:`paper_splits` loads the hub.
 * ``mini``/``smoke``: the mini corpus. Only es and it carry labels, and only because Debian packages
   them separately: ``fortunes-es-off`` / ``fortunes-it-off`` are *offensive*, ``fortunes-es`` /

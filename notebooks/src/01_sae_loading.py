@@ -4,7 +4,7 @@
 # Loads a Qwen-Scope SAE group layer by layer (lazily: at most two layers in memory) and measures,
 # per layer, on held-out text: FVU (fraction of variance unexplained), L0, dead / dense latent
 # fractions, cosine(x, x̂), and the change in LM loss when the layer's output is replaced by its
-# reconstruction. Conventions follow SPEC.md §2: raw residual after block *n*, no `b_dec`
+# reconstruction. Conventions follow docs/CONVENTIONS.md §2: raw residual after block *n*, no `b_dec`
 # subtraction, TopK after ReLU, position 0 excluded from statistics.
 
 # %% tags=["parameters"]
@@ -76,6 +76,6 @@ summary = {"group": scope.group.repo_id, "backbone": prof.backbone, "k": scope.g
            "mid_layer": int(mid.layer), "mid_layer_fvu": float(mid.fvu), "max_fvu": float(df.fvu.max()),
            "mean_dead_fraction": float(df.dead_fraction.mean()),
            "mean_delta_loss": float(df.delta_loss.mean()) if with_loss else None,
-           "reference": "third-party audit: FVU ~0.20 at a middle layer of Qwen3.5-2B-Base, k=100 (SPEC.md §2)"}
+           "reference": "third-party audit: FVU ~0.20 at a middle layer of Qwen3.5-2B-Base, k=100 (docs/CONVENTIONS.md §2)"}
 save_json(summary, profile, "01_summary", seed=seed)
 print(json.dumps(summary, indent=2))

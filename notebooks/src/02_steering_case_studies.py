@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 02 · Steering case studies (report §3)
 #
-# Two cases from the report, reproduced with the shared steering convention (SPEC.md §2:
+# Two cases from the report, reproduced with the shared steering convention (docs/CONVENTIONS.md §2:
 # `h <- h + alpha * W_dec[:, i]` after decoder layer *n*, at every prompt position and decode step):
 #
 # 1. **Code-mixing.** English prompts whose continuations drift into Chinese. We find the

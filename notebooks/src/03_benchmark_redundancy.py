@@ -3,7 +3,7 @@
 #
 # For every benchmark sample x we take the SAE's active set at the **last token**,
 # F(x) = {j : z_j(x) > 0}, and the benchmark footprint F(D) = ∪ F(x). Two redundancy measures are
-# compared (SPEC.md §4):
+# compared (docs/CONVENTIONS.md §4):
 #
 # * performance redundancy R(D) = (1/N) Σ_n τ_n, τ_n = E_{|S|=n}[Kendall τ(p, p̂(S))] over a family of
 #   checkpoints (p: accuracies on all of D, p̂(S): on a random subset S);

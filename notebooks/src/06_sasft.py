@@ -6,7 +6,7 @@
 # `L = CE + λ · mean over response positions × features of ReLU(f_s(x) − α_j)`, where `f_s` is the
 # feature's PRE-activation computed from the live residual through the frozen encoder, and `α_j` its
 # mean pre-activation on the response language j. Features: top-2 per unwanted language by the
-# monolinguality score ν at the last two layers (SPEC.md §7).
+# monolinguality score ν at the last two layers (docs/CONVENTIONS.md §7).
 #
 # **Mini setup.** The assistant must answer in English. User prompts are held-out snippets of the
 # mini corpus in fr, de, es, it, zh, ru, ja; responses are English corpus texts. Like real

@@ -1,6 +1,6 @@
 """TopK SAEs for every layer of the mini backbone, saved exactly in the Qwen-Scope release format.
 
-Architecture and convention (SPEC.md §2), via :class:`qscope_utils.sae.TopKSAE`:
+Architecture and convention (docs/CONVENTIONS.md §2), via :class:`qscope_utils.sae.TopKSAE`:
 ``z = TopK_k(ReLU(x @ W_enc.T + b_enc))`` on the raw residual (no b_dec subtraction),
 ``x_hat = z @ W_dec.T + b_dec``. Since the encoder does not subtract b_dec, centring is learned in
 ``b_enc``; it is initialised to ``-W_enc @ mean(x)`` (and ``b_dec`` to ``mean(x)``), which starts
