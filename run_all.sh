@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # Run every notebook in order for a profile (default: mini), bootstrapping ./.venv if missing.
-#   ./run_all.sh                    # mini profile: builds the mini scope, then all sections
-#   ./run_all.sh --profile smoke    # micro sizes, for CI and quick checks
-#   ./run_all.sh --profile paper    # real Qwen3 + Qwen-Scope; needs a GPU and hub access (README)
-#   ./run_all.sh --only 00 01       # a subset, by number
+#   ./run_all.sh                        # mini profile: builds the mini scope, then all sections
+#   ./run_all.sh --profile smoke        # micro sizes, for CI and quick checks
+#   QSCOPE_TORCH=cuda ./run_all.sh --profile paper   # real Qwen3 + Qwen-Scope on a GPU (00 is skipped)
+#   ./run_all.sh --only 00 1            # a subset, by number (1 = 01)
+#   ./run_all.sh --only 02 -p layer 18  # notebook parameters, as papermill's -p / -y
+#   ./run_all.sh --no-venv ...          # run in the current environment (conda, ...) instead of ./.venv
 # Outputs: results/<profile>/ (executed notebooks, figures, tables, timings.json).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-"$root/scripts/bootstrap.sh"
+args=()
+for a in "$@"; do
+  if [[ "$a" == --no-venv ]]; then export QSCOPE_NO_VENV=1; else args+=("$a"); fi
+done
+py="$("$root/scripts/bootstrap.sh")"
 cd "$root"
-export QSCOPE_HOME="$root" TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
-exec "${QSCOPE_VENV:-$root/.venv}/bin/python" -m qscope_utils.runner "$@"
+export QSCOPE_HOME="$root" TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1 PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
+exec "$py" -m qscope_utils.runner ${args[@]+"${args[@]}"}
