@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .paths import data_dir
 
-__all__ = ["MiniScopeConfig", "Profile", "get_profile", "PROFILES"]
+__all__ = ["MiniScopeConfig", "Profile", "get_profile", "require_device", "PROFILES"]
 
 
 @dataclass(frozen=True)
@@ -137,3 +137,16 @@ def get_profile(name: str = "mini", **overrides) -> Profile:
     if os.environ.get("QSCOPE_DEVICE"):
         prof = replace(prof, device=os.environ["QSCOPE_DEVICE"])
     return replace(prof, **overrides) if overrides else prof
+
+
+def require_device(prof: Profile) -> None:
+    """Fail early, naming the fix, when ``prof.device`` is CUDA but this torch build has no CUDA."""
+    import torch
+
+    if str(prof.device).startswith("cuda") and not torch.cuda.is_available():
+        why = ("this torch build has no CUDA support" if torch.version.cuda is None
+               else "no CUDA device is visible")
+        raise RuntimeError(
+            f"the {prof.name} profile runs on device {prof.device!r} but {why} (torch {torch.__version__}). "
+            f"Fix: install the CUDA build with `QSCOPE_TORCH=cuda ./run_all.sh --profile {prof.name}` on a GPU "
+            f"machine, or run on the CPU with `QSCOPE_DEVICE=cpu ./run_all.sh --profile {prof.name}`")

@@ -8,7 +8,7 @@ import torch
 
 from .generation import load_backbone
 from .hooks import decoder_layers
-from .profiles import Profile, get_profile
+from .profiles import Profile, get_profile, require_device
 from .registry import REGISTRY, SAEGroup, get_group, register
 from .sae import SAELoader
 
@@ -55,6 +55,7 @@ def open_scope(profile: str | Profile = "mini", cache_size: int = 2, **overrides
     if prof.is_built and not Path(prof.backbone).is_dir():
         raise FileNotFoundError(f"the {prof.name} scope is not built yet ({prof.backbone} is missing). Fix: run "
                                 f"notebook 00 or `python -m qscope_utils.mini.build --profile {prof.name}`")
+    require_device(prof)
     group = group_for(prof)
     model, tok = load_backbone(prof.backbone, device=prof.device, dtype=prof.dtype)
     saes = SAELoader(group.repo_id, source=prof.sae_source, device=prof.device, cache_size=cache_size,
