@@ -5,7 +5,7 @@ import random
 
 from .profiles import Profile
 
-__all__ = ["eval_texts", "load_hf_texts"]
+__all__ = ["eval_texts", "load_hf_texts", "require_languages"]
 
 
 def load_hf_texts(dataset_id: str, split: str = "train", column: str = "text", n: int | None = None,
@@ -49,3 +49,13 @@ def eval_texts(profile: Profile, n: int = 256, seed: int = 0, dataset_id: str = 
             if by_lang[lang] and len(out) < n:
                 out.append(by_lang[lang].pop())
     return out
+
+
+def require_languages(profile: str | Profile, notebook: str) -> None:
+    """Built profiles: stop early, naming the notebook and language, when the corpus lacks one it reads.
+
+    The per-notebook table is ``qscope_utils.mini.corpus.NOTEBOOK_LANGUAGES`` (data/README.md repeats it).
+    """
+    from .mini.corpus import require_languages as _require
+
+    _require(profile, notebook)

@@ -17,6 +17,9 @@ with_loss = True        # also splice x̂ back in and measure delta LM loss
 seed = 0
 
 # %%
+from qscope_utils.texts import require_languages
+require_languages(profile, "01")  # a custom QSCOPE_CORPUS_DIR must hold what 01 reads (data/README.md)
+
 import json
 import matplotlib.pyplot as plt
 import torch
@@ -79,3 +82,15 @@ summary = {"group": scope.group.repo_id, "backbone": prof.backbone, "k": scope.g
            "reference": "third-party audit: FVU ~0.20 at a middle layer of Qwen3.5-2B-Base, k=100 (docs/CONVENTIONS.md §2)"}
 save_json(summary, profile, "01_summary", seed=seed)
 print(json.dumps(summary, indent=2))
+
+# %% [markdown]
+# ## What we found vs the report
+# Generated from the summary this notebook just saved (`qscope_utils.findings`); verdict words are
+# defined in `docs/CONVENTIONS.md`.
+
+# %%
+from IPython.display import Markdown
+
+from qscope_utils.findings import for_notebook
+
+Markdown(for_notebook("01", profile))

@@ -27,6 +27,9 @@ alpha_scale = None      # None: the features mean activation when it fires; 1.0:
 seed = 0
 
 # %%
+from qscope_utils.texts import require_languages
+require_languages(profile, "02")  # a custom QSCOPE_CORPUS_DIR must hold what 02 reads (data/README.md)
+
 import json
 import warnings
 
@@ -291,3 +294,15 @@ print("\n".join(lines))
 #   at large alpha signals lost punctuation, i.e. degradation, not style.
 # * **Paper.** The report shows one qualitative example per case; it gives no rates, layer or alpha,
 #   so there is no number to match, only the direction of the effect.
+
+# %% [markdown]
+# ## What we found vs the report
+# Generated from the summary this notebook just saved (`qscope_utils.findings`); verdict words are
+# defined in `docs/CONVENTIONS.md`.
+
+# %%
+from IPython.display import Markdown
+
+from qscope_utils.findings import for_notebook
+
+Markdown(for_notebook("02", profile))

@@ -35,6 +35,9 @@ paper_layer = 18          # Qwen3-8B-Base layer (the report does not say which):
 correctness_dir = None    # folder with <benchmark>.csv|.parquet per-sample results (see read_correctness)
 
 # %%
+from qscope_utils.texts import require_languages
+require_languages(profile, "03")  # a custom QSCOPE_CORPUS_DIR must hold what 03 reads (data/README.md)
+
 import json
 import time
 from dataclasses import replace
@@ -209,3 +212,15 @@ summary = {
 save_json(summary, profile, "03_summary", seed=cfg.seed)
 print(json.dumps({k: summary[k] for k in ("rho_R_Rhat", "overlap_gsm_math", "overlap_math_gsm", "seconds")},
                  indent=1, default=str))
+
+# %% [markdown]
+# ## What we found vs the report
+# Generated from the summary this notebook just saved (`qscope_utils.findings`); verdict words are
+# defined in `docs/CONVENTIONS.md`.
+
+# %%
+from IPython.display import Markdown
+
+from qscope_utils.findings import for_notebook
+
+Markdown(for_notebook("03", profile))

@@ -29,6 +29,9 @@ sae_repo = None         # paper alternative: "Qwen/SAE-Res-Qwen3-1.7B-Base-W32K-
 seed = 0
 
 # %%
+from qscope_utils.texts import require_languages
+require_languages(profile, "04")  # a custom QSCOPE_CORPUS_DIR must hold what 04 reads (data/README.md)
+
 import dataclasses
 import json
 
@@ -293,3 +296,15 @@ summary = {
 }
 save_json(summary, profile, "04_summary", seed=seed)
 print(json.dumps({k: summary[k] for k in ("languages", "split_sizes")}, indent=1))
+
+# %% [markdown]
+# ## What we found vs the report
+# Generated from the summary this notebook just saved (`qscope_utils.findings`); verdict words are
+# defined in `docs/CONVENTIONS.md`.
+
+# %%
+from IPython.display import Markdown
+
+from qscope_utils.findings import for_notebook
+
+Markdown(for_notebook("04", profile))

@@ -28,6 +28,9 @@ endpoint_model = "gpt-4"
 seed = 0
 
 # %%
+from qscope_utils.texts import require_languages
+require_languages(profile, "05")  # a custom QSCOPE_CORPUS_DIR must hold what 05 reads (data/README.md)
+
 import json
 from dataclasses import replace
 
@@ -210,3 +213,15 @@ print(f"coverage at matched budget B={B}: " + ", ".join(f"{k} {100 * v:.1f}%" fo
 for kind in cfg.clf_features:
     print(f"[{kind}] " + "; ".join(f"{n}: {table[(table.features == kind) & (table['training set'] == n)].accuracy.iloc[0]:.1f}"
                                    for n in arms) + "  | paper: 4k+4k feature 77.75, 4k+4k random 72.00, 120k real 78.75, 8k real 71.75")
+
+# %% [markdown]
+# ## What we found vs the report
+# Generated from the summary this notebook just saved (`qscope_utils.findings`); verdict words are
+# defined in `docs/CONVENTIONS.md`.
+
+# %%
+from IPython.display import Markdown
+
+from qscope_utils.findings import for_notebook
+
+Markdown(for_notebook("05", profile))

@@ -34,6 +34,9 @@ eval_file = None            # paper: JSONL {text, lang} evaluation prompts
 stats_file = None           # paper: JSONL {text, lang} for nu / alpha / perplexity
 
 # %%
+from qscope_utils.texts import require_languages
+require_languages(profile, "06")  # a custom QSCOPE_CORPUS_DIR must hold what 06 reads (data/README.md)
+
 import json
 import time
 
@@ -248,3 +251,15 @@ summary = {
 }
 save_json(summary, profile, "06_summary", seed=seed)
 print(json.dumps(summary["test"], indent=1))
+
+# %% [markdown]
+# ## What we found vs the report
+# Generated from the summary this notebook just saved (`qscope_utils.findings`); verdict words are
+# defined in `docs/CONVENTIONS.md`.
+
+# %%
+from IPython.display import Markdown
+
+from qscope_utils.findings import for_notebook
+
+Markdown(for_notebook("06", profile))

@@ -29,6 +29,9 @@ n_threads = 1           # CPU threads: 1 is fastest for the tiny mini/smoke mode
 seed = 0
 
 # %%
+from qscope_utils.texts import require_languages
+require_languages(profile, "07")  # a custom QSCOPE_CORPUS_DIR must hold what 07 reads (data/README.md)
+
 import json
 import time
 from dataclasses import replace
@@ -335,3 +338,15 @@ summary = {
 save_json(summary, profile, "07_summary", seed=seed)
 print(json.dumps({k: summary[k] for k in ("layer", "feature", "alpha", "alpha_rule", "screen_verdict", "delta_sae_minus_vanilla", "paper_claims",
                                           "total_seconds")}, indent=2))
+
+# %% [markdown]
+# ## What we found vs the report
+# Generated from the summary this notebook just saved (`qscope_utils.findings`); verdict words are
+# defined in `docs/CONVENTIONS.md`.
+
+# %%
+from IPython.display import Markdown
+
+from qscope_utils.findings import for_notebook
+
+Markdown(for_notebook("07", profile))

@@ -51,7 +51,7 @@ from . import tasks
 
 __all__ = ["Doc", "SourceSpec", "SOURCES", "LANGS", "CorpusSourceError", "build_corpus", "load_corpus",
            "corpus_dir", "read_manifest", "parse_fortunes", "roff_to_text", "strip_ansi", "doc_split",
-           "fetch_package", "sources_dir", "chunk_text"]
+           "fetch_package", "sources_dir", "chunk_text", "NOTEBOOK_LANGUAGES", "require_languages"]
 
 CHUNK_CHARS = 1500          # longer documents (man pages, code, long prose) are cut at paragraph bounds
 MIN_DOC_CHARS = 8
@@ -659,3 +659,53 @@ def load_corpus(profile: str | Profile = "mini", split: str | None = None, lang:
 def read_manifest(profile: str | Profile = "mini") -> dict:
     """The corpus manifest (per-source language, licence, packages, sizes)."""
     return json.loads((corpus_dir(profile) / "manifest.json").read_text())
+
+
+# What each notebook reads from a built corpus (data/README.md repeats this table for users of
+# QSCOPE_CORPUS_DIR). "xx" = some documents in language xx; "xx:labelled" = both 'offensive' and
+# 'clean' documents in xx; "*:labelled" = at least one language with both labels.
+NOTEBOOK_LANGUAGES: dict[str, tuple[str, ...]] = {
+    "01": (),
+    "02": ("en", "zh", "lzh"),
+    "03": ("en", "zh", "lzh", "ru", "fr", "de", "es", "it", "ja", "code"),
+    "04": ("*:labelled",),
+    "05": ("es:labelled", "it:labelled"),
+    "06": ("en", "zh", "ru", "fr", "de", "es", "it", "ja"),
+    "07": (),
+}
+
+
+def require_languages(profile: str | Profile, notebook: str, need: tuple[str, ...] | None = None) -> None:
+    """Stop early, naming the notebook and the missing languages, when a built corpus lacks what it reads.
+
+    ``need`` defaults to ``NOTEBOOK_LANGUAGES[notebook]``. Does nothing for the paper profile or before the
+    corpus is built (the loaders then say what to build).
+    """
+    prof = get_profile(profile) if isinstance(profile, str) else profile
+    if not prof.is_built or not (corpus_dir(prof) / "docs.jsonl").exists():
+        return
+    need = NOTEBOOK_LANGUAGES.get(notebook, ()) if need is None else need
+    labels: dict[str, set] = {}
+    for d in load_corpus(prof):
+        labels.setdefault(d.lang, set()).add(d.label)
+    both = {lang for lang, ls in labels.items() if {"offensive", "clean"} <= ls}
+    missing = []
+    for item in need:
+        lang, _, kind = item.partition(":")
+        if kind == "labelled":
+            ok = bool(both) if lang == "*" else lang in both
+            if not ok:
+                missing.append("a language with both 'offensive' and 'clean' documents" if lang == "*"
+                               else f"{lang} (with 'offensive' and 'clean' documents)")
+        elif lang not in labels:
+            missing.append(lang)
+    if missing:
+        user = read_manifest(prof).get("user_corpus_dir") or os.environ.get("QSCOPE_CORPUS_DIR")
+        if user:
+            fix = (f"add <dir>/<lang>/<source>/*.txt (labelled: <dir>/<lang>/<source>/<label>/*.txt) to "
+                   f"QSCOPE_CORPUS_DIR={user} and rebuild with notebook 00, or unset QSCOPE_CORPUS_DIR to use the "
+                   f"Debian sources")
+        else:
+            fix = "rebuild the corpus with notebook 00 (`python -m qscope_utils.mini.build --profile " + prof.name + "`)"
+        raise CorpusSourceError(f"notebook {notebook} needs {', '.join(missing)} in the {prof.name} corpus, which has "
+                                f"none. Fix: {fix} (data/README.md lists what each notebook reads)")
