@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "results" / "benchmarks"
+# results/benchmarks/, or $QSCOPE_RESULTS/benchmarks/ when set (then nothing is written into the repository)
+OUT = (Path(os.environ["QSCOPE_RESULTS"]) if os.environ.get("QSCOPE_RESULTS") else ROOT / "results") / "benchmarks"
 
 
 def timeit(fn, repeats: int = 5, warmup: int = 1) -> float:

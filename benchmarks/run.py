@@ -1,4 +1,5 @@
-"""Run every benchmark and print one table. JSON results land in results/benchmarks/.
+"""Run every benchmark and print one table. JSON results land in results/benchmarks/
+($QSCOPE_RESULTS/benchmarks/ when QSCOPE_RESULTS is set).
 
     .venv/bin/python benchmarks/run.py            # full (real SAE shapes too: ~3 GB RAM, a few minutes on 2 cores)
     .venv/bin/python benchmarks/run.py --quick    # mini shapes only (seconds)
@@ -37,24 +38,37 @@ def main(argv=None) -> None:
         if name in todo:
             res[name] = mod.main(flag)
         elif name != "redundancy":
-            res[name] = json.loads((OUT / f"{stem}{suffix}.json").read_text())
-    sae, pipe, train = res["sae"], res["pipeline"], res["train"]
-    lines = table(sae, pipe, train)
+            saved = OUT / f"{stem}{suffix}.json"
+            res[name] = json.loads(saved.read_text()) if saved.exists() else None
+    lines = table(res["sae"], res["pipeline"], res["train"], quick=args.quick)
     print("\n".join(lines))
+    OUT.mkdir(parents=True, exist_ok=True)
     out = OUT / f"TABLE{suffix}.md"
     out.write_text("\n".join(lines) + "\n")
 
 
-def table(sae: dict, pipe: dict, train: dict) -> list[str]:
-    """Markdown rows of the benchmark table (what, measured, target)."""
+def _missing(what: str, only: str, quick: bool) -> str:
+    q = " --quick" if quick else ""
+    return f"| {what} | not run yet (`benchmarks/run.py{q} --only {only}`) | - |"
+
+
+def table(sae: dict | None, pipe: dict | None, train: dict | None, quick: bool = False) -> list[str]:
+    """Markdown rows of the benchmark table (what, measured, target); a benchmark without results says so."""
     lines = ["| what | measured | target |", "|---|---|---|"]
-    for r in sae["rows"]:
+    if sae is None:
+        lines.append(_missing("SAE encode / decode", "sae", quick))
+    for r in (sae or {}).get("rows", []):
         lines.append(f"| encode {r['d_model']}x{r['d_sae']} k={r['k']} {r['dtype']} | {r['encode_tokens_per_s']:.0f} tok/s, "
                      f"{r['encode_vs_bound']:.2f} of matmul bound, top-k {100 * r['topk_share']:.0f}%; "
                      f"sparse decode x{r['sparse_decode_speedup']:.1f} vs dense | >= 0.8 |")
-    for r in train["rows"]:
+    if train is None:
+        lines.append(_missing("SAE training", "train", quick))
+    for r in (train or {}).get("rows", []):
         lines.append(f"| SAE training ({r['profile']}: {r['d_model']}x{r['d_sae']} k={r['k']}, TopK + AuxK) | "
                      f"{r['tokens_per_s']:.0f} tokens/s | - |")
+    if pipe is None:
+        lines.append(_missing("steering, capture, streaming RSS", "pipeline", quick))
+        return lines
     st, cap = pipe["steering_overhead"], pipe["capture"]
     lines.append(f"| steering in generate (KV cache) | {st['ratio']:.3f} of unsteered tokens/s | >= 0.95 |")
     lines.append(f"| capture {cap['layers']} layers in one pass | x{cap['speedup']:.2f} vs one pass per layer | > 1 |")

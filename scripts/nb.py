@@ -5,7 +5,7 @@ Cells start with ``# %%``; ``# %% [markdown]`` makes a markdown cell (lines pref
     python scripts/nb.py            # all sources
     python scripts/nb.py notebooks/src/01_sae_loading.py
 The .py file is the source of truth for review and diffs; the .ipynb is what users open and
-what papermill runs. tests/test_notebooks.py checks that the two are in step.
+what papermill runs. tests/test_project.py checks that the two are in step.
 """
 from __future__ import annotations
 
