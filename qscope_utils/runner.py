@@ -160,7 +160,7 @@ def _progress_printer(stem: str, previous_s: float | None) -> Callable[[int, int
 
 def run_notebook(nb: Path, profile: str, parameters: dict | None = None, kernel: str = "python3",
                  on_cell: Callable[[int, int], None] | None = None) -> dict:
-    """Execute one notebook with papermill; returns {'notebook', 'seconds', 'output'} (output relative to the repo)."""
+    """Execute one notebook with papermill; returns {'notebook', 'seconds', 'output'} (the executed copy)."""
     import papermill as pm
 
     out_dir = results_dir(profile) / "notebooks"
@@ -174,7 +174,7 @@ def run_notebook(nb: Path, profile: str, parameters: dict | None = None, kernel:
     finally:
         if out.exists():
             make_portable(out)
-    return {"notebook": nb.name, "seconds": round(time.perf_counter() - t0, 2), "output": rel(out)}
+    return {"notebook": nb.name, "seconds": round(time.perf_counter() - t0, 2), "output": str(out)}
 
 
 def make_portable(nb_path: Path) -> None:
