@@ -251,7 +251,7 @@ def _last_line(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = _Parser(prog="./run_all.sh", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="mini", choices=list(PROFILES))
     ap.add_argument("--only", nargs="+", metavar="ID", help="notebook numbers or names to run, e.g. 00 1 03")
     ap.add_argument("-p", "--parameters", nargs=2, action="append", metavar=("NAME", "VALUE"),
