@@ -113,8 +113,8 @@ def _progress_engine() -> str:
     """Register (once) a papermill engine that calls ``on_cell(index, n_code_cells)`` after each cell."""
     from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines
 
-    if "qscope" in papermill_engines._engines:
-        return "qscope"
+    if _ENGINE:
+        return _ENGINE[0]
 
     class _Manager(NotebookExecutionManager):
         on_cell: Callable | None = None
@@ -141,7 +141,11 @@ def _progress_engine() -> str:
             return nb_man.nb
 
     papermill_engines.register("qscope", ProgressEngine)
+    _ENGINE.append("qscope")
     return "qscope"
+
+
+_ENGINE: list[str] = []   # the registered engine's name, once registered
 
 
 def _progress_printer(stem: str, previous_s: float | None) -> Callable[[int, int], None]:
