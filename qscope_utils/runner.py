@@ -9,8 +9,8 @@ into ``results/<profile>/timings.json``. ``python -m qscope_utils.runner --profi
     --quiet                               no per-cell progress lines
 
 Notebooks that do not apply to a profile (``APPLIES``) are skipped with a message. Progress bars
-inside notebooks are off in these batch runs (``TQDM_DISABLE=1``): the executed notebooks stay
-readable. A failing notebook ends the run with one line naming it and the error.
+inside notebooks are off in these batch runs (``QSCOPE_PROGRESS=1`` keeps them): the executed
+notebooks stay readable. A failing notebook ends the run with one line naming it and the error.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import os
 import platform
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -200,6 +201,31 @@ def make_portable(nb_path: Path) -> None:
         tmp.replace(nb_path)
 
 
+# IPython startup file for batch kernels: every `from tqdm.auto import tqdm` gets a disabled bar (the
+# notebook bar ignores TQDM_DISABLE), so executed notebooks carry no progress-bar outputs.
+_NO_PROGRESS = """import tqdm.auto, tqdm.std
+
+
+class _Off(tqdm.std.tqdm):
+    def __init__(self, *args, **kwargs):
+        kwargs["disable"] = True
+        super().__init__(*args, **kwargs)
+
+
+tqdm.auto.tqdm = _Off
+"""
+
+
+def _batch_kernel_env(tmp: str) -> dict[str, str]:
+    """Environment for batch kernels without progress bars (empty when QSCOPE_PROGRESS=1)."""
+    if os.environ.get("QSCOPE_PROGRESS") == "1":
+        return {}
+    startup = Path(tmp) / "profile_default" / "startup"
+    startup.mkdir(parents=True)
+    (startup / "00-qscope-no-progress.py").write_text(_NO_PROGRESS)
+    return {"IPYTHONDIR": tmp, "TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+
+
 def check_profile_device(profile: str) -> None:
     """Fail before any notebook when the profile's device cannot work with this torch build."""
     from .profiles import get_profile, require_device
@@ -215,7 +241,20 @@ def run_all(profile: str, only: list[str] | None = None, parameters: dict | None
     """Run the notebooks in order, stopping at the first failure; timings are saved as we go."""
     nbs = list_notebooks(only)
     check_profile_device(profile)
-    os.environ.setdefault("TQDM_DISABLE", "1")   # inherited by the kernels: no progress bars in outputs
+    with tempfile.TemporaryDirectory(prefix="qscope-ipython-") as tmp:
+        saved = {k: os.environ.get(k) for k in ("IPYTHONDIR", "TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS")}
+        os.environ.update(_batch_kernel_env(tmp))       # inherited by the kernels papermill starts
+        try:
+            return _run_in_order(nbs, profile, parameters, quiet)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+def _run_in_order(nbs: list[Path], profile: str, parameters: dict | None, quiet: bool) -> list[dict]:
     tpath = results_dir(profile) / "timings.json"
     timings = json.loads(tpath.read_text()) if tpath.exists() else {}
     previous = dict(timings.get("notebooks", {}))
