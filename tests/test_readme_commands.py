@@ -286,3 +286,17 @@ def test_bootstrap_refuses_an_unknown_torch_build():
     env = {**os.environ, "QSCOPE_TORCH": "gpu"}
     r = subprocess.run(["bash", "scripts/bootstrap.sh"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert r.returncode == 2 and "QSCOPE_TORCH must be cpu or cuda" in r.stderr
+
+
+def test_batch_kernels_start_with_progress_bars_off(tmp_path, monkeypatch):
+    from qscope_utils import runner
+
+    monkeypatch.delenv("QSCOPE_PROGRESS", raising=False)
+    env = runner._batch_kernel_env(str(tmp_path))
+    assert env["IPYTHONDIR"] == str(tmp_path) and env["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
+    (startup,) = (tmp_path / "profile_default" / "startup").glob("*.py")
+    code = startup.read_text() + "\nfrom tqdm.auto import tqdm\nbar = tqdm(range(3), disable=False)\nprint(bar.disable)\n"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.stdout.strip() == "True", r.stderr
+    monkeypatch.setenv("QSCOPE_PROGRESS", "1")
+    assert runner._batch_kernel_env(str(tmp_path / "other")) == {}
