@@ -82,3 +82,26 @@ def test_logit_lens_and_feature_card(tiny_model, sae):
     assert "[[" in card.contexts.context.iloc[0]
     with pytest.raises(IndexError):
         X.feature_card(model, tok, sae, LAYER, 5000, texts)
+
+
+@pytest.mark.slow
+def test_explore_notebook_runs_headless_on_smoke(tmp_path, monkeypatch, smoke_scope):
+    """notebooks/explore.ipynb (outside the batch order) with default parameters under papermill."""
+    import json
+    from pathlib import Path
+
+    import papermill as pm
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.setenv("QSCOPE_RESULTS", str(tmp_path))
+    out = tmp_path / "explore.ipynb"
+    pm.execute_notebook(str(root / "notebooks" / "explore.ipynb"), str(out), parameters={"profile": "smoke"},
+                        kernel_name="python3", cwd=str(root / "notebooks"), progress_bar=False)
+    nb = json.loads(out.read_text())
+    text = "".join(o.get("text", "") if isinstance(o.get("text", ""), str) else "".join(o["text"])
+                   for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", []))
+    assert "steering features" in text and "logit lens" in text
+    kinds = {k for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])
+             for k in o.get("data", {})}
+    assert "image/png" in kinds and "text/html" in kinds                 # heatmap and DataFrames rendered
+    assert "application/vnd.jupyter.widget-view+json" in kinds           # the ipywidgets UI was built
