@@ -549,7 +549,7 @@ def fig_06_code_switch_vs_lambda(d: Path, meta: dict | None = None):
     lambdas = [float(l) for l in s["lambdas"]]
     names = _lambda_names(lambdas)
     targets = list(dict.fromkeys(test.target))
-    paper_model = "Qwen3-1.7B-Base"
+    paper_model = s.get("paper_model", "Qwen3-1.7B-Base")     # the report's row drawn as markers
     fig, axes = _subplots(1, len(targets), figsize=(4.2 * len(targets), 3.2), sharey=True)
     x = np.arange(len(lambdas))
     for ax, t in zip(axes[0], targets):
@@ -591,7 +591,7 @@ def fig_06_perplexity(d: Path, meta: dict | None = None):
 def fig_07_repetition_features(d: Path, meta: dict | None = None):
     pooled, screen, s = (_read(d, "07_repetition_features.csv"), _read(d, "07_feature_screen.csv"),
                          _summary(d, "07", meta))
-    top = pooled.sort_values("mean_increase", ascending=False).head(15)
+    top = pooled.head(15)                                     # saved in rank order
     sel = (s["layer"], s["feature"])
     fig, axes = _subplots(1, 2, figsize=(13, 3.6))
     a0, a1 = axes[0]
