@@ -298,6 +298,8 @@ def pretrain(scope: MiniScopeConfig, corpus_profile, tok_dir: Path, models_dir: 
     (models_dir / "zoo.json").write_text(json.dumps(zoo, indent=1))
 
     t = time.time()
+    if progress:
+        print("[pretrain] held-out perplexity of the main checkpoint, per source and language ...", flush=True)
     ppl = eval_perplexity(main, corpus_profile, scope)
     ppl.to_csv(models_dir / "perplexity.csv", index=False)
     timings["perplexity_eval"] = time.time() - t
