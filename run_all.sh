@@ -6,6 +6,8 @@
 #   ./run_all.sh --only 00 1            # a subset, by number (1 = 01)
 #   ./run_all.sh --only 02 -p layer 18  # notebook parameters, as papermill's -p / -y
 #   ./run_all.sh --no-venv ...          # run in the current environment (conda, ...) instead of ./.venv
+#   ./run_all.sh --figures [--profile P] [--formats png svg]   # redraw every figure from saved tables (no models)
+#   ./run_all.sh --lab [--no-browser]   # JupyterLab at the repo root on this environment's kernel
 # Outputs: results/<profile>/ (executed notebooks, figures, tables, timings.json).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -16,4 +18,9 @@ done
 py="$("$root/scripts/bootstrap.sh")"
 cd "$root"
 export QSCOPE_HOME="$root" TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1 PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
-exec "$py" -m qscope_utils.runner ${args[@]+"${args[@]}"}
+set -- ${args[@]+"${args[@]}"}
+case "${1:-}" in
+  --figures) shift; exec "$py" -m qscope_utils.figures "$@" ;;
+  --lab) shift; exec "$py" -m jupyterlab --notebook-dir="$root" "$@" ;;
+esac
+exec "$py" -m qscope_utils.runner "$@"

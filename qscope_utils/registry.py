@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["SAEGroup", "REGISTRY", "get_group", "find_groups", "register", "parse_repo_name", "layer_filename"]
+__all__ = ["SAEGroup", "REGISTRY", "get_group", "find_groups", "register", "parse_repo_name", "layer_filename",
+           "saelens_release", "SAELENS_RELEASES", "saelens_layer"]
 
 _NAME_RE = re.compile(r"^(?:(?P<org>[^/]+)/)?SAE-Res-(?P<backbone>.+)-W(?P<width>\d+)K-L0_(?P<k>\d+)$")
 
@@ -96,10 +97,34 @@ def register(group: SAEGroup) -> SAEGroup:
     return group
 
 
+# ----------------------------------------------------------------------------- SAELens names
+# SAELens (>= 6.43) registers the 14 groups as releases named from the repo id by one rule:
+# ``Qwen/SAE-Res-Qwen3-8B-Base-W64K-L0_50`` -> ``qwen-scope-3-8b-base-w64k-l50``, with
+# ``sae_id="layer{n}"``. Checked against public uses of the 1.7B, 8B, 3.5-9B and 3.5-27B releases;
+# the MoE names follow the same rule (assumed, not seen).
+
+def saelens_release(repo_id: str) -> str:
+    """The SAELens release name of a Qwen-Scope group."""
+    p = parse_repo_name(repo_id)
+    backbone = re.sub(r"^qwen", "", p["backbone"].lower())
+    return f"qwen-scope-{backbone}-w{p['d_sae'] // 1024}k-l{p['k']}"
+
+
+SAELENS_RELEASES: dict[str, str] = {saelens_release(r): r for r in _OFFICIAL}   # release -> repo id
+
+
+def saelens_layer(sae_id: str) -> int:
+    """``"layer12"`` (a SAELens ``sae_id``) -> 12."""
+    m = re.fullmatch(r"layer(\d+)", sae_id)
+    if not m:
+        raise ValueError(f"{sae_id!r} is not a Qwen-Scope SAELens sae_id (expected 'layer<n>', e.g. 'layer12')")
+    return int(m[1])
+
+
 def get_group(repo_id: str) -> SAEGroup:
-    """Look a group up by repo id; unknown ids get the list of known ones."""
+    """Look a group up by repo id or SAELens release name; unknown ids get the list of known ones."""
     try:
-        return REGISTRY[repo_id]
+        return REGISTRY[SAELENS_RELEASES.get(repo_id, repo_id)]
     except KeyError:
         known = "\n  ".join(sorted(REGISTRY))
         raise KeyError(f"unknown SAE group {repo_id!r}. Known groups:\n  {known}\n"

@@ -21,14 +21,14 @@ from qscope_utils.texts import require_languages
 require_languages(profile, "01")  # a custom QSCOPE_CORPUS_DIR must hold what 01 reads (data/README.md)
 
 import json
-import matplotlib.pyplot as plt
 import torch
 
+from qscope_utils import figures as F
 from qscope_utils.profiles import get_profile
 from qscope_utils.scope import open_scope
 from qscope_utils.texts import eval_texts
 from qscope_utils.recon import evaluate_group
-from qscope_utils.report import save_fig, save_table, save_json
+from qscope_utils.report import save_table, save_json
 
 torch.manual_seed(seed)
 prof = get_profile(profile)
@@ -42,20 +42,10 @@ save_table(df, profile, "01_reconstruction")
 df.round(4)
 
 # %%
-fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
-axes[0].plot(df.layer, df.fvu, "o-"); axes[0].set_title("FVU (lower is better)")
-axes[0].axhline(0.20, ls="--", c="gray", lw=1, label="audit: Qwen3.5-2B mid-layer, k=100")
-axes[0].legend(fontsize=7)
-axes[1].plot(df.layer, df.l0, "o-"); axes[1].axhline(scope.group.k, ls=":", c="gray"); axes[1].set_title(f"L0 (k={scope.group.k})")
-axes[2].plot(df.layer, 100 * df.dead_fraction, "o-", label="dead"); axes[2].plot(df.layer, 100 * df.dense_fraction, "s-", label=">10% dense")
-axes[2].set_title("latents (%)"); axes[2].legend(fontsize=7)
-if with_loss:
-    axes[3].plot(df.layer, df.delta_loss, "o-"); axes[3].set_title("Δ LM loss when spliced (nats/token)")
-for ax in axes:
-    ax.set_xlabel("layer"); ax.set_xticks(list(df.layer))
-fig.suptitle(f"{scope.group.repo_id} on {len(texts)} held-out texts ({int(df.n_tokens.iloc[0])} tokens/layer)")
-fig.tight_layout()
-save_fig(fig, profile, "01_reconstruction_by_layer")
+# drawn from the saved tables by qscope_utils.figures (`./run_all.sh --figures` redraws it the same way)
+fig_meta = {"group": scope.group.repo_id, "k": scope.group.k, "n_texts": len(texts),
+            "tokens_per_layer": int(df.n_tokens.iloc[0])}
+fig = F.render(profile, "01_reconstruction_by_layer", fig_meta)
 
 # %% [markdown]
 # ## Decoder column norms and load cost
@@ -63,14 +53,9 @@ save_fig(fig, profile, "01_reconstruction_by_layer")
 # each column's norm. Load time is the wall time to read one `layer{n}.sae.pt` (download excluded).
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
-norms = [scope.saes[l].W_dec.norm(dim=0).numpy() for l in df.layer]
-axes[0].boxplot(norms, positions=list(df.layer), showfliers=False); axes[0].set_title("‖W_dec[:, i]‖ per layer")
-axes[1].bar(df.layer, df.load_seconds); axes[1].set_title("load time per layer (s)")
-for ax in axes:
-    ax.set_xlabel("layer"); ax.set_xticks(list(df.layer))
-fig.tight_layout()
-save_fig(fig, profile, "01_decoder_norms_and_load")
+norms = {l: scope.saes[l].W_dec.norm(dim=0).numpy() for l in df.layer}
+save_table(F.decoder_norm_table(norms), profile, "01_decoder_norms")
+fig = F.render(profile, "01_decoder_norms_and_load")
 
 # %%
 mid = df.iloc[len(df) // 2]

@@ -40,6 +40,7 @@ import torch
 from IPython.display import display
 
 from qscope_utils import discovery as disc
+from qscope_utils import figures as F
 from qscope_utils import steer_eval as se
 from qscope_utils.profiles import get_profile
 from qscope_utils.report import save_fig, save_json, save_table
@@ -127,8 +128,8 @@ dash_txt = disc.format_dashboards(dashboards)
 from qscope_utils.paths import results_dir
 (results_dir(profile) / "02_dashboards.txt").write_text(dash_txt)
 print(dash_txt)
-fig = disc.plot_dashboards(dashboards, title=f"{scope.group.repo_id} layer {L}: candidate features")
-save_fig(fig, profile, "02_dashboards")
+fig_meta = {"sae_group": scope.group.repo_id, "layer": L, "zh_feature": F_ZH, "lzh_feature": F_LZH, "alpha_scale": {}}
+fig = F.render(profile, "02_dashboards", fig_meta)   # from 02_dashboards.txt (qscope_utils.figures)
 plt.show()
 
 # %% [markdown]
@@ -152,10 +153,8 @@ save_table(sum1, profile, "02_case1_summary")
 display(sum1.round(4))
 
 # %%
-fig = se.plot_sweep(sum1, {"has_script": "share of continuations with Han", "script_share": "share of Han characters",
-                           "nll": "NLL under unsteered model (nats/token)"},
-                    title=f"Case 1: suppressing feature {F_ZH} (layer {L}, scale {scale_zh:.3g}); 95% bootstrap CI")
-save_fig(fig, profile, "02_case1_sweep")
+fig_meta["alpha_scale"]["zh"] = scale_zh
+fig = F.render(profile, "02_case1_sweep", fig_meta)
 plt.show()
 
 # %% [markdown]
@@ -185,11 +184,8 @@ save_table(sum2, profile, "02_case2_summary")
 display(sum2.round(4))
 
 # %%
-fig = se.plot_sweep(sum2, {"p_classical": "P(classical) (classifier)", "function_share": "share of classical particles",
-                           "clause_len": "mean clause length (Han chars)",
-                           "script_share": "share of Han characters"},
-                    title=f"Case 2: activating feature {F_LZH} (layer {L}, scale {scale_lzh:.3g}); 95% bootstrap CI")
-save_fig(fig, profile, "02_case2_sweep")
+fig_meta["alpha_scale"]["lzh"] = scale_lzh
+fig = F.render(profile, "02_case2_sweep", fig_meta)
 plt.show()
 
 # %% [markdown]

@@ -50,7 +50,8 @@ import pandas as pd
 from qscope_utils import benchmarks as bm
 from qscope_utils import redundancy as rd
 from qscope_utils.profiles import get_profile
-from qscope_utils.report import save_fig, save_json, save_table
+from qscope_utils import figures as F
+from qscope_utils.report import save_json, save_table
 from qscope_utils.scope import open_scope
 
 t_start = time.perf_counter()
@@ -125,14 +126,12 @@ print(f"Spearman rho(R, mean c_n) = {rd.fmt_corr(rho_cov) if rho_cov else 'n/a'}
 table.round(4)
 
 # %%
+fig_meta = {"group": scope.group.repo_id, "layer": main_layer, "config": {"control": cfg.control},
+            "n_checkpoints": len(next(iter(correct.values()))) if correct else 0,
+            "estimation": {"n_draws": cfg.n_draws, "seed": cfg.seed}, "rho_R_Rhat": rho}
 if rho is not None:
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.2), gridspec_kw={"width_ratios": [1.2, 1, 1]})
-    rd.plot_r_vs_rhat(table, rho, axes[0])
-    rd.plot_curves(taus, covs, axes[1:])
-    fig.suptitle(f"{scope.group.repo_id}, layer {main_layer}; {len(next(iter(correct.values())))} checkpoints; "
-                 f"{cfg.n_draws} permutations (seed {cfg.seed})", fontsize=9)
-    fig.tight_layout()
-    save_fig(fig, profile, "03_R_vs_Rhat")
+    save_table(F.curve_table(taus, covs), profile, "03_curves")
+    fig = F.render(profile, "03_R_vs_Rhat", fig_meta)   # drawn from the saved tables (qscope_utils.figures)
 
 # %% [markdown]
 # ## Footprint overlap
@@ -146,10 +145,7 @@ pair_gm = ("gsm", "math") if prof.is_built else ("GSM8K", "MATH")
 ov_gm = (float(ov.loc[pair_gm]), float(ov.loc[pair_gm[::-1]])) if set(pair_gm) <= set(ov.index) else (np.nan, np.nan)
 print(f"overlap({pair_gm[0]}, {pair_gm[1]}) = {ov_gm[0]:.2f}, overlap({pair_gm[1]}, {pair_gm[0]}) = {ov_gm[1]:.2f}"
       f"   (report GSM8K/MATH: {rd.PAPER['overlap_GSM8K_MATH']} / {rd.PAPER['overlap_MATH_GSM8K']})")
-fig, ax = plt.subplots(figsize=(7.5, 6.5))
-rd.plot_overlap_heatmap(ov, ax)
-fig.tight_layout()
-save_fig(fig, profile, "03_overlap_heatmap")
+fig = F.render(profile, "03_overlap_heatmap")
 
 # %% [markdown]
 # ## Similarity: overlap_min vs score correlation over the pairs of 8 benchmarks
@@ -165,12 +161,7 @@ if len(pair_names) >= 3 and cfg.control in scores:
     save_table(pairs, profile, "03_pairs")
     others = [n for n in scores if n != cfg.control]
     _, sim_all = rd.similarity_vs_overlap(rd.score_correlations(scores, others, control=cfg.control), ovm)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
-    rd.plot_similarity(pairs, sim, axes)
-    fig.suptitle(f"{len(pairs)} pairs of {len(pair_names)} benchmarks, control = {cfg.control}, "
-                 f"{len(scores)} checkpoints", fontsize=9)
-    fig.tight_layout()
-    save_fig(fig, profile, "03_similarity")
+    fig = F.render(profile, "03_similarity", {**fig_meta, "similarity_28_pairs": sim})
     for k, v in sim.items():
         print(f"{k:18s} ours {rd.fmt_corr(v):32s} report {100 * rd.PAPER[k]:.1f}")
     print(f"robustness, all {len(others) * (len(others) - 1) // 2} pairs of {len(others)} non-control benchmarks:",

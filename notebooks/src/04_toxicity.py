@@ -44,7 +44,8 @@ from qscope_utils import toxicity as tx
 from qscope_utils import toxicity_data as td
 from qscope_utils.features import top_contexts
 from qscope_utils.profiles import get_profile
-from qscope_utils.report import save_fig, save_json, save_table
+from qscope_utils import figures as F
+from qscope_utils.report import save_json, save_table
 from qscope_utils.scope import open_scope
 
 torch.manual_seed(seed)
@@ -99,35 +100,11 @@ save_table(grid, profile, "04_f1_by_layer")
 save_table(agree, profile, "04_layer_agreement")
 save_table(multi, profile, "04_multi_layer")
 
-fig, axes = plt.subplots(1, len(langs), figsize=(4.2 * len(langs), 3.4), sharey=True, squeeze=False)
-for ax, lang in zip(axes[0], langs):
-    g = grid[grid.lang == lang]
-    for k in cfg.ks:
-        gk = g[g.K == k]
-        ax.plot(gk.layer, gk.f1, "o-", label=f"K={k}")
-    ls = int(agree[(agree.lang == lang)].layer_top1diff.iloc[0])
-    ax.axvline(ls, c="gray", ls=":", lw=1, label="top1-diff layer")
-    ax.axhline(tx.PAPER_CLAIMS["english_f1_threshold"], c="r", ls="--", lw=1, label="paper: English F1 > 0.90")
-    ax.axhline(2 / 3, c="k", ls=":", lw=1, label="predict-all-toxic F1 = 0.67")
-    ax.set_title(f"{lang}: OR-rule held-out F1"); ax.set_xlabel("layer"); ax.set_ylim(0, 1.02)
-    ax.set_xticks(sorted(g.layer.unique()))
-axes[0][0].set_ylabel("F1 (toxic class)"); axes[0][-1].legend(fontsize=7)
-fig.tight_layout()
-save_fig(fig, profile, "04_f1_by_layer")
+fig = F.render(profile, "04_f1_by_layer")   # drawn from the saved tables (qscope_utils.figures)
 agree.round(3)
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.3))
-for lang in langs:
-    d = tx.top1_diff(results[lang].delta)
-    axes[0].plot(list(d), list(d.values()), "o-", label=lang)
-    m = multi[multi.lang == lang]
-    axes[1].plot(m.m, m.f1, "o-", label=lang)
-axes[0].set_title("top1-diff d(l) = max_f Δ_f (discovery)"); axes[0].set_xlabel("layer"); axes[0].legend(fontsize=7)
-axes[0].set_xticks(results[langs[0]].layers)
-axes[1].set_title("multi-layer OR: best feature of top-m layers"); axes[1].set_xlabel("m"); axes[1].set_ylabel("held-out F1")
-fig.tight_layout()
-save_fig(fig, profile, "04_layer_selection")
+fig = F.render(profile, "04_layer_selection")
 multi[["lang", "m", "layers", "features", "precision", "recall", "f1"]].round(3)
 
 # %% [markdown]
@@ -162,33 +139,11 @@ top_table.round(3)
 # %%
 transfer = tx.transfer_table(results, cfg.ks, cfg.eps)
 save_table(transfer, profile, "04_transfer")
-fig, axes = plt.subplots(1, len(cfg.ks), figsize=(3.2 * len(cfg.ks) + 1, 3.0), squeeze=False)
-for ax, k in zip(axes[0], cfg.ks):
-    mat = transfer[transfer.K == k].pivot(index="source", columns="target", values="f1").loc[langs, langs]
-    im = ax.imshow(mat.values, vmin=0, vmax=1, cmap="viridis")
-    for i in range(len(langs)):
-        for j in range(len(langs)):
-            ax.text(j, i, f"{mat.values[i, j]:.2f}", ha="center", va="center", color="w" if mat.values[i, j] < 0.6 else "k")
-    ax.set_xticks(range(len(langs)), langs); ax.set_yticks(range(len(langs)), langs)
-    ax.set_title(f"K={k}"); ax.set_xlabel("target")
-axes[0][0].set_ylabel("source")
-fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="held-out F1")
-fig.suptitle("transfer: features discovered on source, OR rule on target")
-save_fig(fig, profile, "04_transfer_heatmap")
+fig = F.render(profile, "04_transfer_heatmap")
 
 jac = tx.jaccard_by_layer({lang: results[lang].delta for lang in langs}, cfg.jaccard_k)
 save_table(jac, profile, "04_jaccard")
-lay = sorted(jac.layer.unique())
-fig, axes = plt.subplots(1, len(lay), figsize=(2.6 * len(lay) + 1, 2.8), squeeze=False)
-for ax, l in zip(axes[0], lay):
-    mat = jac[jac.layer == l].pivot(index="lang_a", columns="lang_b", values="jaccard").loc[langs, langs]
-    im = ax.imshow(mat.values, vmin=0, vmax=1, cmap="magma")
-    for i in range(len(langs)):
-        for j in range(len(langs)):
-            ax.text(j, i, f"{mat.values[i, j]:.2f}", ha="center", va="center", color="w" if mat.values[i, j] < 0.6 else "k", fontsize=8)
-    ax.set_xticks(range(len(langs)), langs); ax.set_yticks(range(len(langs)), langs); ax.set_title(f"layer {l}")
-fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label=f"Jaccard of top-{cfg.jaccard_k}")
-save_fig(fig, profile, "04_jaccard_by_layer")
+fig = F.render(profile, "04_jaccard_by_layer")
 transfer.pivot_table(index=["source", "target"], columns="K", values="f1").round(3)
 
 # %% [markdown]
@@ -204,16 +159,8 @@ macro = eff.groupby(["fraction", "repeat", "K"]).f1.mean().reset_index()
 curve = macro.groupby(["fraction", "K"]).f1.agg(["mean", "min", "max"]).reset_index()
 full = curve[curve.fraction == 1.0].set_index("K")["mean"]
 curve["ratio_to_full"] = curve.apply(lambda r: r["mean"] / full[r.K] if full[r.K] > 0 else np.nan, axis=1)
-fig, ax = plt.subplots(figsize=(5.5, 3.6))
-for k in cfg.ks:
-    c = curve[curve.K == k]
-    ax.errorbar(100 * c.fraction, c["mean"], yerr=[c["mean"] - c["min"], c["max"] - c["mean"]], fmt="o-", capsize=3, label=f"K={k}")
-ax.set_xscale("log"); ax.set_xticks([10, 25, 50, 100], ["10", "25", "50", "100"])
-ax.set_xlabel("% of discovery split used"); ax.set_ylabel(f"macro F1 over {', '.join(langs)}")
-ax.set_title("data efficiency (paper: 10% keeps ~99% of macro F1)"); ax.legend(fontsize=7)
-fig.tight_layout()
-save_fig(fig, profile, "04_data_efficiency")
 save_table(curve, profile, "04_data_efficiency_curve")
+fig = F.render(profile, "04_data_efficiency")
 curve.round(3)
 
 # %% [markdown]

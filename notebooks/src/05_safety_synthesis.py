@@ -42,7 +42,8 @@ import torch
 from qscope_utils import safety as S
 from qscope_utils import synthesis as Y
 from qscope_utils.profiles import get_profile
-from qscope_utils.report import save_fig, save_json, save_table
+from qscope_utils import figures as F
+from qscope_utils.report import save_json, save_table
 from qscope_utils.scope import open_scope
 
 torch.manual_seed(seed)
@@ -76,18 +77,12 @@ save_table(tt, profile, "05_targets")
 tt.head(10)
 
 # %%
-fig, ax = plt.subplots(1, 2, figsize=(10, 3.4))
-ax[0].hist(rel["score"][rel["rate_unsafe"] + rel["rate_safe"] > 0], bins=60, color="gray")
-ax[0].axvline(cfg.tau, c="r", ls="--", label=f"tau = {cfg.tau}")
-ax[0].set_yscale("log"); ax[0].set_xlabel(f"relevance ({cfg.score})"); ax[0].set_ylabel("features"); ax[0].legend()
-ax[1].scatter(tt.rate_safe, tt.rate_unsafe, c=np.where(tt.in_seed, "tab:blue", "tab:red"), s=12)
-ax[1].plot([0, 1], [0, 1], c="gray", lw=0.8)
-ax[1].set_xlabel("P(fire | safe)"); ax[1].set_ylabel("P(fire | unsafe)")
-ax[1].set_title(f"targets: blue = covered by seed, red = missing ({len(T_miss)})")
-ax[1].set_xlim(0, max(0.05, tt.rate_safe.max() * 1.1) if len(tt) else 1)
-ax[1].set_ylim(0, max(0.05, tt.rate_unsafe.max() * 1.1) if len(tt) else 1)
-fig.tight_layout()
-save_fig(fig, profile, "05_targets")
+rel_table = pd.DataFrame({k: np.asarray(rel[k]) for k in ("score", "rate_unsafe", "rate_safe")})
+rel_table.insert(0, "feature", np.arange(len(rel_table)))
+save_table(rel_table[rel_table.rate_unsafe + rel_table.rate_safe > 0], profile, "05_relevance")
+fig_meta = {"group": scope.group.repo_id, "layer": cfg.layer, "score": cfg.score, "tau": cfg.tau, "n_targets": len(T),
+            "seed_coverage_pct": 100 * cov_seed, "n_missing": len(T_miss)}
+fig = F.render(profile, "05_targets", fig_meta)   # drawn from the saved tables (qscope_utils.figures)
 
 # %% [markdown]
 # ## Synthesis: feature-driven (verified) vs random, and natural sampling
@@ -145,17 +140,7 @@ cov_df = pd.DataFrame({"budget": grid, **{f"Cov(T) {k}": 100 * v for k, v in cur
                        **{f"Cov(T_miss) {k}": 100 * v for k, v in miss_curves.items()}})
 save_table(cov_df, profile, "05_coverage_vs_budget")
 
-fig, ax = plt.subplots(1, 2, figsize=(11, 3.8))
-for (k, v), m in zip(curves.items(), ["o-", "s-", "^-"]):
-    ax[0].plot(grid, 100 * v, m, label=k)
-    ax[1].plot(grid, 100 * miss_curves[k], m, label=k)
-ax[0].axhline(S.PAPER["coverage_pct"], c="gray", ls=":", lw=1, label=f"paper: {S.PAPER['coverage_pct']}% (feature synthesis)")
-ax[0].set_ylabel("Cov(seed ∪ added) of T (%)"); ax[1].set_ylabel("share of T_miss covered by added (%)")
-for a in ax:
-    a.set_xlabel("budget (added examples)"); a.legend(fontsize=8); a.set_ylim(-2, 102)
-fig.suptitle(f"{scope.group.repo_id} layer {cfg.layer}: |T| = {len(T)}, seed covers {100 * cov_seed:.1f}%, |T_miss| = {len(T_miss)}")
-fig.tight_layout()
-save_fig(fig, profile, "05_coverage_vs_budget")
+fig = F.render(profile, "05_coverage_vs_budget", fig_meta)
 cov_df.round(2)
 
 # %% [markdown]
@@ -178,16 +163,7 @@ show = table[["features", "training set", "n_train", "n_train_unsafe", "accuracy
 show
 
 # %%
-fig, axes = plt.subplots(1, len(cfg.clf_features), figsize=(5.5 * len(cfg.clf_features), 3.6), squeeze=False)
-for ax, kind in zip(axes[0], cfg.clf_features):
-    t = table[table.features == kind]
-    y = np.arange(len(t))
-    ax.errorbar(t.accuracy, y, xerr=[t.accuracy - t.acc_lo, t.acc_hi - t.accuracy], fmt="o", capsize=3, label="ours")
-    ax.scatter(t["paper accuracy"], y, marker="x", c="r", label="paper (Table 3, LoRA SFT)")
-    ax.set_yticks(y, [f"{n}\n(n={k})" for n, k in zip(t["training set"], t.n_train)], fontsize=7)
-    ax.set_xlabel("accuracy (%)"); ax.set_title(f"classifier on {kind} features"); ax.legend(fontsize=7)
-fig.tight_layout()
-save_fig(fig, profile, "05_downstream")
+fig = F.render(profile, "05_downstream")
 
 # %%
 def _row(kind, name):

@@ -33,12 +33,12 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
 from ..hooks import pad_ids
 from ..profiles import MiniScopeConfig
 from .corpus import Doc, load_corpus
+from .progress import ProgressLine
 from .tokenizer import load_tokenizer
 
 __all__ = ["qwen3_config", "mixture_weights", "TokenData", "tokenize_split", "pretrain", "zoo_plan",
@@ -183,9 +183,9 @@ def _save_ckpt(model, tok, path: Path, info: dict) -> None:
 def _run(model, opt, data, weights, scope, mix_idx, start, stop, save_steps, on_save, progress, desc, log):
     model.train()
     tokens_per_step = scope.batch_size * scope.seq_len
-    bar = tqdm(range(start, stop), desc=desc, disable=not progress, mininterval=5)
+    bar = ProgressLine(f"pretrain {desc}", start, stop, enabled=progress)
     t0, n0 = time.time(), 0
-    for step in bar:
+    for step in range(start, stop):
         rng = np.random.default_rng([scope.seed, mix_idx, step])
         x = _batch(data, weights, scope.batch_size, scope.seq_len, rng)
         for g in opt.param_groups:
@@ -201,7 +201,7 @@ def _run(model, opt, data, weights, scope, mix_idx, start, stop, save_steps, on_
             tps = n0 / max(1e-9, time.time() - t0)
             log.append({"mixture": desc, "step": step + 1, "loss": loss.item(), "lr": _lr(step, scope),
                         "tokens_per_s": tps})
-            bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tps:.0f}")
+        bar.tick(step, loss=loss.item(), tok_per_s=n0 / max(1e-9, time.time() - t0))
         if step + 1 in save_steps:
             on_save(step + 1)
 
@@ -298,6 +298,8 @@ def pretrain(scope: MiniScopeConfig, corpus_profile, tok_dir: Path, models_dir: 
     (models_dir / "zoo.json").write_text(json.dumps(zoo, indent=1))
 
     t = time.time()
+    if progress:
+        print("[pretrain] held-out perplexity of the main checkpoint, per source and language ...", flush=True)
     ppl = eval_perplexity(main, corpus_profile, scope)
     ppl.to_csv(models_dir / "perplexity.csv", index=False)
     timings["perplexity_eval"] = time.time() - t

@@ -41,6 +41,7 @@ from ..profiles import MiniScopeConfig, Profile, get_profile, mini_group_name
 from ..registry import SAEGroup, register
 from ..sae import SAE_KEYS, TopKSAE, save_layer_file
 from .pretrain import TokenData, _batch, load_checkpoint, mixture_weights, tokenize_split
+from .progress import ProgressLine
 from .tokenizer import load_tokenizer
 
 __all__ = ["NORM_RATIO", "AUXK_ALPHA", "collect_activations", "filter_activations", "train_sae",
@@ -120,8 +121,8 @@ def train_sae(acts: torch.Tensor, d_sae: int, k: int, lr: float, batch_tokens: i
     dead_tokens = dead_tokens or max(batch_tokens, min(100_000, n // 10))
     since_fired = torch.zeros(d_sae, dtype=torch.long)
     curve, t0 = [], time.time()
-    from tqdm.auto import tqdm
-    for step in tqdm(range(steps), disable=not progress, mininterval=5, desc="sae"):
+    bar = ProgressLine(progress if isinstance(progress, str) else "sae", 0, steps, enabled=bool(progress))
+    for step in range(steps):
         x = acts[step * batch_tokens:(step + 1) * batch_tokens]
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, steps, lr)
@@ -158,6 +159,7 @@ def train_sae(acts: torch.Tensor, d_sae: int, k: int, lr: float, batch_tokens: i
         if step % log_every == 0 or step == steps - 1:
             curve.append({"step": step, "tokens": (step + 1) * batch_tokens, "fvu": fvu.item(),
                           "auxk": aux.item(), "dead_frac": n_dead / d_sae, "lr": _lr_at(step, steps, lr)})
+        bar.tick(step, fvu=fvu.item(), dead=n_dead / d_sae, tok_per_s=(step + 1) * batch_tokens / max(1e-9, time.time() - t0))
     dt = time.time() - t0
     log = {"train_tokens": steps * batch_tokens, "train_steps": steps, "seconds": dt,
            "tokens_per_s": steps * batch_tokens / max(dt, 1e-9), "dead_tokens_window": dead_tokens,
@@ -223,6 +225,9 @@ def train_all_layers(profile: Profile, stamp: str = "", progress: bool = True) -
     for gi in range(0, len(todo), group_size):
         layers = todo[gi:gi + group_size]
         t = time.time()
+        if progress:
+            print(f"[sae] collecting activations for layers {layers} ({len(todo) - gi} of {len(todo)} layers left)",
+                  flush=True)
         train_seqs = _seqs_from(train_data, n_train_seqs, T, scope.seed, salt=0)
         acts = collect_activations(model, train_seqs, layers)
         ev = collect_activations(model, eval_seqs, layers)
@@ -233,7 +238,7 @@ def train_all_layers(profile: Profile, stamp: str = "", progress: bool = True) -
             x = x[torch.randperm(x.shape[0], generator=g)][: scope.sae_train_tokens].contiguous()
             xe, estats = filter_activations(ev.pop(l))
             sae, log = train_sae(x, d_sae, k, scope.sae_lr, scope.sae_batch_tokens, seed=scope.seed + l,
-                                 progress=progress)
+                                 progress=f"sae layer {l}" if progress else False)
             del x
             save_layer_file(sae, out / f"layer{l}.sae.pt")
             ev_stats = eval_sae(sae, xe)
