@@ -22,8 +22,9 @@ Training (§2.2; Gao et al. 2024, EleutherAI sparsify):
 
 Outputs in ``data/<profile>/sae/<group>/``: ``layer{n}.sae.pt`` (the 4 float32 tensors, nothing
 else), ``layer{n}.log.json`` (curve, FVU, dead fraction, tokens/s, stamp) and ``train_log.json``
-(all layers). Training resumes per layer: a layer whose file and log carry the current stamp is
-not retrained.
+(all layers). Training resumes per layer: a layer whose log carries the current stamp and the
+size and SHA-256 of its layer file (the log is written after the file, both atomically) is not
+retrained; a missing, truncated or altered layer file is.
 """
 from __future__ import annotations
 
@@ -36,15 +37,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..atomic import atomic_write_json, file_digest
 from ..hooks import capture_residuals
 from ..profiles import MiniScopeConfig, Profile, get_profile, mini_group_name
 from ..registry import SAEGroup, register
 from ..sae import SAE_KEYS, TopKSAE, save_layer_file
-from .pretrain import TokenData, _batch, load_checkpoint, mixture_weights, tokenize_split
+from .pretrain import TokenData, _batch, cached_tokens, load_checkpoint, mixture_weights, tokenize_split
 from .tokenizer import load_tokenizer
 
 __all__ = ["NORM_RATIO", "AUXK_ALPHA", "collect_activations", "filter_activations", "train_sae",
-           "eval_sae", "train_all_layers", "register_mini_group", "sae_group_dir", "read_train_log"]
+           "eval_sae", "train_all_layers", "register_mini_group", "sae_group_dir", "read_train_log", "layer_is_done"]
 
 NORM_RATIO = 10.0      # drop tokens with ||x|| > NORM_RATIO * median ||x|| (massive activations)
 AUXK_ALPHA = 1 / 32
@@ -197,14 +199,13 @@ def train_all_layers(profile: Profile, stamp: str = "", progress: bool = True) -
     model = load_checkpoint(profile.backbone)
     tok = load_tokenizer(profile.backbone)
     models_dir = Path(profile.backbone).parent
-    train_data = TokenData.load(models_dir / "_data" / "train_tokens.npz")
-    held_path = models_dir / "_data" / "heldout_tokens.npz"
-    if held_path.exists():
-        held_data = TokenData.load(held_path)
-    else:
-        from .corpus import load_corpus
-        held_data = tokenize_split(load_corpus(profile, split="heldout"), tok)
-        held_data.save(held_path)
+    from .corpus import load_corpus
+
+    train_data = cached_tokens(models_dir / "_data" / "train_tokens.npz",
+                               lambda: tokenize_split(load_corpus(profile, split="train"), tok))
+    # written by the pretrain stage; builds from before that change make it here
+    held_data = cached_tokens(models_dir / "_data" / "heldout_tokens.npz",
+                              lambda: tokenize_split(load_corpus(profile, split="heldout"), tok))
     d, d_sae, k = scope.hidden_size, scope.sae_expansion * scope.hidden_size, scope.sae_k
     T = scope.seq_len
     # enough sequences that ~sae_train_tokens survive the position-0 and norm filters
@@ -213,8 +214,7 @@ def train_all_layers(profile: Profile, stamp: str = "", progress: bool = True) -
     eval_seqs = _seqs_from(held_data, n_eval_seqs, T, scope.seed, salt=1)
 
     def layer_done(l):
-        lp, fp = out / f"layer{l}.log.json", out / f"layer{l}.sae.pt"
-        return lp.exists() and fp.exists() and json.loads(lp.read_text()).get("stamp") == stamp
+        return layer_is_done(out, l, stamp)
 
     todo = [l for l in range(scope.n_layers) if not layer_done(l)]
     per_layer_bytes = n_train_seqs * T * d * 4
@@ -235,11 +235,11 @@ def train_all_layers(profile: Profile, stamp: str = "", progress: bool = True) -
             sae, log = train_sae(x, d_sae, k, scope.sae_lr, scope.sae_batch_tokens, seed=scope.seed + l,
                                  progress=progress)
             del x
-            save_layer_file(sae, out / f"layer{l}.sae.pt")
+            fp = save_layer_file(sae, out / f"layer{l}.sae.pt")
             ev_stats = eval_sae(sae, xe)
             log.update(layer=l, d_model=d, d_sae=d_sae, k=k, stamp=stamp, filter=fstats, eval_filter=estats,
-                       heldout=ev_stats, dead_frac=log["dead_frac_train"])
-            (out / f"layer{l}.log.json").write_text(json.dumps(log, indent=1))
+                       heldout=ev_stats, dead_frac=log["dead_frac_train"], file=file_digest(fp))
+            atomic_write_json(out / f"layer{l}.log.json", log)    # after the layer file: it vouches for it
             if progress:
                 print(f"[sae] layer {l}: heldout FVU {ev_stats['fvu']:.3f}  dead {log['dead_frac_train']:.3f}  "
                       f"never-fired(eval) {ev_stats['never_fired_frac_eval']:.3f}  {log['tokens_per_s']:.0f} tok/s")
@@ -247,9 +247,23 @@ def train_all_layers(profile: Profile, stamp: str = "", progress: bool = True) -
     summary.update(group=mini_group_name(scope), d_model=d, d_sae=d_sae, k=k, n_layers=scope.n_layers,
                    convention="z = TopK(ReLU(x @ W_enc.T + b_enc)); x_hat = z @ W_dec.T + b_dec",
                    keys=list(SAE_KEYS), **timings)
-    (out / "train_log.json").write_text(json.dumps(summary, indent=1))
+    atomic_write_json(out / "train_log.json", summary)
     register_mini_group(profile)
     return summary
+
+
+def layer_is_done(group_dir: Path, layer: int, stamp: str) -> bool:
+    """Layer ``layer`` of a group is trained for ``stamp``: its log is readable, carries the stamp,
+    and (logs from this version on) the layer file has the size and SHA-256 the log recorded."""
+    lp, fp = group_dir / f"layer{layer}.log.json", group_dir / f"layer{layer}.sae.pt"
+    try:
+        log = json.loads(lp.read_text())
+    except (OSError, ValueError):
+        return False
+    if log.get("stamp") != stamp or not fp.is_file():
+        return False
+    want = log.get("file")
+    return want is None or (fp.stat().st_size == want["bytes"] and file_digest(fp) == want)
 
 
 def read_train_log(group_dir: Path, with_curves: bool = True) -> dict:
