@@ -147,7 +147,9 @@ class ChatEndpointGenerator:
         return text.replace(self._key, "***") if self._key else text
 
     def _fail(self, msg: str) -> EndpointError:
-        return EndpointError(self._clean(f"chat endpoint {_public_url(self.url)}: {msg}"))
+        """An error naming the endpoint (URL without user info or query); ``msg`` holds only our own
+        words and server text already passed through :meth:`_clean`."""
+        return EndpointError(f"chat endpoint {_public_url(self.url)}: {msg}")
 
     def _attempt(self, data: bytes) -> tuple[str | None, float | None, str]:
         """One POST. Returns (content, wait, why): content on success; else the wait the server
@@ -171,7 +173,7 @@ class ChatEndpointGenerator:
         except (urllib.error.URLError, http.client.HTTPException, ConnectionError, socket.timeout, TimeoutError,
                 OSError) as e:
             reason = getattr(e, "reason", None) or e
-            return None, None, f"{type(e).__name__}: {reason}"
+            return None, None, self._clean(f"{type(e).__name__}: {reason}")
         try:
             payload = json.loads(raw.decode())
             return payload["choices"][0]["message"]["content"] or "", None, ""

@@ -9,7 +9,10 @@ training resumes per layer. Every artefact is written atomically (temporary file
 stage: a stamped stage whose files were since truncated or deleted is rebuilt (resuming what is
 intact), never trusted. CLI::
 
-    python -m qscope_utils.mini.build --profile smoke [--force]
+    python -m qscope_utils.mini.build --profile smoke [--force] [--set train_steps=8 --set zoo_steps=[4,8] ...]
+
+``--set FIELD=VALUE`` replaces one MiniScopeConfig field (VALUE is JSON; lists become tuples), e.g. for
+a quicker build in tests; the stage hashes see the change, so such a build never passes for the profile's.
 """
 from __future__ import annotations
 
@@ -187,15 +190,31 @@ def _run_stage(prof: Profile, st: str, h: str, force: bool, user, progress: bool
     raise ValueError(st)
 
 
+def _with_overrides(scope: MiniScopeConfig, sets: list[str]) -> MiniScopeConfig:
+    """``scope`` with ``FIELD=JSON`` assignments applied (lists become tuples); unknown fields are refused."""
+    known = set(asdict(scope))
+    changes = {}
+    for item in sets:
+        field, sep, value = item.partition("=")
+        if not sep or field not in known:
+            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(known))}")
+        v = json.loads(value)
+        changes[field] = tuple(v) if isinstance(v, list) else v
+    return replace(scope, **changes)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="mini", choices=["mini", "smoke"])
     ap.add_argument("--force", action="store_true", help="rebuild every stage")
     ap.add_argument("--corpus-dir", default=None, help="user text directory instead of Debian packages")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="replace a MiniScopeConfig field (JSON value), e.g. --set train_steps=8")
     a = ap.parse_args(argv)
     t = time.time()
-    rep = build_scope(a.profile, force=a.force, corpus_dir=a.corpus_dir, threads=a.threads)
+    scope = _with_overrides(get_profile(a.profile).scope, a.set) if a.set else None
+    rep = build_scope(a.profile, force=a.force, corpus_dir=a.corpus_dir, threads=a.threads, scope=scope)
     rep["total_seconds"] = time.time() - t
     print(json.dumps(rep, indent=1, default=str))
 

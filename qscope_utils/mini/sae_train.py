@@ -32,6 +32,7 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -45,7 +46,8 @@ from ..sae import SAE_KEYS, TopKSAE, save_layer_file
 from .pretrain import TokenData, _batch, cached_tokens, load_checkpoint, mixture_weights, tokenize_split
 from .tokenizer import load_tokenizer
 
-__all__ = ["NORM_RATIO", "AUXK_ALPHA", "collect_activations", "filter_activations", "train_sae",
+__all__ = ["NORM_RATIO", "AUXK_ALPHA", "collect_activations", "filter_activations", "train_sae", "update_dead",
+           "auxk_loss", "remove_radial_grad_", "step_loss", "StepLoss",
            "eval_sae", "train_all_layers", "register_mini_group", "sae_group_dir", "read_train_log", "layer_is_done"]
 
 NORM_RATIO = 10.0      # drop tokens with ||x|| > NORM_RATIO * median ||x|| (massive activations)
@@ -106,6 +108,66 @@ def _decode_topk(sae: TopKSAE, idx: torch.Tensor, vals: torch.Tensor, bias: bool
     return out + sae.b_dec if bias else out
 
 
+@torch.no_grad()
+def update_dead(since_fired: torch.Tensor, idx: torch.Tensor, vals: torch.Tensor, n_tokens: int,
+                dead_tokens: int) -> torch.Tensor:
+    """Advance the per-latent "tokens since last fired" counters (in place) by a batch of
+    ``n_tokens`` whose top-k slots are (idx, vals), and return the dead mask (d_sae,) bool:
+    latents that have not fired (value > 0) for at least ``dead_tokens`` tokens."""
+    since_fired += n_tokens
+    since_fired[idx[vals > 0]] = 0
+    return since_fired >= dead_tokens
+
+
+def auxk_loss(sae: TopKSAE, pre: torch.Tensor, dead: torch.Tensor, err: torch.Tensor, k_aux: int,
+              total_var: torch.Tensor) -> torch.Tensor:
+    """AuxK (Gao et al. 2024): reconstruct the residual error ``err`` (detached) from the top
+    ``min(k_aux, n_dead)`` DEAD latents of the ReLU'd pre-activations ``pre`` (N, d_sae), decoder
+    without bias; normalised by ``total_var`` like the main FVU term."""
+    ka = min(k_aux, int(dead.sum()))
+    aux_pre = pre.masked_fill(~dead, float("-inf"))
+    av, ai = aux_pre.topk(ka, dim=-1, sorted=False)
+    av = av.clamp_min(0)           # -inf (never: ka <= n_dead) and negatives -> 0
+    e_hat = _decode_topk(sae, ai, av, bias=False)
+    return (e_hat - err.detach()).pow(2).sum() / total_var
+
+
+class StepLoss(NamedTuple):
+    """One training step's loss and its parts (tensors keep the graph; n_dead is a count)."""
+    loss: torch.Tensor
+    fvu: torch.Tensor
+    aux: torch.Tensor
+    n_dead: int
+
+
+def step_loss(sae: TopKSAE, x: torch.Tensor, k: int, since_fired: torch.Tensor, dead_tokens: int,
+              k_aux: int) -> StepLoss:
+    """Loss of one batch x (N, d): FVU of the TopK reconstruction + AUXK_ALPHA x min(1, n_dead/k_aux)
+    x AuxK, after advancing the dead-latent counters ``since_fired`` (in place) with this batch."""
+    pre = F.relu(F.linear(x, sae.W_enc, sae.b_enc))
+    vals, idx = pre.topk(k, dim=-1, sorted=False)
+    x_hat = _decode_topk(sae, idx, vals)
+    err = x - x_hat
+    total_var = (x - x.mean(0)).pow(2).sum()
+    fvu = err.pow(2).sum() / total_var
+    dead = update_dead(since_fired, idx, vals, x.shape[0], dead_tokens)
+    n_dead = int(dead.sum())
+    loss = fvu
+    aux = torch.zeros(())
+    if n_dead > 0:
+        aux = auxk_loss(sae, pre, dead, err, k_aux, total_var)
+        loss = loss + AUXK_ALPHA * min(1.0, n_dead / k_aux) * aux
+    return StepLoss(loss, fvu, aux, n_dead)
+
+
+@torch.no_grad()
+def remove_radial_grad_(W: torch.Tensor) -> None:
+    """Drop the component of ``W.grad`` parallel to each (unit-norm) column of ``W`` (in place), so
+    that a step moves the decoder columns along the sphere (they are renormalised after it)."""
+    if W.grad is not None:
+        W.grad -= (W.grad * W).sum(0, keepdim=True) * W
+
+
 def train_sae(acts: torch.Tensor, d_sae: int, k: int, lr: float, batch_tokens: int, seed: int = 0,
               dead_tokens: int | None = None, log_every: int = 20, progress: bool = False) -> tuple[TopKSAE, dict]:
     """Train one TopK SAE on shuffled activations (N, d). Returns (sae, log)."""
@@ -127,34 +189,10 @@ def train_sae(acts: torch.Tensor, d_sae: int, k: int, lr: float, batch_tokens: i
         x = acts[step * batch_tokens:(step + 1) * batch_tokens]
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, steps, lr)
-        pre = F.relu(F.linear(x, sae.W_enc, sae.b_enc))
-        vals, idx = pre.topk(k, dim=-1, sorted=False)
-        x_hat = _decode_topk(sae, idx, vals)
-        err = x - x_hat
-        total_var = (x - x.mean(0)).pow(2).sum()
-        fvu = err.pow(2).sum() / total_var
-        with torch.no_grad():
-            since_fired += x.shape[0]
-            fired = idx[vals > 0]
-            since_fired[fired] = 0
-            dead = since_fired >= dead_tokens
-            n_dead = int(dead.sum())
-        loss = fvu
-        aux = torch.zeros(())
-        if n_dead > 0:
-            ka = min(k_aux, n_dead)
-            aux_pre = pre.masked_fill(~dead, float("-inf"))
-            av, ai = aux_pre.topk(ka, dim=-1, sorted=False)
-            av = av.clamp_min(0)           # -inf (never: ka <= n_dead) and negatives -> 0
-            e_hat = _decode_topk(sae, ai, av, bias=False)
-            aux = (e_hat - err.detach()).pow(2).sum() / total_var
-            loss = loss + AUXK_ALPHA * min(1.0, n_dead / k_aux) * aux
+        loss, fvu, aux, n_dead = step_loss(sae, x, k, since_fired, dead_tokens, k_aux)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        with torch.no_grad():        # keep decoder columns unit-norm: drop the radial gradient
-            W = sae.W_dec
-            if W.grad is not None:
-                W.grad -= (W.grad * W).sum(0, keepdim=True) * W
+        remove_radial_grad_(sae.W_dec)
         opt.step()
         sae.normalize_decoder_()
         if step % log_every == 0 or step == steps - 1:
