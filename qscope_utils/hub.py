@@ -1,6 +1,6 @@
 """The Hugging Face cache, offline: find a file or a repo snapshot, or fail with ONE line that
-gives the exact ``hf download`` command (huggingface_hub >= 1.0 installs the ``hf`` CLI, not
-``huggingface-cli``).
+gives the exact ``hf download`` command (the pinned huggingface_hub installs the ``hf`` CLI; its
+older name no longer exists).
 
 With ``HF_HUB_OFFLINE=1`` offline is certain: only the cache is consulted (no network attempt, no
 retries). Otherwise the hub is tried once through ``huggingface_hub`` and a failure is reported
