@@ -119,7 +119,8 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
     import torch
 
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as f:     # a file object: the zip's record prefix is then "archive", not
+            torch.save(obj, f)         # the (process-specific) temporary name, so equal data -> equal bytes
     return Path(path)
 
 

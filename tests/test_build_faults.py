@@ -136,3 +136,11 @@ def test_sae_layer_log_vouches_for_its_file(tmp_path):
     assert not layer_is_done(tmp_path, 0, "s1")
     (tmp_path / "layer0.log.json").write_text('{"stamp": "s1", "fi')   # a torn log is "not done", not a crash
     assert not layer_is_done(tmp_path, 0, "s1")
+
+
+def test_atomic_torch_save_bytes_do_not_depend_on_the_temporary_name(tmp_path):
+    from qscope_utils.atomic import atomic_torch_save
+
+    a = atomic_torch_save({"w": torch.arange(4.0)}, tmp_path / "a" / "layer0.sae.pt").read_bytes()
+    b = atomic_torch_save({"w": torch.arange(4.0)}, tmp_path / "b" / "layer0.sae.pt").read_bytes()
+    assert a == b and not list((tmp_path / "a").glob(".*tmp"))
