@@ -142,5 +142,5 @@ def test_atomic_torch_save_bytes_do_not_depend_on_the_temporary_name(tmp_path):
     from qscope_utils.atomic import atomic_torch_save
 
     a = atomic_torch_save({"w": torch.arange(4.0)}, tmp_path / "a" / "layer0.sae.pt").read_bytes()
-    b = atomic_torch_save({"w": torch.arange(4.0)}, tmp_path / "b" / "layer0.sae.pt").read_bytes()
+    b = atomic_torch_save({"w": torch.arange(4.0)}, tmp_path / "b" / "other_name.pt").read_bytes()
     assert a == b and not list((tmp_path / "a").glob(".*tmp"))
