@@ -112,8 +112,8 @@ def test_fault_rule_kills_before_or_after_the_rename(tmp_path):
     code = ("from qscope_utils.atomic import atomic_write_text as w; import sys; "
             "w(sys.argv[1] + '/a.txt', 'one'); w(sys.argv[1] + '/b.txt', 'two'); w(sys.argv[1] + '/a.txt', 'three')")
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    for rule, a, b in (("a.txt@2", "one", "two"), ("a.txt@2+", "three", "two"), ("b.txt", "one", None)):
-        d = tmp_path / rule.replace("@", "_").replace("+", "p")
+    for i, (rule, a, b) in enumerate((("a.txt@2", "one", "two"), ("a.txt@2+", "three", "two"), ("b.txt", "one", None))):
+        d = tmp_path / f"case{i}"
         d.mkdir()
         r = subprocess.run([sys.executable, "-c", code, str(d)], env={**env, "QSCOPE_FAULT_KILL": rule}, timeout=120)
         assert r.returncode == -signal.SIGKILL

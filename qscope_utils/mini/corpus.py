@@ -657,4 +657,10 @@ def load_corpus(profile: str | Profile = "mini", split: str | None = None, lang:
 
 def read_manifest(profile: str | Profile = "mini") -> dict:
     """The corpus manifest (per-source language, licence, packages, sizes)."""
-    return json.loads((corpus_dir(profile) / "manifest.json").read_text())
+    p = corpus_dir(profile) / "manifest.json"
+    try:
+        return json.loads(p.read_text())
+    except ValueError as e:
+        name = getattr(profile, "name", profile)
+        raise CorruptFileError(p, f"not valid JSON ({e})", f"delete {p.parent} and rebuild it with "
+                                                           f"`python -m qscope_utils.mini.build --profile {name}`") from None
