@@ -1,8 +1,13 @@
 """Batched sampling with a Hugging Face causal LM (KV cache on), seeded and reproducible."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
+
+from .atomic import CorruptFileError, safetensors_problem
+from .hub import hf_download_command, hub_offline, hub_snapshot, offline_missing
 
 __all__ = ["generate", "load_backbone"]
 
@@ -10,21 +15,43 @@ __all__ = ["generate", "load_backbone"]
 def load_backbone(path_or_id: str, device: str = "cpu", dtype: str = "float32"):
     """(model, tokenizer) from a hub id or local directory; eval mode, left padding for generation.
 
-    Offline without a cache gives an error naming the fix.
+    Bad caches give one clear error: a hub model missing offline names the ``hf download`` command
+    (no network retries under ``HF_HUB_OFFLINE=1``); a truncated or damaged weight shard raises
+    :class:`~qscope_utils.atomic.CorruptFileError` naming the shard and how to replace it.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    local = Path(path_or_id).is_dir()
+    if not local and hub_offline() and hub_snapshot(path_or_id) is None:
+        raise offline_missing(path_or_id, what="backbone")
+    _check_shards(path_or_id, local)
     try:
         tok = AutoTokenizer.from_pretrained(path_or_id)
         model = AutoModelForCausalLM.from_pretrained(path_or_id, dtype=getattr(torch, dtype))
     except OSError as e:
-        raise OSError(f"cannot load backbone {path_or_id!r}: {e}\nFix: for the mini/smoke profiles build the scope "
-                      f"first (notebook 00 or `python -m qscope_utils.mini.build --profile <name>`); for the paper "
-                      f"profile download the model once with network access (HF_HUB_OFFLINE unset).") from e
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        fix = (f"build the scope first (notebook 00 or `python -m qscope_utils.mini.build --profile <mini|smoke>`)"
+               if local or "/" not in path_or_id or Path(path_or_id).is_absolute()
+               else f"run `{hf_download_command(path_or_id)}` once with network access")
+        raise OSError(f"cannot load backbone {path_or_id!r}: {first}. Fix: {fix}") from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
     return model.to(device).eval(), tok
+
+
+def _check_shards(path_or_id: str, local: bool) -> None:
+    """Raise CorruptFileError for the first truncated/damaged ``*.safetensors`` shard of a local
+    checkpoint or of the cached hub snapshot (reads headers only)."""
+    root = Path(path_or_id) if local else hub_snapshot(path_or_id)
+    if root is None:
+        return
+    for shard in sorted(root.glob("*.safetensors")):
+        problem = safetensors_problem(shard)
+        if problem:
+            fix = (f"delete {root} and rebuild it (`python -m qscope_utils.mini.build --profile <mini|smoke>`)"
+                   if local else f"run `{hf_download_command(path_or_id, shard.name)} --force-download`")
+            raise CorruptFileError(shard, problem, fix)
 
 
 @torch.no_grad()

@@ -7,6 +7,11 @@ A layer file ``layer{n}.sae.pt`` is a plain dict of four float32 tensors::
 Encode: ``z = TopK_k(ReLU(x @ W_enc.T + b_enc))`` on the raw residual (no b_dec subtraction,
 no normalisation), in float32. Decode: ``x_hat = z @ W_dec.T + b_dec``. Feature i's direction is
 the column ``W_dec[:, i]``. k is not in the file: it comes from the group name.
+
+Bad input fails loudly: a truncated or corrupt layer file raises :class:`~qscope_utils.atomic.CorruptFileError`
+naming the file and the command that replaces it; a layer missing offline raises one line with the exact
+``hf download`` command; NaN or inf activations reaching ``encode`` raise :class:`NonFiniteActivationsError`
+naming the layer and the number of bad tokens (one ``isfinite`` reduction per call).
 """
 from __future__ import annotations
 
@@ -20,9 +25,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .atomic import CorruptFileError, atomic_torch_save
+from .hub import hf_download_command, hub_file
 from .registry import SAEGroup, get_group, layer_filename
 
-__all__ = ["TopKSAE", "SparseCodes", "save_layer_file", "load_layer_file", "SAELoader", "SAE_KEYS"]
+__all__ = ["TopKSAE", "SparseCodes", "save_layer_file", "load_layer_file", "SAELoader", "SAE_KEYS",
+           "NonFiniteActivationsError"]
+
+
+class NonFiniteActivationsError(FloatingPointError):
+    """NaN or inf in the activations given to an SAE (they would silently become NaN codes)."""
 
 SAE_KEYS = ("W_enc", "W_dec", "b_enc", "b_dec")
 
@@ -56,6 +68,7 @@ class TopKSAE(nn.Module):
         if not 0 < k <= d_sae:
             raise ValueError(f"k={k} must be in 1..d_sae={d_sae}")
         self.d_model, self.d_sae, self.k = d_model, d_sae, k
+        self.layer: int | None = None    # set by SAELoader; named in errors
         kw = {"dtype": dtype, "device": device}
         self.W_enc = nn.Parameter(torch.empty(d_sae, d_model, **kw))
         self.b_enc = nn.Parameter(torch.zeros(d_sae, **kw))
@@ -87,6 +100,14 @@ class TopKSAE(nn.Module):
                 f"activations have last dimension {x.shape[-1]} but this SAE expects d_model={self.d_model}: "
                 f"pair the SAE with its backbone (hidden_size {self.d_model}) and hook the residual stream"
             )
+        if not bool(torch.isfinite(x).all()):
+            bad = int((~torch.isfinite(x)).reshape(-1, x.shape[-1]).any(-1).sum())
+            n = x.numel() // x.shape[-1]
+            where = f"layer {self.layer}" if self.layer is not None else "this layer"
+            raise NonFiniteActivationsError(
+                f"activations reaching the SAE of {where} hold NaN or inf in {bad} of {n} tokens: the codes "
+                f"would be NaN. Fix: load the backbone in float32 or bfloat16 (float16 overflows in large "
+                f"residuals) and check the inputs and any steering or splicing hook upstream of this layer")
 
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
         """Pre-activations ``x @ W_enc.T + b_enc`` (..., d_sae) in the SAE dtype (no ReLU, no top-k)."""
@@ -160,16 +181,28 @@ def save_layer_file(sae: TopKSAE, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sd = {k: getattr(sae, k).detach().to("cpu", torch.float32).contiguous().clone() for k in SAE_KEYS}
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(sd, tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_torch_save(sd, path)
+
+
+LOCAL_FIX = ("delete it and rebuild the group (`python -m qscope_utils.mini.build --profile <mini|smoke>` "
+             "retrains only the missing layers), or copy an intact file over it")
 
 
 def load_layer_file(path: str | os.PathLike, k: int, expect: SAEGroup | None = None,
-                    device=None, dtype: torch.dtype = torch.float32) -> TopKSAE:
-    """Load one ``layer{n}.sae.pt`` (weights_only) and validate shapes against ``expect``."""
-    sd = torch.load(path, map_location="cpu", weights_only=True)
+                    device=None, dtype: torch.dtype = torch.float32, fix: str = LOCAL_FIX) -> TopKSAE:
+    """Load one ``layer{n}.sae.pt`` (weights_only) and validate shapes against ``expect``.
+
+    A file torch cannot read (truncated download, killed copy, not a torch file) raises
+    :class:`CorruptFileError` with ``fix`` (the loader passes the ``hf download --force-download``
+    command for hub files)."""
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:   # noqa: BLE001 - zip/pickle/EOF errors of a damaged file: one clear message
+        size = Path(path).stat().st_size if Path(path).exists() else 0
+        raise CorruptFileError(path, f"torch.load cannot read it ({size} bytes; {type(e).__name__}: "
+                                     f"{str(e).splitlines()[0][:120] if str(e) else 'no detail'})", fix) from None
     if not isinstance(sd, dict):
         raise TypeError(f"{path} holds a {type(sd).__name__}, expected a dict of tensors")
     _check_keys(sd, where=str(path))
@@ -223,7 +256,7 @@ class SAELoader:
                 raise FileNotFoundError(f"missing layer file {p}: the group directory must hold "
                                         f"layer0.sae.pt … layer{self.n_layers - 1}.sae.pt")
             return p
-        return _hub_download(self.group.repo_id, name, self.revision)
+        return hub_file(self.group.repo_id, name, self.revision)
 
     def __getitem__(self, layer: int) -> TopKSAE:
         if layer in self._cache:
@@ -231,8 +264,11 @@ class SAELoader:
             return self._cache[layer]
         path = self.path(layer)
         t0 = time.perf_counter()
-        sae = load_layer_file(path, k=self.k, expect=self.group, device=self.device, dtype=self.dtype)
+        fix = LOCAL_FIX if self.source != "hub" else (
+            f"run `{hf_download_command(self.group.repo_id, layer_filename(layer), self.revision)} --force-download`")
+        sae = load_layer_file(path, k=self.k, expect=self.group, device=self.device, dtype=self.dtype, fix=fix)
         sae.requires_grad_(False)
+        sae.layer = layer
         self.load_seconds[layer] = time.perf_counter() - t0
         self._cache[layer] = sae
         while len(self._cache) > self.cache_size:
@@ -245,17 +281,3 @@ class SAELoader:
     def __iter__(self):
         return (self[n] for n in range(self.n_layers))
 
-
-def _hub_download(repo_id: str, filename: str, revision: str | None) -> Path:
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    try:
-        return Path(hf_hub_download(repo_id, filename, revision=revision))
-    except LocalEntryNotFoundError as e:
-        raise FileNotFoundError(
-            f"{repo_id}/{filename} is not in the Hugging Face cache and the hub cannot be reached "
-            f"(HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}). Fix: run once with network access "
-            f"(`huggingface-cli download {repo_id} {filename}`), or point the profile's sae_source at a local "
-            f"directory holding the layer files."
-        ) from e

@@ -8,22 +8,21 @@ strength and a short description; ``generate(req)`` returns ``req.n`` candidate 
 * :class:`LocalGenerator`: the profile's own model. Prompt = the examples as a few-shot prefix; with a
   feature and alpha != 0 the generation is steered with ``h <- h + alpha * W_dec[:, f]`` at the SAE
   layer (shared :func:`qscope_utils.steering.steer`, every position and decode step).
-* :class:`ChatEndpointGenerator`: an OpenAI-compatible ``/v1/chat/completions`` endpoint over HTTP
-  (urllib only) given a base URL, key and model (the report used GPT-4 / GPT-3.5). It cannot steer:
-  the feature enters only through the examples and the description.
+* :class:`ChatEndpointGenerator` (:mod:`qscope_utils.endpoint`): an OpenAI-compatible
+  ``/v1/chat/completions`` endpoint over HTTP given a base URL, key and model (the report used GPT-4 /
+  GPT-3.5), with retries, a time budget and bounded concurrency. It cannot steer: the feature enters
+  only through the examples and the description.
 
 Verification: a candidate is kept only if, encoded by the plain (unsteered) model, its per-text max
 activation of the target feature is > eps. Candidates that copy the prompt (share of char 12-grams
-found in the examples > ``max_copy``) or are degenerate (mostly repeated n-grams) are rejected too.
+found in the examples > ``max_copy``), are degenerate (mostly repeated n-grams) or are refusals
+(:func:`qscope_utils.endpoint.is_refusal`, pattern configurable via ``refusal=``) are rejected too,
+before anything is encoded or counted as synthesised data.
 """
 from __future__ import annotations
 
-import json
-import os
 import random
-import time
-import urllib.error
-import urllib.request
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
@@ -31,9 +30,12 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
+from .endpoint import DEFAULT_INSTRUCTION, DEFAULT_SYSTEM, REFUSAL_PATTERN, ChatEndpointGenerator, is_refusal
+
 __all__ = ["GenRequest", "Generator", "LocalGenerator", "ChatEndpointGenerator", "few_shot_prompt", "copy_share",
            "is_degenerate", "verify", "SynthResult", "feature_synthesis", "random_synthesis", "natural_sampling",
-           "round_robin", "cut_tokens", "generate_many"]
+           "round_robin", "cut_tokens", "generate_many", "is_refusal", "REFUSAL_PATTERN", "DEFAULT_SYSTEM",
+           "DEFAULT_INSTRUCTION"]
 
 
 # ============================================================================ requests and generators
@@ -138,82 +140,6 @@ def generate_many(gen, reqs: Sequence[GenRequest]) -> list[list[str]]:
     return [gen.generate(q) for q in reqs]
 
 
-DEFAULT_SYSTEM = ("You help build a dataset for training a safety classifier. You write short, realistic user "
-                  "texts of the requested kind. Output only the text itself, no commentary.")
-DEFAULT_INSTRUCTION = ("Here are examples of texts that share one specific property{desc}:\n\n{examples}\n\n"
-                       "Write one new text, different from the examples, that clearly has the same property.")
-
-
-class ChatEndpointGenerator:
-    """OpenAI-compatible chat-completions client (``POST {base_url}/chat/completions``), urllib only.
-
-    base_url: e.g. ``https://api.openai.com/v1`` (a URL already ending in ``/chat/completions`` is used
-    as is); api_key: the bearer token (default: env ``api_key_env``); model: e.g. ``gpt-4``. One
-    request per candidate; retries on 429 / 5xx with exponential backoff.
-    """
-
-    name = "chat"
-    supports_steering = False
-
-    def __init__(self, base_url: str, model: str, api_key: str | None = None, api_key_env: str = "OPENAI_API_KEY",
-                 temperature: float = 1.0, max_tokens: int = 256, timeout: float = 60.0, max_retries: int = 3,
-                 system_prompt: str = DEFAULT_SYSTEM, instruction: str = DEFAULT_INSTRUCTION, backoff: float = 1.0):
-        if not base_url or not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url {base_url!r} must be an http(s) URL such as https://api.openai.com/v1")
-        url = base_url.rstrip("/")
-        self.url = url if url.endswith("/chat/completions") else url + "/chat/completions"
-        self.model = model
-        self.api_key = api_key if api_key is not None else os.environ.get(api_key_env)
-        self.temperature, self.max_tokens, self.timeout = temperature, max_tokens, timeout
-        self.max_retries, self.backoff = max_retries, backoff
-        self.system_prompt, self.instruction = system_prompt, instruction
-
-    def messages(self, req: GenRequest) -> list[dict]:
-        ex = "\n\n".join(f"Example {i + 1}:\n{e.strip()}" for i, e in enumerate(req.examples))
-        desc = f" ({req.description})" if req.description else ""
-        return [{"role": "system", "content": self.system_prompt},
-                {"role": "user", "content": self.instruction.format(desc=desc, examples=ex)}]
-
-    def complete(self, messages: list[dict], seed: int | None = None) -> str:
-        """One chat completion; returns ``choices[0].message.content``. Raises RuntimeError naming the fix."""
-        body = {"model": self.model, "messages": messages, "temperature": self.temperature,
-                "max_tokens": self.max_tokens}
-        if seed is not None:
-            body["seed"] = seed
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        data = json.dumps(body).encode()
-        for attempt in range(self.max_retries + 1):
-            req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as r:
-                    payload = json.loads(r.read().decode())
-                break
-            except urllib.error.HTTPError as e:
-                detail = e.read().decode(errors="replace")[:300]
-                if e.code in (429, 500, 502, 503, 504) and attempt < self.max_retries:
-                    time.sleep(self.backoff * 2 ** attempt)
-                    continue
-                fix = " Fix: check the API key (api_key= or $OPENAI_API_KEY)." if e.code in (401, 403) else ""
-                raise RuntimeError(f"chat endpoint {self.url} answered HTTP {e.code}: {detail}.{fix}") from e
-            except urllib.error.URLError as e:
-                if attempt < self.max_retries:
-                    time.sleep(self.backoff * 2 ** attempt)
-                    continue
-                raise RuntimeError(f"cannot reach chat endpoint {self.url}: {e.reason}. Fix: check base_url "
-                                   f"and the network (the mini profile never needs an endpoint)") from e
-        try:
-            return payload["choices"][0]["message"]["content"] or ""
-        except (KeyError, IndexError, TypeError) as e:
-            raise RuntimeError(f"chat endpoint {self.url} returned no choices[0].message.content: "
-                               f"{str(payload)[:300]}") from e
-
-    def generate(self, req: GenRequest) -> list[str]:
-        msgs = self.messages(req)
-        return [self.complete(msgs, seed=req.seed + i).strip() for i in range(req.n)]
-
-
 # ============================================================================ filters and verification
 
 def _grams(text: str, n: int) -> set[str]:
@@ -264,18 +190,24 @@ class SynthResult:
         return SynthResult(self.texts[:b], self.targets[:b], self.max_acts[:b], self.log, self.n_generated)
 
 
-def _filter(cands: list[str], examples: Sequence[str], max_copy: float) -> tuple[list[str], int, int]:
-    """Drop degenerate candidates and copies of the prompt; returns (kept, n_degenerate, n_copy)."""
-    out, n_deg, n_copy, seen = [], 0, 0, set()
+def _filter(cands: list[str], examples: Sequence[str], max_copy: float,
+            refusal: str | re.Pattern | None = REFUSAL_PATTERN) -> tuple[list[str], dict[str, int]]:
+    """Drop refusals, degenerate candidates and copies of the prompt (or of each other).
+
+    Returns (kept, counts) with counts {"refusal", "degenerate", "copy"} of the dropped ones."""
+    out, seen = [], set()
+    n = {"refusal": 0, "degenerate": 0, "copy": 0}
     for c in cands:
-        if is_degenerate(c):
-            n_deg += 1
+        if is_refusal(c, refusal):
+            n["refusal"] += 1
+        elif is_degenerate(c):
+            n["degenerate"] += 1
         elif copy_share(c, examples) > max_copy or c in seen:
-            n_copy += 1
+            n["copy"] += 1
         else:
             seen.add(c)
             out.append(c)
-    return out, n_deg, n_copy
+    return out, n
 
 
 def round_robin(per_feature: dict[int, list[int]], order: Sequence[int]) -> list[tuple[int, int]]:
@@ -294,14 +226,15 @@ def feature_synthesis(gen: Generator, encode: Callable[[list[str]], sp.csr_matri
                       n_candidates: int = 8, alphas: dict[int, Sequence[float]] | Sequence[float] = (0.0,),
                       n_rounds: int | None = None, descriptions: dict | None = None, eps: float = 0.0,
                       max_copy: float = 0.5, n_examples: int = 2, seed: int = 0,
-                      progress: bool = True) -> SynthResult:
+                      progress: bool = True, refusal: str | re.Pattern | None = REFUSAL_PATTERN) -> SynthResult:
     """Feature-driven synthesis for the missing targets, with representation-level verification.
 
     For round r = 0, 1, ... ``n_rounds - 1`` and each missing feature f still below ``per_feature`` kept
     examples (None: ceil(budget / |missing|)), ask ``gen`` for ``n_candidates`` texts prompted with
     ``n_examples`` of f's top-activating ``contexts`` and steered with alpha = ``alphas[f][r mod len]``
     (a list shared by all features, or one per feature), filter copies and degenerate texts, encode the
-    survivors with ``encode`` (texts -> CSR max activations) and keep those that fire f. A feature that
+    survivors with ``encode`` (texts -> CSR max activations) and keep those that fire f (refusals,
+    matched by ``refusal``, never count: None disables that filter). A feature that
     fired nothing during a whole cycle of its alphas is given up. Stops when the rounds run out or
     ``budget`` examples are kept; kept examples are ordered round-robin over features (see
     :func:`round_robin`) and cut to ``budget``. n_rounds defaults to one cycle of the longest schedule.
@@ -331,11 +264,11 @@ def feature_synthesis(gen: Generator, encode: Callable[[list[str]], sp.csr_matri
             reqs.append(GenRequest(ex, n_candidates, feature=f, alpha=float(sched[f][r % len(sched[f])]),
                                    description=(descriptions or {}).get(f, ""), seed=rng.randrange(2 ** 31)))
         outs = generate_many(gen, reqs)
-        filtered = [_filter(c, contexts[q.feature], max_copy) for q, c in zip(reqs, outs)]
-        flat = [t for ok, _, _ in filtered for t in ok]
+        filtered = [_filter(c, contexts[q.feature], max_copy, refusal) for q, c in zip(reqs, outs)]
+        flat = [t for ok, _ in filtered for t in ok]
         M_all = encode(flat) if flat else None
         start = 0
-        for q, cands, (ok, n_deg, n_copy) in zip(reqs, outs, filtered):
+        for q, cands, (ok, dropped) in zip(reqs, outs, filtered):
             f = q.feature
             M = M_all[start:start + len(ok)] if ok else None
             start += len(ok)
@@ -345,8 +278,8 @@ def feature_synthesis(gen: Generator, encode: Callable[[list[str]], sp.csr_matri
             for i in np.nonzero(fire)[0]:
                 if len(kept[f]) < per_feature:
                     kept[f].append((ok[i], M[i]))
-            log.append({"feature": f, "round": r, "alpha": q.alpha, "generated": len(cands),
-                        "degenerate": n_deg, "copy": n_copy, "fired": int(fire.sum()), "kept_total": len(kept[f])})
+            log.append({"feature": f, "round": r, "alpha": q.alpha, "generated": len(cands), **dropped,
+                        "fired": int(fire.sum()), "kept_total": len(kept[f])})
     bar.close()
     order = round_robin({f: list(range(len(v))) for f, v in kept.items()}, missing)[:budget]
     texts = [kept[f][j][0] for f, j in order]
@@ -357,9 +290,10 @@ def feature_synthesis(gen: Generator, encode: Callable[[list[str]], sp.csr_matri
 
 def random_synthesis(gen: Generator, encode: Callable[[list[str]], sp.csr_matrix], seed_texts: Sequence[str],
                      budget: int, n_candidates: int = 8, n_examples: int = 2, max_copy: float = 0.5, seed: int = 0,
-                     max_calls: int | None = None, requests_per_call: int = 8, progress: bool = True) -> SynthResult:
+                     max_calls: int | None = None, requests_per_call: int = 8, progress: bool = True,
+                     refusal: str | re.Pattern | None = REFUSAL_PATTERN) -> SynthResult:
     """Random safety-themed synthesis: the same generator prompted with random unsafe seed texts, no
-    feature targeting, no steering, no verification (copy / degenerate filters only) until ``budget``
+    feature targeting, no steering, no verification (refusal / copy / degenerate filters only) until ``budget``
     texts are kept or ``max_calls`` prompts were used (``requests_per_call`` prompts per batch)."""
     if not seed_texts:
         raise ValueError("random synthesis needs unsafe seed texts")
@@ -374,7 +308,7 @@ def random_synthesis(gen: Generator, encode: Callable[[list[str]], sp.csr_matrix
         calls += n_req
         for q, cands in zip(reqs, generate_many(gen, reqs)):
             n_gen += len(cands)
-            ok, _, _ = _filter(cands, q.examples, max_copy)
+            ok, _ = _filter(cands, q.examples, max_copy, refusal)
             ok = [c for c in ok if c not in texts][: budget - len(texts)]
             texts += ok
             bar.update(len(ok))

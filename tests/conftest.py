@@ -3,6 +3,7 @@ fixture SAE repos laid out like the real hub repos (same file names, same dict k
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,54 @@ SENTENCES = [
     "The quick brown fox jumps over the lazy dog.", "Sparse autoencoders find features in residual streams.",
     "床前明月光，疑是地上霜。", "Привет, как дела?", "Bonjour tout le monde.", "1 + 2 = 3", "def f(x): return x",
 ] * 4
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def results_outside_the_repo(tmp_path_factory):
+    """Every test writes notebook outputs under a session temporary directory, never into results/
+    (unless QSCOPE_RESULTS is set already); a test that needs its own directory monkeypatches it."""
+    with pytest.MonkeyPatch.context() as mp:
+        if not os.environ.get("QSCOPE_RESULTS"):
+            mp.setenv("QSCOPE_RESULTS", str(tmp_path_factory.mktemp("results")))
+        yield
+
+
+def _tree_state() -> str | None:
+    """``git status --porcelain`` (ignored files excluded) plus size and mtime of each listed path,
+    so that a further change to an already modified file shows too; None outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    lines = []
+    for line in out.stdout.splitlines():
+        p = ROOT / line[3:].split(" -> ")[-1].strip('"')
+        st = p.stat() if p.exists() else None
+        lines.append(f"{line} {st.st_size if st else '-'} {st.st_mtime_ns if st else '-'}")
+    return "\n".join(lines)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tree_stays_clean(results_outside_the_repo):
+    """The suite must leave the checkout as it found it (tests write to temporary directories only).
+    Fails at session end listing what changed. QSCOPE_SKIP_CLEAN_CHECK=1 turns it off (e.g. while
+    editing files during a run)."""
+    before = None if os.environ.get("QSCOPE_SKIP_CLEAN_CHECK") else _tree_state()
+    yield
+    if before is None:
+        return
+    after = _tree_state()
+    if after != before:
+        old, new = set(before.splitlines()), set((after or "").splitlines())
+        changed = sorted(new - old) + [f"(was) {x}" for x in sorted(old - new)]
+        pytest.fail("the test suite changed the git checkout (tests must write to temporary directories):\n  "
+                    + "\n  ".join(changed[:40]), pytrace=False)
 
 
 @pytest.fixture(scope="session")

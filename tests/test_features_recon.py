@@ -107,3 +107,50 @@ def test_evaluate_layer_reports_delta_loss_and_splice_is_removed(tiny_model):
     assert r2.ce_clean == pytest.approx(r.ce_clean)  # the splice hook did not leak
     with pytest.raises(ValueError, match="hidden size"):
         evaluate_layer(model, TopKSAE(64, 1024, 8), batches, 1)
+
+
+def _identity_sae(d: int = 32) -> TopKSAE:
+    """W_enc = [I; -I], W_dec = [I, -I], k = d: ReLU(x) - ReLU(-x) = x, an exact reconstruction."""
+    eye = torch.eye(d)
+    sd = {"W_enc": torch.cat([eye, -eye]), "W_dec": torch.cat([eye, -eye], 1), "b_enc": torch.zeros(2 * d),
+          "b_dec": torch.zeros(d)}
+    return TopKSAE.from_state_dict(sd, k=d).requires_grad_(False)
+
+
+def test_spliced_delta_loss_known_answers(tiny_model):
+    """An exact SAE gives delta loss 0; the all-zero SAE gives the loss of zeroing layer 1's output at
+    positions 1.. (position 0, the sink, is left alone), computed here by hand."""
+    import torch.nn.functional as F
+
+    from qscope_utils.hooks import decoder_layers
+
+    model, _ = tiny_model
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 300, (3, 9), generator=g)
+    am = torch.ones_like(ids)
+    batches = [{"input_ids": ids, "attention_mask": am}]
+    r = evaluate_layer(model, _identity_sae(), batches, 1)
+    assert r.fvu < 1e-10 and r.delta_loss == pytest.approx(0.0, abs=1e-6)
+
+    def ce(hook=None):
+        h = decoder_layers(model)[1].register_forward_hook(hook) if hook else None
+        try:
+            with torch.no_grad():
+                logits = model(input_ids=ids, attention_mask=am).logits
+        finally:
+            if h:
+                h.remove()
+        return float(F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1)))
+
+    def zero_after_sink(_m, _i, out):
+        hid = (out[0] if isinstance(out, tuple) else out).clone()
+        hid[:, 1:] = 0
+        return (hid,) + tuple(out[1:]) if isinstance(out, tuple) else hid
+
+    zero = TopKSAE.from_state_dict({"W_enc": torch.zeros(64, 32), "W_dec": torch.zeros(32, 64),
+                                    "b_enc": torch.zeros(64), "b_dec": torch.zeros(32)}, k=4)
+    r = evaluate_layer(model, zero, batches, 1)
+    clean, ablated = ce(), ce(zero_after_sink)
+    assert r.ce_clean == pytest.approx(clean, rel=1e-5)
+    assert r.ce_spliced == pytest.approx(ablated, rel=1e-5)
+    assert r.delta_loss == pytest.approx(ablated - clean, rel=1e-4) and abs(ablated - clean) > 1e-3

@@ -242,17 +242,21 @@ def test_last_token_feature_sets_match_dense_and_truncate_left(tiny_model):
     texts = SENTENCES[:7] + ["a b c d e f g h i j k l m n o p q r s t u v w x y z " * 3]
     F = rd.last_token_feature_sets(model, tok, {1: sae}, texts, batch_size=3, max_length=16, progress=False)[1]
     assert F.shape == (len(texts), 1024) and F.dtype == bool
+    union_differs = 0
     for i, t in enumerate(texts):
         ids = tok([t], return_tensors="pt")["input_ids"][:, -16:]      # left truncation keeps the last token
-        h = capture_residuals(model, ids, torch.ones_like(ids), [1])[1][0, -1]
-        want = set(torch.nonzero(sae.encode(h[None])[0] > 0).ravel().tolist())
+        h = capture_residuals(model, ids, torch.ones_like(ids), [1])[1][0]
+        codes = sae.encode(h)                                            # (T, d_sae), by hand per text
+        want = set(torch.nonzero(codes[-1] > 0).ravel().tolist())
         assert set(F[i].indices.tolist()) == want
-    # same sets as the shared streaming reducer (which encodes every token) on untruncated texts
-    from qscope_utils.features import last_token_features
-
-    ref = last_token_features(model, tok, {1: sae}, texts[:7], batch_size=4, progress=False)[1]
-    mine = rd.last_token_feature_sets(model, tok, {1: sae}, texts[:7], batch_size=2, progress=False)[1]
-    assert (ref != mine).nnz == 0
+        union_differs += want != set(torch.nonzero(codes[1:].amax(0) > 0).ravel().tolist())
+    assert union_differs >= len(texts) // 2     # the last-token set is not the all-token footprint
+    # batched with right/left padding, untruncated: still the hand-computed last-token sets
+    F2 = rd.last_token_feature_sets(model, tok, {1: sae}, texts[:7], batch_size=2, progress=False)[1]
+    for i, t in enumerate(texts[:7]):
+        ids = tok([t], return_tensors="pt")["input_ids"]
+        h = capture_residuals(model, ids, torch.ones_like(ids), [1])[1][0, -1]
+        assert set(F2[i].indices.tolist()) == set(torch.nonzero(sae.encode(h[None])[0] > 0).ravel().tolist())
 
 
 # ----------------------------------------------------------------------------- notebook

@@ -10,13 +10,36 @@ from qscope_utils.sae import SAELoader, TopKSAE, load_layer_file, save_layer_fil
 from conftest import TINY_GROUP, make_sae_state, write_group
 
 
+# SPEC §1, the release's table: repo id, backbone to pair with, d_model, d_sae, k, layers
+SPEC_GROUPS = [
+    ("Qwen/SAE-Res-Qwen3-1.7B-Base-W32K-L0_50", "Qwen/Qwen3-1.7B-Base", 2048, 32768, 50, 28),
+    ("Qwen/SAE-Res-Qwen3-1.7B-Base-W32K-L0_100", "Qwen/Qwen3-1.7B-Base", 2048, 32768, 100, 28),
+    ("Qwen/SAE-Res-Qwen3-8B-Base-W64K-L0_50", "Qwen/Qwen3-8B-Base", 4096, 65536, 50, 36),
+    ("Qwen/SAE-Res-Qwen3-8B-Base-W64K-L0_100", "Qwen/Qwen3-8B-Base", 4096, 65536, 100, 36),
+    ("Qwen/SAE-Res-Qwen3.5-2B-Base-W32K-L0_50", "Qwen/Qwen3.5-2B-Base", 2048, 32768, 50, 24),
+    ("Qwen/SAE-Res-Qwen3.5-2B-Base-W32K-L0_100", "Qwen/Qwen3.5-2B-Base", 2048, 32768, 100, 24),
+    ("Qwen/SAE-Res-Qwen3.5-9B-Base-W64K-L0_50", "Qwen/Qwen3.5-9B-Base", 4096, 65536, 50, 32),
+    ("Qwen/SAE-Res-Qwen3.5-9B-Base-W64K-L0_100", "Qwen/Qwen3.5-9B-Base", 4096, 65536, 100, 32),
+    ("Qwen/SAE-Res-Qwen3.5-27B-W80K-L0_50", "Qwen/Qwen3.5-27B", 5120, 81920, 50, 64),
+    ("Qwen/SAE-Res-Qwen3.5-27B-W80K-L0_100", "Qwen/Qwen3.5-27B", 5120, 81920, 100, 64),
+    ("Qwen/SAE-Res-Qwen3-30B-A3B-Base-W32K-L0_50", "Qwen/Qwen3-30B-A3B-Base", 2048, 32768, 50, 48),
+    ("Qwen/SAE-Res-Qwen3-30B-A3B-Base-W128K-L0_100", "Qwen/Qwen3-30B-A3B-Base", 2048, 131072, 100, 48),
+    ("Qwen/SAE-Res-Qwen3.5-35B-A3B-Base-W32K-L0_50", "Qwen/Qwen3.5-35B-A3B-Base", 2048, 32768, 50, 40),
+    ("Qwen/SAE-Res-Qwen3.5-35B-A3B-Base-W128K-L0_100", "Qwen/Qwen3.5-35B-A3B-Base", 2048, 131072, 100, 40),
+]
+
+
 def test_registry_has_the_14_groups_of_the_spec():
-    official = [g for g in REGISTRY.values() if g.repo_id.startswith("Qwen/") and "Tiny" not in g.repo_id]
-    assert len(official) == 14
-    g = get_group("Qwen/SAE-Res-Qwen3-8B-Base-W64K-L0_50")
-    assert (g.backbone, g.d_model, g.d_sae, g.k, g.n_layers) == ("Qwen/Qwen3-8B-Base", 4096, 65536, 50, 36)
-    assert get_group("Qwen/SAE-Res-Qwen3.5-27B-W80K-L0_100").backbone == "Qwen/Qwen3.5-27B"
-    moe = [g for g in official if g.moe]
+    # (other tests register fixture groups with other backbones in the same session)
+    official = {g.repo_id: g for g in REGISTRY.values() if g.repo_id.startswith("Qwen/")
+                and g.backbone.startswith("Qwen/Qwen3")}
+    assert sorted(official) == sorted(row[0] for row in SPEC_GROUPS)
+    for repo, backbone, d_model, d_sae, k, n_layers in SPEC_GROUPS:
+        g = get_group(repo)
+        assert (g.backbone, g.d_model, g.d_sae, g.k, g.n_layers) == (backbone, d_model, d_sae, k, n_layers), repo
+        assert g.moe == ("-A3B-" in repo), repo
+        assert parse_repo_name(repo)["d_sae"] == d_sae and parse_repo_name(repo)["k"] == k, repo
+    moe = [g for g in official.values() if g.moe]
     assert sorted((g.d_sae, g.k) for g in moe) == [(32768, 50)] * 2 + [(131072, 100)] * 2
 
 
@@ -53,8 +76,9 @@ def test_offline_without_cache_names_the_fix(hub_cache, monkeypatch):
     from qscope_utils.registry import SAEGroup, register
 
     register(SAEGroup("Qwen/SAE-Res-Absent-Base-W1K-L0_8", "x", 32, 1024, 8, 2))
-    with pytest.raises(FileNotFoundError, match="not in the Hugging Face cache"):
+    with pytest.raises(FileNotFoundError, match="not in the Hugging Face cache") as ei:
         SAELoader("Qwen/SAE-Res-Absent-Base-W1K-L0_8")[0]
+    assert "`hf download Qwen/SAE-Res-Absent-Base-W1K-L0_8 layer0.sae.pt`" in str(ei.value)
 
 
 def test_local_loader_missing_layer_and_bad_shapes(tmp_path, tiny_group):

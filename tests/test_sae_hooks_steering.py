@@ -194,3 +194,45 @@ def test_pad_ids_left_and_right():
     assert ids.tolist() == [[5, 6, 7], [8, 0, 0]] and am.tolist() == [[1, 1, 1], [1, 0, 0]]
     ids, am = pad_ids([[5, 6, 7], [8]], pad=9, left=True)
     assert ids.tolist() == [[5, 6, 7], [9, 9, 8]] and am.tolist() == [[1, 1, 1], [0, 0, 1]]
+
+
+def test_relu_before_topk_with_fewer_positive_pre_activations_than_k():
+    """Only 3 latents can be positive for any token, k = 8: exactly 3 nonzero codes, never 8 with
+    negative values (TopK without the ReLU), and the reconstruction uses those 3 only."""
+    d, n, k = 32, 1024, 8
+    sd = make_sae_state(d, n, seed=5)
+    live = [3, 17, 400]
+    sd["b_enc"] = torch.full((n,), -100.0)
+    sd["b_enc"][live] = 100.0              # |W_enc x| < 100 for these inputs: the sign is the bias's
+    sae = TopKSAE.from_state_dict(sd, k=k)
+    x = torch.randn(6, d)
+    pre = x @ sd["W_enc"].T + sd["b_enc"]
+    assert ((pre > 0).sum(-1) == 3).all()
+    z = sae.encode(x)
+    assert ((z != 0).sum(-1) == 3).all() and (z >= 0).all()
+    assert torch.allclose(z[:, live], pre[:, live], atol=1e-4)
+    codes = sae.encode_sparse(x)
+    assert (codes.active().sum(-1) == 3).all() and (codes.values >= 0).all()
+    want = pre[:, live] @ sd["W_dec"][:, live].T + sd["b_dec"]
+    assert torch.allclose(sae(x), want, atol=1e-3)
+
+
+def test_steering_changes_the_layer_output_by_exactly_alpha_times_the_column(tiny_model):
+    """The OUTPUT of decoder layer n moves by alpha * W_dec[:, i] at every position; layer n-1 is
+    untouched. (A pre-hook on layer n's input, or a hook on layer n-1, fails this.)"""
+    model, _ = tiny_model
+    sae = _sae()
+    ids = torch.randint(0, 300, (2, 7))
+    am = torch.ones_like(ids)
+    base = capture_residuals(model, ids, am, [0, 1, 2])
+    alpha, f = 7.5, 11
+    with steer(model, {1: feature_vector(sae, f, alpha)}):
+        hs = capture_residuals(model, ids, am, [0, 1, 2])
+    want = (alpha * sae.W_dec[:, f]).expand(2, 7, 32)
+    assert torch.equal(hs[0], base[0])
+    assert torch.allclose(hs[1] - base[1], want, atol=1e-5)
+    assert not torch.allclose(hs[2] - base[2], want, atol=1e-2)   # downstream the change is transformed
+    with steer(model, {1: feature_vector(sae, [f, 20], [2.0, -3.0])}):
+        hs = capture_residuals(model, ids, am, [1])
+    two = (2.0 * sae.W_dec[:, f] - 3.0 * sae.W_dec[:, 20]).expand(2, 7, 32)
+    assert torch.allclose(hs[1] - base[1], two, atol=1e-5)

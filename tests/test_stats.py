@@ -38,3 +38,17 @@ def test_bootstrap_stat_on_paired_arrays():
     assert est == lo == hi == 1.0
     with pytest.raises(ValueError):
         bootstrap_stat(np.mean, np.array([]))
+
+
+def test_cluster_bootstrap_resamples_prompts_not_cells():
+    """20 prompts x 10 samples, all samples of a prompt equal (10 prompts at 1, 10 at 0). Resampling
+    prompts, the mean follows Binomial(20, 1/2) / 20, whose central 95% is [0.30, 0.70] (width
+    0.40); resampling the 200 cells independently would give a width near 0.14."""
+    v = np.repeat(np.array([1.0] * 10 + [0.0] * 10)[:, None], 10, axis=1)
+    est, lo, hi = cluster_bootstrap(v, n_boot=4000, seed=0)
+    assert est == 0.5
+    assert 0.35 <= hi - lo <= 0.45 and lo == pytest.approx(0.3, abs=0.05) and hi == pytest.approx(0.7, abs=0.05)
+    cells = cluster_bootstrap(v.reshape(-1), n_boot=4000, seed=0)      # one value per "cluster": the iid case
+    assert cells[2] - cells[1] < 0.2
+    d, lo, hi = paired_diff_bootstrap(np.zeros_like(v), v, n_boot=4000, seed=0)
+    assert d == 0.5 and 0.35 <= hi - lo <= 0.45

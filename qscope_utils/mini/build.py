@@ -4,9 +4,15 @@ Each stage writes a stamp file holding a hash of the config fields it depends on
 the hash of the stage before it; a stage whose stamp matches is skipped, so changing ``sae_k``
 rebuilds only the SAEs, changing ``vocab_size`` rebuilds tokenizer, model and SAEs, and so on.
 An interrupted pretraining resumes from its last zoo checkpoint (optimizer state included); SAE
-training resumes per layer. CLI::
+training resumes per layer. Every artefact is written atomically (temporary file, then rename;
+:mod:`qscope_utils.atomic`) and each stamp is written last, listing the size of every file of its
+stage: a stamped stage whose files were since truncated or deleted is rebuilt (resuming what is
+intact), never trusted. CLI::
 
-    python -m qscope_utils.mini.build --profile smoke [--force]
+    python -m qscope_utils.mini.build --profile smoke [--force] [--set train_steps=8 --set zoo_steps=[4,8] ...]
+
+``--set FIELD=VALUE`` replaces one MiniScopeConfig field (VALUE is JSON; lists become tuples), e.g. for
+a quicker build in tests; the stage hashes see the change, so such a build never passes for the profile's.
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_dir, atomic_write_json
 from ..profiles import MiniScopeConfig, Profile, _built, get_profile
 from . import corpus as _corpus
 
@@ -67,16 +74,37 @@ def _stamp_path(prof: Profile, stage: str) -> Path:
     return base / ".stamp.json"
 
 
+def _stage_files(stamp: Path) -> dict[str, int]:
+    """{relative path: bytes} of the files a stage produced (its stamp's directory, without the
+    stamp, resume states and temporaries)."""
+    root = stamp.parent
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root)
+        if p.is_file() and p != stamp and "_resume" not in rel.parts and not any(x.endswith(".tmp") for x in rel.parts):
+            out[rel.as_posix()] = p.stat().st_size
+    return out
+
+
 def _stamp_ok(prof: Profile, stage: str, h: str) -> bool:
+    """The stage's stamp carries hash ``h`` and every file it lists still has its recorded size
+    (stamps of older builds list no files: only the hash is checked)."""
     p = _stamp_path(prof, stage)
-    return p.exists() and json.loads(p.read_text()).get("hash") == h
+    try:
+        st = json.loads(p.read_text())
+    except (OSError, ValueError):     # missing, or damaged by hand: the stage is rebuilt
+        return False
+    if st.get("hash") != h:
+        return False
+    root = p.parent
+    return all((root / rel).is_file() and (root / rel).stat().st_size == n for rel, n in st.get("files", {}).items())
 
 
 def _write_stamp(prof: Profile, stage: str, h: str, info: dict) -> None:
     p = _stamp_path(prof, stage)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps({"stage": stage, "hash": h, "fields": {f: getattr(prof.scope, f) for f in STAGE_FIELDS[stage]},
-                             "finished": time.strftime("%Y-%m-%d %H:%M:%S"), **info}, indent=1, default=list))
+    atomic_write_json(p, {"stage": stage, "hash": h, "fields": {f: getattr(prof.scope, f) for f in STAGE_FIELDS[stage]},
+                          "finished": time.strftime("%Y-%m-%d %H:%M:%S"), **info, "files": _stage_files(p)},
+                      default=list)
 
 
 def build_scope(profile_name: str | Profile = "mini", force: bool = False, scope: MiniScopeConfig | None = None,
@@ -135,19 +163,18 @@ def _run_stage(prof: Profile, st: str, h: str, force: bool, user, progress: bool
     if st == "tokenizer":
         from .tokenizer import train_tokenizer
 
-        tok_dir = prof.data_dir / "tokenizer"
-        shutil.rmtree(tok_dir, ignore_errors=True)
         docs = _corpus.load_corpus(prof, split="train")
-        tok = train_tokenizer((d.text for d in docs), scope.vocab_size, tok_dir)
+        with atomic_dir(prof.data_dir / "tokenizer") as tmp:
+            tok = train_tokenizer((d.text for d in docs), scope.vocab_size, tmp)
         return {"vocab_size": len(tok)}
     if st == "pretrain":
-        from .pretrain import pretrain
+        from .pretrain import load_resume, pretrain
 
         models = prof.data_dir / "models"
         res = models / "_resume"
         keep_resume = False
-        if res.exists() and not force:     # resume only a run of the same config
-            keep_resume = any(torch.load(p, weights_only=False).get("config_hash") == h for p in res.glob("*.pt"))
+        if res.exists() and not force:     # resume only a run of the same config (damaged states are dropped)
+            keep_resume = any(load_resume(p, h) is not None for p in sorted(res.glob("*.pt")))
         if not keep_resume:
             shutil.rmtree(models, ignore_errors=True)
         summary = pretrain(scope, prof, prof.data_dir / "tokenizer", models, config_hash=h, progress=progress)
@@ -163,15 +190,31 @@ def _run_stage(prof: Profile, st: str, h: str, force: bool, user, progress: bool
     raise ValueError(st)
 
 
+def _with_overrides(scope: MiniScopeConfig, sets: list[str]) -> MiniScopeConfig:
+    """``scope`` with ``FIELD=JSON`` assignments applied (lists become tuples); unknown fields are refused."""
+    known = set(asdict(scope))
+    changes = {}
+    for item in sets:
+        field, sep, value = item.partition("=")
+        if not sep or field not in known:
+            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(known))}")
+        v = json.loads(value)
+        changes[field] = tuple(v) if isinstance(v, list) else v
+    return replace(scope, **changes)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="mini", choices=["mini", "smoke"])
     ap.add_argument("--force", action="store_true", help="rebuild every stage")
     ap.add_argument("--corpus-dir", default=None, help="user text directory instead of Debian packages")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="replace a MiniScopeConfig field (JSON value), e.g. --set train_steps=8")
     a = ap.parse_args(argv)
     t = time.time()
-    rep = build_scope(a.profile, force=a.force, corpus_dir=a.corpus_dir, threads=a.threads)
+    scope = _with_overrides(get_profile(a.profile).scope, a.set) if a.set else None
+    rep = build_scope(a.profile, force=a.force, corpus_dir=a.corpus_dir, threads=a.threads, scope=scope)
     rep["total_seconds"] = time.time() - t
     print(json.dumps(rep, indent=1, default=str))
 

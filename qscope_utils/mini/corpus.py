@@ -45,6 +45,7 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..atomic import CorruptFileError, atomic_dir
 from ..paths import data_dir
 from ..profiles import MiniScopeConfig, Profile, get_profile
 from . import tasks
@@ -349,16 +350,12 @@ def fetch_package(pkg: str) -> tuple[Path, str]:
     deb = found[-1]
     if shutil.which("dpkg-deb") is None:
         raise CorpusSourceError(_fix_msg(pkg, "dpkg-deb is not available to unpack " + deb.name))
-    tmp = root.with_name(root.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    r = _run(["dpkg-deb", "-x", str(deb), str(tmp)])
-    if r.returncode != 0:
-        raise CorpusSourceError(_fix_msg(pkg, f"dpkg-deb -x {deb.name} failed: {r.stderr.strip()}"))
-    v = _run(["dpkg-deb", "-f", str(deb), "Version"]).stdout.strip() or deb.name.split("_")[1]
-    (tmp / ".unpacked.json").write_text(json.dumps({"package": pkg, "version": v, "deb": deb.name}))
-    shutil.rmtree(root, ignore_errors=True)
-    tmp.rename(root)
+    with atomic_dir(root) as tmp:
+        r = _run(["dpkg-deb", "-x", str(deb), str(tmp)])
+        if r.returncode != 0:
+            raise CorpusSourceError(_fix_msg(pkg, f"dpkg-deb -x {deb.name} failed: {r.stderr.strip()}"))
+        v = _run(["dpkg-deb", "-f", str(deb), "Version"]).stdout.strip() or deb.name.split("_")[1]
+        (tmp / ".unpacked.json").write_text(json.dumps({"package": pkg, "version": v, "deb": deb.name}))
     return root, v
 
 
@@ -620,27 +617,29 @@ def build_corpus(profile: str | Profile = "mini", corpus_dir_override: str | os.
         else:
             raise ValueError(f"unknown source kind {spec.kind!r}")
 
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    with open(tmp / "docs.jsonl", "w", encoding="utf-8") as f:
-        for d in docs:
-            f.write(json.dumps(dataclasses.asdict(d), ensure_ascii=False) + "\n")
-    (tmp / "manifest.json").write_text(json.dumps(
-        {"profile": name, "max_chars_per_source": cap, "seed": seed, "heldout_pct": HELDOUT_PCT,
-         "user_corpus_dir": str(user) if user else None, "sources": manifest}, indent=1, ensure_ascii=False))
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+    with atomic_dir(out_dir) as tmp:        # a killed build leaves the old corpus or none, never half of one
+        with open(tmp / "docs.jsonl", "w", encoding="utf-8") as f:
+            for d in docs:
+                f.write(json.dumps(dataclasses.asdict(d), ensure_ascii=False) + "\n")
+        (tmp / "manifest.json").write_text(json.dumps(
+            {"profile": name, "max_chars_per_source": cap, "seed": seed, "heldout_pct": HELDOUT_PCT,
+             "user_corpus_dir": str(user) if user else None, "sources": manifest}, indent=1, ensure_ascii=False))
     _load_all.cache_clear()
     return out_dir
 
 
 @functools.lru_cache(maxsize=4)
-def _load_all(path: str, mtime: float) -> tuple[Doc, ...]:
+def _load_all(path: str, mtime: float, profile_name: str = "mini") -> tuple[Doc, ...]:
     out = []
     with open(path, encoding="utf-8") as f:
-        for line in f:
-            out.append(Doc(**json.loads(line)))
+        for i, line in enumerate(f, 1):
+            try:
+                out.append(Doc(**json.loads(line)))
+            except (ValueError, TypeError) as e:     # truncated or edited line: name the file and the fix
+                raise CorruptFileError(
+                    path, f"line {i} is not a corpus document ({type(e).__name__}: {str(e)[:80]})",
+                    f"delete {Path(path).parent} and rebuild it with "
+                    f"`python -m qscope_utils.mini.build --profile {profile_name}`") from None
     return tuple(out)
 
 
@@ -651,14 +650,20 @@ def load_corpus(profile: str | Profile = "mini", split: str | None = None, lang:
     if not p.exists():
         raise FileNotFoundError(f"no corpus at {p}: build it with qscope_utils.mini.build_corpus("
                                 f"{getattr(profile, 'name', profile)!r}) or build_scope(...)")
-    return [d for d in _load_all(str(p), p.stat().st_mtime)
+    return [d for d in _load_all(str(p), p.stat().st_mtime, getattr(profile, "name", profile))
             if (split is None or d.split == split) and (lang is None or d.lang == lang)
             and (source is None or d.source == source) and (label is None or d.label == label)]
 
 
 def read_manifest(profile: str | Profile = "mini") -> dict:
     """The corpus manifest (per-source language, licence, packages, sizes)."""
-    return json.loads((corpus_dir(profile) / "manifest.json").read_text())
+    p = corpus_dir(profile) / "manifest.json"
+    try:
+        return json.loads(p.read_text())
+    except ValueError as e:
+        name = getattr(profile, "name", profile)
+        raise CorruptFileError(p, f"not valid JSON ({e})", f"delete {p.parent} and rebuild it with "
+                                                           f"`python -m qscope_utils.mini.build --profile {name}`") from None
 
 
 # What each notebook reads from a built corpus (data/README.md repeats this table for users of

@@ -19,7 +19,10 @@ how in-house checkpoint families usually look (a shared trunk, then mixture chan
 
 Resume: at every zoo step the run also writes ``models/_resume/<mixture>.pt`` (optimizer state,
 step, config hash); an interrupted run restarts from the last one. The data order is a pure
-function of (seed, mixture, step), so a resumed run sees the same batches.
+function of (seed, mixture, step), so a resumed run sees the same batches and ends bit-identical.
+Every file is written atomically (:mod:`qscope_utils.atomic`); a resume state, branch checkpoint,
+token cache or zoo checkpoint that is truncated or unreadable is treated as absent and rebuilt
+(a mixture whose saved zoo checkpoints are damaged is retrained from its start).
 """
 from __future__ import annotations
 
@@ -35,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
+from ..atomic import (atomic_dir, atomic_savez, atomic_torch_save, atomic_write_json, atomic_write_text,
+                      safetensors_problem)
 from ..hooks import pad_ids
 from ..profiles import MiniScopeConfig
 from .corpus import Doc, load_corpus
@@ -42,7 +47,7 @@ from .progress import ProgressLine
 from .tokenizer import load_tokenizer
 
 __all__ = ["qwen3_config", "mixture_weights", "TokenData", "tokenize_split", "pretrain", "zoo_plan",
-           "eval_perplexity", "load_checkpoint", "read_zoo"]
+           "eval_perplexity", "load_checkpoint", "read_zoo", "load_resume", "zoo_checkpoint_ok", "cached_tokens"]
 
 LANG_TEMPERATURE = 0.3
 HEAVY_MULT = 4.0
@@ -75,12 +80,13 @@ class TokenData:
         return int(sum(len(v) for v in self.ids.values()))
 
     def save(self, path: Path) -> None:
+        """Write ``path`` (.npz) and its ``.json`` sidecar, each atomically (the sidecar last)."""
         arrs = {}
         for s in self.ids:
             arrs[f"ids/{s}"] = self.ids[s]
             arrs[f"starts/{s}"] = self.starts[s]
-        np.savez(path, **arrs)
-        path.with_suffix(".json").write_text(json.dumps({"lang": self.lang, "chars": self.chars}))
+        atomic_savez(path, **arrs)
+        atomic_write_json(path.with_suffix(".json"), {"lang": self.lang, "chars": self.chars}, indent=None)
 
     @classmethod
     def load(cls, path: Path) -> "TokenData":
@@ -89,6 +95,23 @@ class TokenData:
         ids = {k[4:]: z[k] for k in z.files if k.startswith("ids/")}
         starts = {k[7:]: z[k] for k in z.files if k.startswith("starts/")}
         return cls(ids, starts, meta["lang"], meta["chars"])
+
+
+def cached_tokens(path: Path, make) -> TokenData:
+    """``TokenData.load(path)``, or ``make()`` saved to ``path`` when it is missing or unreadable
+    (a truncated .npz from an interrupted older build is rebuilt, not crashed on)."""
+    if path.exists():
+        try:
+            data = TokenData.load(path)
+            for v in data.ids.values():     # np.load is lazy: reading every array detects truncation
+                v.sum()
+            return data
+        except Exception:   # noqa: BLE001 - any unreadable cache is rebuilt
+            pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = make()
+    data.save(path)
+    return data
 
 
 def tokenize_split(docs: list[Doc], tok) -> TokenData:
@@ -171,13 +194,34 @@ def zoo_plan(scope: MiniScopeConfig) -> list[dict]:
 
 
 def _save_ckpt(model, tok, path: Path, info: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
-    tok.save_pretrained(str(tmp))
-    (tmp / "zoo_info.json").write_text(json.dumps(info, indent=1))
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
+    with atomic_dir(path) as tmp:
+        model.save_pretrained(str(tmp))
+        tok.save_pretrained(str(tmp))
+        (tmp / "zoo_info.json").write_text(json.dumps(info, indent=1))
+
+
+def zoo_checkpoint_ok(path: Path) -> bool:
+    """A saved checkpoint directory is complete: zoo_info.json readable, config present and every
+    safetensors shard whole (its header's tensors fit the file exactly)."""
+    try:
+        json.loads((path / "zoo_info.json").read_text())
+        shards = sorted(path.glob("*.safetensors"))
+        return (path / "config.json").is_file() and bool(shards) and not any(safetensors_problem(p) for p in shards)
+    except (OSError, ValueError):
+        return False
+
+
+def load_resume(path: Path, config_hash: str) -> dict | None:
+    """A resume state (model, optimizer, step, config_hash) of this config, or None when the file is
+    missing, of another config, or unreadable (truncated by a kill: it is deleted, to be rebuilt)."""
+    if not path.exists():
+        return None
+    try:
+        st = torch.load(path, weights_only=False)
+    except Exception:   # noqa: BLE001 - truncated zip, bad pickle ...: a damaged state is discarded
+        path.unlink(missing_ok=True)
+        return None
+    return st if isinstance(st, dict) and st.get("config_hash") == config_hash else None
 
 
 def _run(model, opt, data, weights, scope, mix_idx, start, stop, save_steps, on_save, progress, desc, log):
@@ -216,13 +260,11 @@ def pretrain(scope: MiniScopeConfig, corpus_profile, tok_dir: Path, models_dir: 
     zoo_dir, res_dir = models_dir / "zoo", models_dir / "_resume"
     zoo_dir.mkdir(exist_ok=True)
     res_dir.mkdir(exist_ok=True)
-    data_path = models_dir / "_data" / "train_tokens.npz"
-    if data_path.exists():
-        data = TokenData.load(data_path)
-    else:
-        data_path.parent.mkdir(exist_ok=True)
-        data = tokenize_split(load_corpus(corpus_profile, split="train"), tok)
-        data.save(data_path)
+    data = cached_tokens(models_dir / "_data" / "train_tokens.npz",
+                         lambda: tokenize_split(load_corpus(corpus_profile, split="train"), tok))
+    # the held-out tokens (SAE evaluation) belong to this stage too: written before its stamp
+    cached_tokens(models_dir / "_data" / "heldout_tokens.npz",
+                  lambda: tokenize_split(load_corpus(corpus_profile, split="heldout"), tok))
     cfg = qwen3_config(scope, len(tok), tok.bos_token_id, tok.eos_token_id)
     plan = zoo_plan(scope)
     log: list[dict] = []
@@ -236,19 +278,12 @@ def pretrain(scope: MiniScopeConfig, corpus_profile, tok_dir: Path, models_dir: 
         return torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": nodecay, "weight_decay": 0.0}],
                                  lr=scope.lr, betas=(0.9, 0.95), eps=1e-8)
 
-    def resume_state(mixture):
-        p = res_dir / f"{mixture}.pt"
-        if p.exists():
-            st = torch.load(p, weights_only=False)
-            if st.get("config_hash") == config_hash:
-                return st
-        return None
-
+    states = _valid_resume_states(plan, mixes, scope, res_dir, zoo_dir, config_hash)
     for mi, mix in enumerate(mixes):
         weights = mixture_weights(data, mix)
         my_steps = [e["step"] for e in plan if e["mixture"] == mix]
         start = 0 if mix == "balanced" else scope.branch_step
-        st = resume_state(mix)
+        st = states[mix]
         model = Qwen3ForCausalLM(cfg)
         opt = new_opt(model)
         if st is not None:
@@ -256,9 +291,11 @@ def pretrain(scope: MiniScopeConfig, corpus_profile, tok_dir: Path, models_dir: 
             opt.load_state_dict(st["optimizer"])
             start = st["step"]
         elif mix != "balanced":
-            br = torch.load(res_dir / f"balanced-step{scope.branch_step}.pt", weights_only=False)
+            br = load_resume(res_dir / f"balanced-step{scope.branch_step}.pt", config_hash)
             model.load_state_dict(br["model"])
             opt.load_state_dict(br["optimizer"])
+        del st
+        states[mix] = None
         stop = scope.train_steps
         if start >= stop:
             continue
@@ -271,9 +308,8 @@ def pretrain(scope: MiniScopeConfig, corpus_profile, tok_dir: Path, models_dir: 
                 info = dict(entry, tokens_seen=step * tokens_per_step, path=f"zoo/{entry['name']}")
                 _save_ckpt(model, tok, zoo_dir / entry["name"], info)
             if mix == "balanced" and step == scope.branch_step and len(mixes) > 1:
-                torch.save(state, res_dir / f"balanced-step{step}.pt")
-            torch.save(state, res_dir / f"{mix}.pt.tmp")
-            (res_dir / f"{mix}.pt.tmp").replace(res_dir / f"{mix}.pt")
+                atomic_torch_save(state, res_dir / f"balanced-step{step}.pt")
+            atomic_torch_save(state, res_dir / f"{mix}.pt")     # last: it vouches for the saves above
 
         save_steps = set(my_steps) | {stop}
         if mix == "balanced" and len(mixes) > 1:
@@ -284,24 +320,24 @@ def pretrain(scope: MiniScopeConfig, corpus_profile, tok_dir: Path, models_dir: 
 
     # main checkpoint = balanced final
     final = zoo_dir / f"balanced-step{scope.train_steps}"
-    if not final.exists():   # train_steps not in zoo_steps: the resume file holds it
-        st = torch.load(res_dir / "balanced.pt", weights_only=False)
+    if not zoo_checkpoint_ok(final):   # train_steps not in zoo_steps: the resume file holds it
+        st = load_resume(res_dir / "balanced.pt", config_hash)
         model = Qwen3ForCausalLM(cfg)
         model.load_state_dict(st["model"])
         _save_ckpt(model, tok, final, {"name": final.name, "mixture": "balanced", "step": scope.train_steps,
                                        "tokens_seen": scope.train_steps * tokens_per_step})
     main = models_dir / "main"
-    shutil.rmtree(main, ignore_errors=True)
-    shutil.copytree(final, main)
+    with atomic_dir(main) as tmp:
+        shutil.copytree(final, tmp, dirs_exist_ok=True)
     zoo = [json.loads((zoo_dir / e["name"] / "zoo_info.json").read_text()) for e in plan
            if (zoo_dir / e["name"]).exists()]
-    (models_dir / "zoo.json").write_text(json.dumps(zoo, indent=1))
+    atomic_write_json(models_dir / "zoo.json", zoo)
 
     t = time.time()
     if progress:
         print("[pretrain] held-out perplexity of the main checkpoint, per source and language ...", flush=True)
     ppl = eval_perplexity(main, corpus_profile, scope)
-    ppl.to_csv(models_dir / "perplexity.csv", index=False)
+    atomic_write_text(models_dir / "perplexity.csv", ppl.to_csv(index=False))
     timings["perplexity_eval"] = time.time() - t
     n_params = sum(p.numel() for p in load_checkpoint(main).parameters())
     tps = [r["tokens_per_s"] for r in log if r["step"] > 20]
@@ -310,10 +346,29 @@ def pretrain(scope: MiniScopeConfig, corpus_profile, tok_dir: Path, models_dir: 
                "tokens_per_s": float(np.median(tps)) if tps else None,
                "final_loss": {m: next((r["loss"] for r in reversed(log) if r["mixture"] == m), None) for m in mixes},
                "mixture_weights": {m: mixture_weights(data, m) for m in mixes}}
-    (models_dir / "pretrain.json").write_text(json.dumps(summary, indent=1))
+    atomic_write_json(models_dir / "pretrain.json", summary)
     if log:
-        pd.DataFrame(log).to_csv(models_dir / "train_log.csv", index=False)
+        atomic_write_text(models_dir / "train_log.csv", pd.DataFrame(log).to_csv(index=False))
     return summary
+
+
+def _valid_resume_states(plan: list[dict], mixes: list[str], scope: MiniScopeConfig, res_dir: Path,
+                         zoo_dir: Path, config_hash: str) -> dict[str, dict | None]:
+    """Resume state per mixture, dropping any that cannot be trusted: unreadable, or vouching for a
+    zoo checkpoint (step <= its step) that is missing or damaged. A branch mixture that must restart
+    needs the branch checkpoint; if that is damaged too, the balanced run restarts from step 0."""
+    states = {m: load_resume(res_dir / f"{m}.pt", config_hash) for m in mixes}
+    for m, st in states.items():
+        if st is not None and not all(zoo_checkpoint_ok(zoo_dir / e["name"]) for e in plan
+                                      if e["mixture"] == m and e["step"] <= st["step"]):
+            states[m] = None
+    branch = res_dir / f"balanced-step{scope.branch_step}.pt"
+    needs_branch = any(states[m] is None for m in mixes if m != "balanced")
+    if needs_branch and load_resume(branch, config_hash) is None:
+        bal = states.get("balanced")
+        if bal is not None and bal["step"] >= scope.branch_step:
+            states["balanced"] = None
+    return states
 
 
 @torch.no_grad()

@@ -22,8 +22,9 @@ Training (§2.2; Gao et al. 2024, EleutherAI sparsify):
 
 Outputs in ``data/<profile>/sae/<group>/``: ``layer{n}.sae.pt`` (the 4 float32 tensors, nothing
 else), ``layer{n}.log.json`` (curve, FVU, dead fraction, tokens/s, stamp) and ``train_log.json``
-(all layers). Training resumes per layer: a layer whose file and log carry the current stamp is
-not retrained.
+(all layers). Training resumes per layer: a layer whose log carries the current stamp and the
+size and SHA-256 of its layer file (the log is written after the file, both atomically) is not
+retrained; a missing, truncated or altered layer file is.
 """
 from __future__ import annotations
 
@@ -31,21 +32,24 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..atomic import atomic_write_json, file_digest
 from ..hooks import capture_residuals
 from ..profiles import MiniScopeConfig, Profile, get_profile, mini_group_name
 from ..registry import SAEGroup, register
 from ..sae import SAE_KEYS, TopKSAE, save_layer_file
-from .pretrain import TokenData, _batch, load_checkpoint, mixture_weights, tokenize_split
+from .pretrain import TokenData, _batch, cached_tokens, load_checkpoint, mixture_weights, tokenize_split
 from .progress import ProgressLine
 from .tokenizer import load_tokenizer
 
-__all__ = ["NORM_RATIO", "AUXK_ALPHA", "collect_activations", "filter_activations", "train_sae",
-           "eval_sae", "train_all_layers", "register_mini_group", "sae_group_dir", "read_train_log"]
+__all__ = ["NORM_RATIO", "AUXK_ALPHA", "collect_activations", "filter_activations", "train_sae", "update_dead",
+           "auxk_loss", "remove_radial_grad_", "step_loss", "StepLoss",
+           "eval_sae", "train_all_layers", "register_mini_group", "sae_group_dir", "read_train_log", "layer_is_done"]
 
 NORM_RATIO = 10.0      # drop tokens with ||x|| > NORM_RATIO * median ||x|| (massive activations)
 AUXK_ALPHA = 1 / 32
@@ -105,6 +109,66 @@ def _decode_topk(sae: TopKSAE, idx: torch.Tensor, vals: torch.Tensor, bias: bool
     return out + sae.b_dec if bias else out
 
 
+@torch.no_grad()
+def update_dead(since_fired: torch.Tensor, idx: torch.Tensor, vals: torch.Tensor, n_tokens: int,
+                dead_tokens: int) -> torch.Tensor:
+    """Advance the per-latent "tokens since last fired" counters (in place) by a batch of
+    ``n_tokens`` whose top-k slots are (idx, vals), and return the dead mask (d_sae,) bool:
+    latents that have not fired (value > 0) for at least ``dead_tokens`` tokens."""
+    since_fired += n_tokens
+    since_fired[idx[vals > 0]] = 0
+    return since_fired >= dead_tokens
+
+
+def auxk_loss(sae: TopKSAE, pre: torch.Tensor, dead: torch.Tensor, err: torch.Tensor, k_aux: int,
+              total_var: torch.Tensor) -> torch.Tensor:
+    """AuxK (Gao et al. 2024): reconstruct the residual error ``err`` (detached) from the top
+    ``min(k_aux, n_dead)`` DEAD latents of the ReLU'd pre-activations ``pre`` (N, d_sae), decoder
+    without bias; normalised by ``total_var`` like the main FVU term."""
+    ka = min(k_aux, int(dead.sum()))
+    aux_pre = pre.masked_fill(~dead, float("-inf"))
+    av, ai = aux_pre.topk(ka, dim=-1, sorted=False)
+    av = av.clamp_min(0)           # -inf (never: ka <= n_dead) and negatives -> 0
+    e_hat = _decode_topk(sae, ai, av, bias=False)
+    return (e_hat - err.detach()).pow(2).sum() / total_var
+
+
+class StepLoss(NamedTuple):
+    """One training step's loss and its parts (tensors keep the graph; n_dead is a count)."""
+    loss: torch.Tensor
+    fvu: torch.Tensor
+    aux: torch.Tensor
+    n_dead: int
+
+
+def step_loss(sae: TopKSAE, x: torch.Tensor, k: int, since_fired: torch.Tensor, dead_tokens: int,
+              k_aux: int) -> StepLoss:
+    """Loss of one batch x (N, d): FVU of the TopK reconstruction + AUXK_ALPHA x min(1, n_dead/k_aux)
+    x AuxK, after advancing the dead-latent counters ``since_fired`` (in place) with this batch."""
+    pre = F.relu(F.linear(x, sae.W_enc, sae.b_enc))
+    vals, idx = pre.topk(k, dim=-1, sorted=False)
+    x_hat = _decode_topk(sae, idx, vals)
+    err = x - x_hat
+    total_var = (x - x.mean(0)).pow(2).sum()
+    fvu = err.pow(2).sum() / total_var
+    dead = update_dead(since_fired, idx, vals, x.shape[0], dead_tokens)
+    n_dead = int(dead.sum())
+    loss = fvu
+    aux = torch.zeros(())
+    if n_dead > 0:
+        aux = auxk_loss(sae, pre, dead, err, k_aux, total_var)
+        loss = loss + AUXK_ALPHA * min(1.0, n_dead / k_aux) * aux
+    return StepLoss(loss, fvu, aux, n_dead)
+
+
+@torch.no_grad()
+def remove_radial_grad_(W: torch.Tensor) -> None:
+    """Drop the component of ``W.grad`` parallel to each (unit-norm) column of ``W`` (in place), so
+    that a step moves the decoder columns along the sphere (they are renormalised after it)."""
+    if W.grad is not None:
+        W.grad -= (W.grad * W).sum(0, keepdim=True) * W
+
+
 def train_sae(acts: torch.Tensor, d_sae: int, k: int, lr: float, batch_tokens: int, seed: int = 0,
               dead_tokens: int | None = None, log_every: int = 20, progress: bool = False) -> tuple[TopKSAE, dict]:
     """Train one TopK SAE on shuffled activations (N, d). Returns (sae, log)."""
@@ -126,34 +190,10 @@ def train_sae(acts: torch.Tensor, d_sae: int, k: int, lr: float, batch_tokens: i
         x = acts[step * batch_tokens:(step + 1) * batch_tokens]
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, steps, lr)
-        pre = F.relu(F.linear(x, sae.W_enc, sae.b_enc))
-        vals, idx = pre.topk(k, dim=-1, sorted=False)
-        x_hat = _decode_topk(sae, idx, vals)
-        err = x - x_hat
-        total_var = (x - x.mean(0)).pow(2).sum()
-        fvu = err.pow(2).sum() / total_var
-        with torch.no_grad():
-            since_fired += x.shape[0]
-            fired = idx[vals > 0]
-            since_fired[fired] = 0
-            dead = since_fired >= dead_tokens
-            n_dead = int(dead.sum())
-        loss = fvu
-        aux = torch.zeros(())
-        if n_dead > 0:
-            ka = min(k_aux, n_dead)
-            aux_pre = pre.masked_fill(~dead, float("-inf"))
-            av, ai = aux_pre.topk(ka, dim=-1, sorted=False)
-            av = av.clamp_min(0)           # -inf (never: ka <= n_dead) and negatives -> 0
-            e_hat = _decode_topk(sae, ai, av, bias=False)
-            aux = (e_hat - err.detach()).pow(2).sum() / total_var
-            loss = loss + AUXK_ALPHA * min(1.0, n_dead / k_aux) * aux
+        loss, fvu, aux, n_dead = step_loss(sae, x, k, since_fired, dead_tokens, k_aux)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        with torch.no_grad():        # keep decoder columns unit-norm: drop the radial gradient
-            W = sae.W_dec
-            if W.grad is not None:
-                W.grad -= (W.grad * W).sum(0, keepdim=True) * W
+        remove_radial_grad_(sae.W_dec)
         opt.step()
         sae.normalize_decoder_()
         if step % log_every == 0 or step == steps - 1:
@@ -199,14 +239,13 @@ def train_all_layers(profile: Profile, stamp: str = "", progress: bool = True) -
     model = load_checkpoint(profile.backbone)
     tok = load_tokenizer(profile.backbone)
     models_dir = Path(profile.backbone).parent
-    train_data = TokenData.load(models_dir / "_data" / "train_tokens.npz")
-    held_path = models_dir / "_data" / "heldout_tokens.npz"
-    if held_path.exists():
-        held_data = TokenData.load(held_path)
-    else:
-        from .corpus import load_corpus
-        held_data = tokenize_split(load_corpus(profile, split="heldout"), tok)
-        held_data.save(held_path)
+    from .corpus import load_corpus
+
+    train_data = cached_tokens(models_dir / "_data" / "train_tokens.npz",
+                               lambda: tokenize_split(load_corpus(profile, split="train"), tok))
+    # written by the pretrain stage; builds from before that change make it here
+    held_data = cached_tokens(models_dir / "_data" / "heldout_tokens.npz",
+                              lambda: tokenize_split(load_corpus(profile, split="heldout"), tok))
     d, d_sae, k = scope.hidden_size, scope.sae_expansion * scope.hidden_size, scope.sae_k
     T = scope.seq_len
     # enough sequences that ~sae_train_tokens survive the position-0 and norm filters
@@ -215,8 +254,7 @@ def train_all_layers(profile: Profile, stamp: str = "", progress: bool = True) -
     eval_seqs = _seqs_from(held_data, n_eval_seqs, T, scope.seed, salt=1)
 
     def layer_done(l):
-        lp, fp = out / f"layer{l}.log.json", out / f"layer{l}.sae.pt"
-        return lp.exists() and fp.exists() and json.loads(lp.read_text()).get("stamp") == stamp
+        return layer_is_done(out, l, stamp)
 
     todo = [l for l in range(scope.n_layers) if not layer_done(l)]
     per_layer_bytes = n_train_seqs * T * d * 4
@@ -240,11 +278,11 @@ def train_all_layers(profile: Profile, stamp: str = "", progress: bool = True) -
             sae, log = train_sae(x, d_sae, k, scope.sae_lr, scope.sae_batch_tokens, seed=scope.seed + l,
                                  progress=f"sae layer {l}" if progress else False)
             del x
-            save_layer_file(sae, out / f"layer{l}.sae.pt")
+            fp = save_layer_file(sae, out / f"layer{l}.sae.pt")
             ev_stats = eval_sae(sae, xe)
             log.update(layer=l, d_model=d, d_sae=d_sae, k=k, stamp=stamp, filter=fstats, eval_filter=estats,
-                       heldout=ev_stats, dead_frac=log["dead_frac_train"])
-            (out / f"layer{l}.log.json").write_text(json.dumps(log, indent=1))
+                       heldout=ev_stats, dead_frac=log["dead_frac_train"], file=file_digest(fp))
+            atomic_write_json(out / f"layer{l}.log.json", log)    # after the layer file: it vouches for it
             if progress:
                 print(f"[sae] layer {l}: heldout FVU {ev_stats['fvu']:.3f}  dead {log['dead_frac_train']:.3f}  "
                       f"never-fired(eval) {ev_stats['never_fired_frac_eval']:.3f}  {log['tokens_per_s']:.0f} tok/s")
@@ -252,9 +290,23 @@ def train_all_layers(profile: Profile, stamp: str = "", progress: bool = True) -
     summary.update(group=mini_group_name(scope), d_model=d, d_sae=d_sae, k=k, n_layers=scope.n_layers,
                    convention="z = TopK(ReLU(x @ W_enc.T + b_enc)); x_hat = z @ W_dec.T + b_dec",
                    keys=list(SAE_KEYS), **timings)
-    (out / "train_log.json").write_text(json.dumps(summary, indent=1))
+    atomic_write_json(out / "train_log.json", summary)
     register_mini_group(profile)
     return summary
+
+
+def layer_is_done(group_dir: Path, layer: int, stamp: str) -> bool:
+    """Layer ``layer`` of a group is trained for ``stamp``: its log is readable, carries the stamp,
+    and (logs from this version on) the layer file has the size and SHA-256 the log recorded."""
+    lp, fp = group_dir / f"layer{layer}.log.json", group_dir / f"layer{layer}.sae.pt"
+    try:
+        log = json.loads(lp.read_text())
+    except (OSError, ValueError):
+        return False
+    if log.get("stamp") != stamp or not fp.is_file():
+        return False
+    want = log.get("file")
+    return want is None or (fp.stat().st_size == want["bytes"] and file_digest(fp) == want)
 
 
 def read_train_log(group_dir: Path, with_curves: bool = True) -> dict:
