@@ -2,6 +2,10 @@
 
 Executed notebooks go to ``results/<profile>/notebooks/``; per-notebook wall times are merged
 into ``results/<profile>/timings.json``. ``python -m qscope_utils.runner --profile smoke``.
+
+Parameters reach every selected notebook as papermill's ``-y`` does: a YAML mapping, so lists stay
+lists (``-y 'layers: [18, 20]'``); ``-p NAME VALUE`` parses VALUE as YAML too. A notebook ignores
+(with a papermill warning) parameters its parameters cell does not name.
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from pathlib import Path
 
 from .paths import repo_root, results_dir
 
-__all__ = ["list_notebooks", "run_notebook", "run_all"]
+__all__ = ["list_notebooks", "run_notebook", "run_all", "parse_parameters"]
 
 
 def list_notebooks(only: list[str] | None = None) -> list[Path]:
@@ -64,8 +68,27 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--profile", default="mini", choices=["mini", "smoke", "paper"])
     ap.add_argument("--only", nargs="*", help="notebook prefixes to run, e.g. 00 01")
+    ap.add_argument("-y", "--parameters-yaml", action="append", default=[],
+                    help="YAML mapping of notebook parameters, e.g. -y 'layers: [18, 20]' (repeatable)")
+    ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                    help="one parameter; VALUE is parsed as YAML ('[18]' is a list)")
     args = ap.parse_args(argv)
-    run_all(args.profile, args.only)
+    run_all(args.profile, args.only, parse_parameters(args.parameters_yaml, args.parameter))
+
+
+def parse_parameters(yaml_texts: list[str], pairs: list[tuple[str, str]] = ()) -> dict:
+    """Merge ``-y`` YAML mappings and ``-p NAME VALUE`` pairs (later wins) into one dict."""
+    import yaml
+
+    out: dict = {}
+    for text in yaml_texts:
+        d = yaml.safe_load(text) or {}
+        if not isinstance(d, dict):
+            raise ValueError(f"-y {text!r} is not a YAML mapping; write it as 'name: value', e.g. -y 'layers: [18]'")
+        out.update(d)
+    for name, value in pairs:
+        out[name] = yaml.safe_load(value)
+    return out
 
 
 if __name__ == "__main__":
