@@ -13,7 +13,7 @@ from pathlib import Path
 from . import (ceval, chinese_text, cmmlu, evalplus, gpqa, gsm8k, hendrycks_math, include, mbpp, mgsm, mmlu,
                mmlu_pro, mmlu_redux, mmmlu, multipl_e, sasft_files, supergpqa, textdetox, theoremqa, user_benchmarks,
                wikitext, wildchat, wildjailbreak)
-from .base import DatasetSource, SchemaError, SourceNotAvailable
+from .base import DatasetSource, SchemaError, SourceNotAvailable, resolve_file
 from .fixture_hub import write_fixture_hub
 
 __all__ = ["SOURCES", "DatasetSource", "SchemaError", "SourceNotAvailable", "get_source", "source_for_repo",
@@ -59,12 +59,13 @@ def load_texts(dataset_id: str, column: str = "text", split: str | None = None, 
     """Up to ``n`` non-empty texts (seeded random subset) from a dataset.
 
     ``dataset_id``: a hub id with an adapter in :data:`SOURCES` (read through it, schema-checked), a
-    local file or directory (``.jsonl``/``.json``/``.csv``/``.tsv``/``.parquet``), or any other hub id
+    local file or directory (``.jsonl``/``.json``/``.csv``/``.tsv``/``.parquet``), a file of a hub dataset
+    repo as ``org/name:path/in/repo.jsonl`` (``hf_hub_download``, cached), or any other hub id
     (read with ``datasets.load_dataset``: online, or offline only from the datasets cache). A column
     holding a list of chat turns gives each conversation's first user turn.
     """
     src = source_for_repo(dataset_id, config)
-    p = Path(dataset_id)
+    p = resolve_file(dataset_id) if src is None else Path(dataset_id)
     if src is not None:
         ds = src.load(config, split)
     elif p.exists():

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 __all__ = ["DatasetSource", "SchemaError", "SourceNotAvailable", "type_name", "type_matches", "CONVERTED_PARQUET",
-           "MINI_SHARD"]
+           "MINI_SHARD", "resolve_file"]
 
 CONVERTED_PARQUET = "refs/convert/parquet"
 """The hub's auto-converted Parquet branch (``{config}/{split}/0000.parquet``): a branch, not a pinned commit."""
@@ -307,6 +307,21 @@ class DatasetSource:
                 "revision": self.revision, "configs": self.configs if len(self.configs) < 6 else
                 f"{len(self.configs)} configs" + (" (concatenated)" if self.concat_configs else ""),
                 "splits": self.splits, "columns": dict(self.columns), "format": self.file_format}
+
+
+def resolve_file(spec: str | Path) -> Path:
+    """A local path, or ``org/name:path/in/repo`` -> the cached file of that hub dataset repo."""
+    p = Path(spec)
+    if p.exists() or ":" not in str(spec):
+        return p
+    repo, _, fname = str(spec).partition(":")
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo, fname, repo_type="dataset"))
+    except Exception as e:
+        raise SourceNotAvailable(f"cannot fetch {fname!r} from dataset repo {repo!r}: {e}\nFix: run once online, "
+                                 f"or pass a local path") from e
 
 
 def _concat(parts: list, declared: list[str]):

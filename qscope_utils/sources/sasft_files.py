@@ -14,27 +14,12 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from .base import DatasetSource, SchemaError, SourceNotAvailable
+from .base import DatasetSource, SchemaError, SourceNotAvailable, resolve_file
 
 _TEXT = {"en": "The weather is nice today, so we will walk to the station.", "zh": "今天天气很好，我们走路去车站。",
          "ru": "Сегодня хорошая погода, поэтому мы пойдём на вокзал пешком.", "ko": "오늘은 날씨가 좋아서 역까지 걸어갑니다.",
          "fr": "Il fait beau aujourd'hui, nous irons à la gare à pied.", "de": "Heute ist schönes Wetter, wir gehen zu Fuß.",
          "es": "Hoy hace buen tiempo, iremos andando a la estación.", "ja": "今日は天気がいいので駅まで歩きます。"}
-
-
-def resolve_file(spec: str | Path) -> Path:
-    """A local path, or ``org/name:path/in/repo`` -> the cached file of that hub dataset repo."""
-    p = Path(spec)
-    if p.exists() or ":" not in str(spec):
-        return p
-    repo, _, fname = str(spec).partition(":")
-    from huggingface_hub import hf_hub_download
-
-    try:
-        return Path(hf_hub_download(repo, fname, repo_type="dataset"))
-    except Exception as e:
-        raise SourceNotAvailable(f"cannot fetch {fname!r} from dataset repo {repo!r}: {e}\nFix: run once online, "
-                                 f"or pass a local path") from e
 
 
 @dataclass(frozen=True)
