@@ -110,17 +110,22 @@ def load_wildjailbreak(config: str = "train", split: str = "train", text_column:
                        seed: int = 0) -> list[LabelledText]:
     """WildJailbreak (gated: accept the AI2 terms on the hub first) as labelled safety data.
 
-    train config: columns vanilla / adversarial / completion / data_type; adversarial is empty for
-    vanilla rows, so ``fallback_text_column`` fills it. eval config: adversarial / label (1 harmful) /
-    data_type. All column names are parameters (the hub files are TSV-like CSV).
+    Read through the :mod:`qscope_utils.sources.wildjailbreak` adapters (TSV, ``keep_default_na=False``,
+    columns checked on load). train config: vanilla / adversarial / completion / data_type; adversarial
+    is empty for vanilla rows, so ``fallback_text_column`` fills it. eval config: adversarial / label
+    (1 harmful) / data_type. Column names are parameters; ``dataset_id`` other than the adapter's repo
+    reads a copy with the same layout.
     """
-    import datasets
+    from dataclasses import replace as _replace
 
-    try:
-        ds = datasets.load_dataset(dataset_id, config, split=split, delimiter="\t", keep_default_na=False)
-    except Exception as e:
-        raise RuntimeError(f"cannot load {dataset_id} ({config}/{split}): {e}\nFix: accept the dataset's terms on "
-                           f"huggingface.co, `huggingface-cli login`, and run once with network access") from e
+    from .sources.wildjailbreak import SOURCES as WJB
+
+    src = next((s for s in WJB if config in s.configs), None)
+    if src is None:
+        raise ValueError(f"WildJailbreak has configs {[c for s in WJB for c in s.configs]}, not {config!r}")
+    if dataset_id != src.repo_id:
+        src = _replace(src, repo_id=dataset_id)
+    ds = src.load(config, split)
     if fallback_text_column and fallback_text_column in ds.column_names and text_column in ds.column_names:
         ds = ds.map(lambda r: {text_column: r[text_column] or r[fallback_text_column]})
     if n is not None and n < len(ds):
@@ -172,7 +177,7 @@ class SafetyConfig:
     train_label_column: str = "data_type"
     eval_label_column: str = "label"
     natural_dataset_id: str = "allenai/WildChat-1M"  # the report does not say: a parameter
-    natural_column: str = "conversation"
+    natural_column: str = "conversation"   # text column; a list of chat turns gives each first user turn
     endpoint_url: str | None = None          # OpenAI-compatible base URL (e.g. https://api.openai.com/v1)
     endpoint_model: str = "gpt-4"
     seed: int = 0
