@@ -40,7 +40,7 @@ SOURCE = TextDetoxSource(
     name="textdetox", repo_id="textdetox/multilingual_toxicity_dataset", revision=REVISION,
     configs=("default",), splits=LANGS, columns={"text": "string", "toxic": "int"}, file_format="parquet",
     data_files="data/{split}-*.parquet",
-    revision_note="branch main: the 15-language upload is hub commit fca016c (short sha seen on the hub; the full "
-                  "40-hex sha could not be verified offline, so it is not pinned here). Every language split is "
-                  "checked on load, so a 9-language revision fails loudly instead of silently",
+    revision_note="branch main: the 15-language data are hub commit fca016c (README later 0190754; short shas as "
+                  "the hub shows them: the full 40-hex sha could not be verified offline, so none is pinned). Each "
+                  "language split is checked on load, so a 9-language revision fails loudly, never silently",
     note="report: 13 languages (en ru uk de es am zh ar hi it fr tt ja); he and hin exist but are unused")
