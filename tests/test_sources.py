@@ -169,3 +169,13 @@ def test_eval_texts_paper_drops_wikitext_headings(dataset_hub):
     out = eval_texts(get_profile("paper"), n=4, seed=0)
     assert len(out) == 4 and all(len(t) >= 40 and not t.startswith("=") for t in out)
     assert len(eval_texts(get_profile("paper"), n=100)) == 6         # 12 rows: 3 blank, 3 headings, 6 paragraphs
+
+
+def test_why_not_load_dataset_repo_id_offline(dataset_hub):
+    """datasets 5.2.0 does not read a dataset repo from the hub cache offline: hence snapshot_download."""
+    import datasets
+
+    dataset_hub(["gsm8k"], n_rows=2)
+    with pytest.raises(Exception, match="(?i)offline|reach|connect"):
+        datasets.load_dataset("openai/gsm8k", "main", split="test")
+    assert len(S.get_source("gsm8k").load("main", "test")) == 2          # the adapter's route works

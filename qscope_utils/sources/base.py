@@ -247,7 +247,8 @@ class DatasetSource:
         have = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())[:12]
         return (f"{self.name}: {self.repo_id}@{self.revision} has no files for split {split!r} of config(s) "
                 f"{missing[:5]} (expected pattern {self.file_pattern(missing[0], split)!r}); files in the snapshot: "
-                f"{have}. Fix: pass an existing config/split, or pin the revision whose layout this adapter describes")
+                f"{have}. Fix: pass an existing config/split, or pin the revision whose layout this adapter describes"
+                f"{'; offline, the cache may hold only part of the repo: run once online' if _offline() else ''}")
 
     def _read(self, files: list[str], split: str):
         import datasets
@@ -322,6 +323,12 @@ def resolve_file(spec: str | Path) -> Path:
     except Exception as e:
         raise SourceNotAvailable(f"cannot fetch {fname!r} from dataset repo {repo!r}: {e}\nFix: run once online, "
                                  f"or pass a local path") from e
+
+
+def _offline() -> bool:
+    import huggingface_hub.constants as c
+
+    return bool(c.HF_HUB_OFFLINE)
 
 
 def _concat(parts: list, declared: list[str]):
