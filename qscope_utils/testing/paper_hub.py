@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["PaperHub", "build_paper_hub", "DEFAULT_GROUPS", "FIXTURE_REVISION"]
+__all__ = ["PaperHub", "build_paper_hub", "write_user_files", "DEFAULT_GROUPS", "FIXTURE_REVISION"]
 
 FIXTURE_REVISION = "0123456789abcdef0123456789abcdef0f1x7e00".replace("x", "0")
 """Commit sha of every fixture snapshot (40 hex digits)."""
@@ -193,6 +193,19 @@ def _write_datasets(hf_home: Path, names: list[str] | None) -> bool:
         return False
     write_fixture_hub(hf_home, names=names)
     return True
+
+
+def write_user_files(root: Path, n_rows: int = 12) -> dict[str, Path]:
+    """Schema-exact miniatures of the USER-SUPPLIED sources (classical / modern Chinese, SASFT files,
+    the benchmarks without a hub id) under ``root``; returns parameter name -> file."""
+    from ..sources import SOURCES
+
+    out = {}
+    for src in SOURCES.values():
+        if src.is_user_supplied:
+            src.write_miniature(root, n_rows)
+            out[src.user_param] = Path(root) / src.mini_path(src.configs[0], src.splits[0])
+    return out
 
 
 def _rmtree(p: Path) -> None:
