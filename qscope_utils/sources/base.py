@@ -237,11 +237,12 @@ class DatasetSource:
             return Path(snapshot_download(self.repo_id, repo_type="dataset", revision=self.revision,
                                           allow_patterns=pats))
         except Exception as e:  # offline miss, gated repo, unknown revision, network
+            gated = any(k in str(e).lower() for k in ("gated", "401", "403"))
             raise SourceNotAvailable(
                 f"cannot fetch {self.repo_id} (revision {self.revision!r}, files {pats[:3]}): {type(e).__name__}: "
-                f"{e}\nFix: run once with network access (HF_HUB_OFFLINE unset) so the files land in the hub cache "
-                f"({'accept the dataset terms on huggingface.co and `hf auth login` first, ' if 'gated' in str(e).lower() or '401' in str(e) or '403' in str(e) else ''}"
-                f"or check repo id / revision)") from e
+                f"{e}\nFix: run once with network access (HF_HUB_OFFLINE unset) so the files land in the hub cache"
+                + (", after accepting the dataset's terms on huggingface.co and `hf auth login`" if gated else "")
+                + "; or check the repo id / revision") from e
 
     def _missing_msg(self, root: Path, missing: list[str], split: str) -> str:
         have = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())[:12]

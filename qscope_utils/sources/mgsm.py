@@ -1,6 +1,6 @@
 """MGSM (``juletxara/mgsm``): §8's multilingual evaluation (the report's +5.56 / +2.28 / +5.84).
 
-One config per language (bn de en es fr ja ru sw te th zh), splits ``train`` (8 exemplars) and
+One config per language (en, the default, and bn de es fr ja ru sw te th zh), splits ``train`` (8 exemplars) and
 ``test`` (250). The repo's main branch holds a loading script and TSVs, which datasets 5.x cannot run,
 so the adapter reads the hub's converted Parquet branch (``refs/convert/parquet``,
 ``{lang}/{split}/0000.parquet``) with columns ``question`` (string) and ``answer_number`` (int).
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from .base import CONVERTED_PARQUET, DatasetSource
 
-LANGS = ("bn", "de", "en", "es", "fr", "ja", "ru", "sw", "te", "th", "zh")
+LANGS = ("en", "bn", "de", "es", "fr", "ja", "ru", "sw", "te", "th", "zh")   # first = default config
 _Q = {"en": "Janet has {a} apples and buys {b} more. How many apples does she have?",
       "de": "Janet hat {a} Äpfel und kauft {b} dazu. Wie viele Äpfel hat sie?",
       "fr": "Janet a {a} pommes et en achète {b} de plus. Combien de pommes a-t-elle ?",
