@@ -179,3 +179,23 @@ def test_why_not_load_dataset_repo_id_offline(dataset_hub):
     with pytest.raises(Exception, match="(?i)offline|reach|connect"):
         datasets.load_dataset("openai/gsm8k", "main", split="test")
     assert len(S.get_source("gsm8k").load("main", "test")) == 2          # the adapter's route works
+
+
+def test_sasft_files_local_and_from_a_hub_dataset_repo(dataset_hub, tmp_path):
+    from qscope_utils import sasft
+    from qscope_utils.sources.fixture_hub import fixture_sha, repo_cache_dir
+
+    home = dataset_hub([], n_rows=1)
+    sft, stats = S.get_source("sasft-sft"), S.get_source("sasft-stats")
+    repo = repo_cache_dir(home / "hub", "someone/sasft-data")            # a user's own dataset repo, cached
+    sha = fixture_sha("someone/sasft-data", "main")
+    sft.write_miniature(repo / "snapshots" / sha, n_rows=5)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(sha)
+    ex = sasft.load_sft_jsonl("someone/sasft-data:sft.jsonl")
+    assert len(ex) == 5 and ex[1].prompt_lang == "zh" and ex[1].response_lang == "en"
+    f = stats.write_miniature(tmp_path / "st", n_rows=10) / "lang_texts.jsonl"
+    by = sasft.load_texts_jsonl(f, langs=("en", "ko"), n=1)
+    assert by == {"en": [f"{S.sasft_files._TEXT['en']} (0)"], "ko": [f"{S.sasft_files._TEXT['ko']} (3)"]}
+    with pytest.raises(SourceNotAvailable, match="someone/nothing"):
+        sasft.load_sft_jsonl("someone/nothing:sft.jsonl")
