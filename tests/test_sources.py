@@ -40,8 +40,8 @@ def test_fixture_hub_layout_is_the_hub_cache_layout(dataset_hub):
 
 
 def test_concatenated_configs_are_the_sum_of_their_parts(dataset_hub):
-    dataset_hub(["cmmlu", "math", "include"], n_rows=3)
-    for name in ("cmmlu", "math", "include"):
+    dataset_hub(["math", "multipl-e", "mmmlu"], n_rows=3)
+    for name in ("math", "multipl-e", "mmmlu"):                     # parquet and CSV layouts
         src = S.get_source(name)
         whole = src.load()
         per = {c: len(src.load(config=c)) for c in src.configs}

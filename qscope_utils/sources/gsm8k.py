@@ -29,7 +29,8 @@ class GSM8KSource(DatasetSource):
         a, b, c = 3 + i, 12 + 5 * i, 1000 * (i % 3)
         q = f"Tom has {a} boxes with {b} pencils each and buys {c} more pencils. How many pencils does he have?"
         total = a * b + c
-        sol = f"He has {a} * {b} = <<{a}*{b}={a * b}>>{a * b} pencils in boxes.\nThen {a * b} + {c} = {total}.\n#### {total:,}"
+        sol = (f"He has {a} * {b} = <<{a}*{b}={a * b}>>{a * b} pencils in boxes.\n"
+               f"Then {a * b} + {c} = {total}.\n#### {total:,}")
         return {"question": q, "answer": sol}
 
 

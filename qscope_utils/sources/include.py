@@ -22,7 +22,8 @@ LANGS = ("Albanian", "Arabic", "Armenian", "Azerbaijani", "Basque", "Belarusian"
 class IncludeSource(DatasetSource):
     def mini_row(self, config: str, split: str, i: int, rng: random.Random) -> dict:
         q, opts, k = mc(i, zh=config == "Chinese", tag=config[:3])
-        return {"language": config, "country": "", "domain": "STEM", "subject": "Physics", "regional_feature": "agnostic",
+        return {"language": config, "country": "", "domain": "STEM", "subject": "Physics",
+                "regional_feature": "agnostic",
                 "level": "University", "question": q, "option_a": opts[0], "option_b": opts[1], "option_c": opts[2],
                 "option_d": opts[3], "answer": k}
 

@@ -33,7 +33,8 @@ class MGSMSource(DatasetSource):
 
 SOURCE = MGSMSource(
     name="mgsm", repo_id="juletxara/mgsm", revision=CONVERTED_PARQUET, configs=LANGS, splits=("train", "test"),
-    columns={"question": "string", "answer_number": "int"}, file_format="parquet", data_files="{config}/{split}/*.parquet",
+    columns={"question": "string", "answer_number": "int"}, file_format="parquet",
+    data_files="{config}/{split}/*.parquet",
     default_split="test",
     revision_note="the hub's auto-converted Parquet branch (main holds a loading script datasets 5.x cannot run); a "
                   "branch, not a pinned commit",

@@ -34,7 +34,8 @@ class MMLUReduxSource(DatasetSource):
 
 SOURCE = MMLUReduxSource(
     name="mmlu-redux", repo_id="edinburgh-dawg/mmlu-redux", revision=CONVERTED_PARQUET, configs=SUBJECTS,
-    splits=("test",), columns={"question": "string", "choices": "list<string>", "answer": "int", "error_type": "string"},
+    splits=("test",),
+    columns={"question": "string", "choices": "list<string>", "answer": "int", "error_type": "string"},
     file_format="parquet", data_files="{config}/{split}/*.parquet", concat_configs=True,
     expected_rows=len(SUBJECTS) * ITEMS_PER_SUBJECT,
     revision_note="the hub's auto-converted Parquet branch (typed columns; main stores arrow folders + CSV); a "
