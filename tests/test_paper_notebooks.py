@@ -50,7 +50,12 @@ SIZES = {
         "n_train": 8, "batch_size": 4, "warmup": 0, "eval_prompts_per_lang": 4, "n_seeds": 1, "max_new_tokens": 4,
         "gen_batch_size": 8, "ppl_docs_per_lang": 2, "ppl_max_length": 32, "stat_docs_per_lang": 4,
         "stat_max_length": 32, "n_boot": 20}},
-    "07_sae_dapo": {"n_steps": 1},
+    "07_sae_dapo": {"n_steps": 1, "repetition_config": {
+        "n_candidates": 2, "screen_mults": [1.0], "n_screen_prompts": 2, "screen_samples": 1, "n_contexts": 4,
+        "chunk_tokens": 8, "n_repeats": 3, "alphas": [0.0, 4.0], "n_sweep_prompts": 2, "n_eval_prompts": 2,
+        "n_samples": 1, "n_boot": 20},
+        "dapo_config": {"G": 2, "n_prompts": 1, "max_new_tokens": 12, "cache_len": 4, "n_train_problems": 4,
+                        "n_eval_problems": 2, "n_ppl_texts": 2}},
 }
 
 
@@ -124,7 +129,8 @@ def test_paper_02(paper_hub, tmp_path):
     assert s["given_feature_ranks"]["lzh"]["tables"]["contrast lzh vs zh"]["n_ranked"] == 37888
     c1 = pd.read_csv(res / "02_case1_summary.csv")
     assert {"condition", "metric", "mean", "diff"} <= set(c1.columns)
-    assert set(c1.condition) == {"baseline", "add x5", "clamp=0"} or "clamp=0" in set(c1.condition)
+    conds = set(c1.condition)
+    assert len(conds) == 3 and {"baseline", "clamp=0"} <= conds       # baseline, one additive alpha, clamp
     _figs(res, "02_case1_sweep", "02_case2_sweep", "02_dashboards")
 
 
@@ -147,11 +153,10 @@ def test_paper_04(paper_hub, tmp_path):
     res, _ = run_paper("04_toxicity", *paper_hub, tmp_path)
     s = _summary(res, "04")
     assert s["languages"] == ["en", "ru", "zh"] and s["norm_ratio"] == 10.0
-    assert all(v["disc_toxic"] == 4 for v in s["split_sizes"].values()) or s["split_sizes"]
     grid = pd.read_csv(res / "04_f1_by_layer.csv")
     assert sorted(grid.layer.unique()) == [18, 27] and sorted(grid.lang.unique()) == ["en", "ru", "zh"]
     sizes = pd.read_csv(res / "04_split_sizes.csv")
-    assert len(sizes) == 3
+    assert sorted(sizes.lang) == ["en", "ru", "zh"]
 
 
 @pytest.mark.slow
@@ -169,11 +174,16 @@ def test_paper_05(paper_hub, tmp_path):
 def test_paper_06(paper_hub, tmp_path):
     res, _ = run_paper("06_sasft", *paper_hub, tmp_path)
     s = _summary(res, "06")
-    assert "Qwen3-1.7B-Base" in json.dumps(s)
+    assert (s["backbone"], s["sae_group"]) == ("Qwen/Qwen3-1.7B-Base", "Qwen/SAE-Res-Qwen3-1.7B-Base-W32K-L0_50")
+    assert s["layers"] == [26, 27] and s["lambdas"] == [0.0, 0.0005, 0.001] and s["steps"] == 2
+    assert {f["layer"] for f in s["features"]} == {26, 27} and set(s["test"]) == set(s["targets"])
 
 
 @pytest.mark.slow
 def test_paper_07(paper_hub, tmp_path):
     res, _ = run_paper("07_sae_dapo", *paper_hub, tmp_path)
     s = _summary(res, "07")
-    assert "Qwen/SAE-Res-Qwen3-1.7B-Base-W32K-L0_50" in json.dumps(s)
+    assert s["layer"] == 18 and 0 <= s["feature"] < 1024 and s["candidate_layers"] == [18]
+    assert s["dapo"]["paper_model"] == "1.7B" and s["dapo"]["n_steps"] == 1 and s["dapo"]["max_new_tokens"] == 12
+    assert set(s["arms"]) == {"before RL", "vanilla DAPO", "DAPO + SAE rollouts"}
+    assert (res / "07_repetition_features.csv").exists()

@@ -195,9 +195,10 @@ def _write_datasets(hf_home: Path, names: list[str] | None) -> bool:
     return True
 
 
-def write_user_files(root: Path, n_rows: int = 12) -> dict[str, Path]:
+def write_user_files(root: Path, n_rows: int = 240) -> dict[str, Path]:
     """Schema-exact miniatures of the USER-SUPPLIED sources (classical / modern Chinese, SASFT files,
-    the benchmarks without a hub id) under ``root``; returns parameter name -> file."""
+    the benchmarks without a hub id) under ``root``; returns parameter name -> file. 240 rows: notebook
+    06 holds out the first 200 SFT examples and needs two evaluation prompts per language."""
     from ..sources import SOURCES
 
     out = {}
