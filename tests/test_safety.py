@@ -288,8 +288,10 @@ def test_config_profiles_and_bad_input():
 
 # ----------------------------------------------------------------------------- notebook
 
-def test_notebook_05_runs_on_smoke(smoke_scope, tmp_path):
+def test_notebook_05_runs_on_smoke(smoke_scope, tmp_path, monkeypatch):
     import papermill as pm
+
+    monkeypatch.setenv("QSCOPE_RESULTS", str(tmp_path / "results"))     # never into the repo's results/
 
     from qscope_utils.paths import repo_root, results_dir
 

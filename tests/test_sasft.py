@@ -268,9 +268,11 @@ def test_config_profiles():
 
 # ----------------------------------------------------------------------------- notebook
 @pytest.mark.slow
-def test_notebook_06_runs_on_smoke(smoke_scope, tmp_path):
+def test_notebook_06_runs_on_smoke(smoke_scope, tmp_path, monkeypatch):
     import json
     import time
+
+    monkeypatch.setenv("QSCOPE_RESULTS", str(tmp_path / "results"))     # never into the repo's results/
 
     import papermill as pm
 

@@ -172,8 +172,10 @@ def test_continuation_nll_matches_manual(tiny_model):
 
 
 # ----------------------------------------------------------------------------- notebook on smoke
-def test_notebook_runs_on_smoke(smoke_scope):
+def test_notebook_runs_on_smoke(smoke_scope, tmp_path, monkeypatch):
     from qscope_utils.paths import results_dir
+
+    monkeypatch.setenv("QSCOPE_RESULTS", str(tmp_path / "results"))     # never into the repo's results/
     from qscope_utils.runner import list_notebooks, run_notebook
 
     (nb,) = list_notebooks(["02"])
