@@ -19,7 +19,8 @@ import re
 from dataclasses import replace
 from dataclasses import dataclass
 
-__all__ = ["SAEGroup", "REGISTRY", "OVERRIDE_ENV", "official_group", "apply_override", "get_group", "find_groups", "register", "parse_repo_name", "layer_filename"]
+__all__ = ["SAEGroup", "REGISTRY", "OVERRIDE_ENV", "official_group", "apply_override", "get_group",
+           "find_groups", "register", "parse_repo_name", "layer_filename"]
 
 _NAME_RE = re.compile(r"^(?:(?P<org>[^/]+)/)?SAE-Res-(?P<backbone>.+)-W(?P<width>\d+)K-L0_(?P<k>\d+)$")
 

@@ -47,7 +47,8 @@ SIZES = {
         "natural_pool_max": 8, "n_candidates": 2, "n_rounds": 1, "max_new_tokens": 6, "batch_size": 8,
         "max_length": 32, "n_boot": 20, "example_tokens": 8, "n_examples": 1, "alpha_multipliers": [0.0]}},
     "06_sasft": {"steps": 2, "config": {
-        "n_train": 8, "batch_size": 4, "warmup": 0, "eval_prompts_per_lang": 4, "n_seeds": 1, "max_new_tokens": 4,
+        "n_train": 8, "prompt_tokens": 8, "response_tokens": 8, "batch_size": 4, "warmup": 0,
+        "eval_prompts_per_lang": 4, "n_seeds": 1, "max_new_tokens": 4,
         "gen_batch_size": 8, "ppl_docs_per_lang": 2, "ppl_max_length": 32, "stat_docs_per_lang": 4,
         "stat_max_length": 32, "n_boot": 20}},
     "07_sae_dapo": {"n_steps": 1, "repetition_config": {

@@ -27,7 +27,7 @@ import torch
 
 __all__ = ["PaperHub", "build_paper_hub", "write_user_files", "DEFAULT_GROUPS", "FIXTURE_REVISION"]
 
-FIXTURE_REVISION = "0123456789abcdef0123456789abcdef0f1x7e00".replace("x", "0")
+FIXTURE_REVISION = "0123456789abcdef0123456789abcdef0f107e00"
 """Commit sha of every fixture snapshot (40 hex digits)."""
 
 DEFAULT_GROUPS: dict[str, dict] = {
