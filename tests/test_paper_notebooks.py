@@ -20,6 +20,9 @@ import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+DEVICE = os.environ.get("QSCOPE_TEST_DEVICE", "cpu")
+"""Device the notebooks run on (CI: cpu). GPU check of the same runs:
+``QSCOPE_TEST_DEVICE=cuda ./run_tests.sh tests/test_paper_notebooks.py``."""
 
 # notebook -> (parameters a user passes, as README shows them; small sizes added by the test only)
 USER = {
@@ -80,7 +83,7 @@ def paper_hub(tmp_path_factory):
 def run_paper(nb: str, hub, user_dir: Path, out: Path) -> tuple[Path, dict]:
     import yaml
 
-    env = {**os.environ, **hub.env(), "QSCOPE_DEVICE": "cpu", "QSCOPE_RESULTS": str(out),
+    env = {**os.environ, **hub.env(), "QSCOPE_DEVICE": DEVICE, "QSCOPE_RESULTS": str(out),
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
     executed = out / f"{nb}.ipynb"
