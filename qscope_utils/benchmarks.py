@@ -26,10 +26,12 @@ same length / indentation (topic coherence). Length alone never gives the answer
 
 The "sample" of a benchmark item for the feature side (F(x) at the last token) is its ``prompt``.
 
-Paper profile: :class:`HFBenchmarkSpec` / :func:`load_hf_benchmark` load a benchmark's prompts with
-``datasets`` (dataset id, config, split and prompt template are parameters; :data:`PAPER_BENCHMARKS`
-holds defaults that must be checked against the hub), and :func:`read_correctness` reads per-sample
-results (CSV / Parquet, long or wide) produced by any evaluation harness.
+Paper profile: :class:`HFBenchmarkSpec` / :func:`load_hf_benchmark` load a benchmark's prompts through
+its :mod:`qscope_utils.sources` adapter (per-subject / per-language configs concatenated; MMLU-Redux is
+the report's 3,000-item v1); :data:`PAPER_BENCHMARKS` holds the 15 hub-hosted defaults and
+:data:`USER_BENCHMARKS` the 2 without a verifiable hub copy (KOR-Bench, ICLEval: pass a file). The
+prompt templates are ours (the report gives none). :func:`read_correctness` reads per-sample results
+(CSV / Parquet, long or wide) produced by any evaluation harness.
 """
 from __future__ import annotations
 
@@ -51,7 +53,7 @@ from .hooks import pad_ids
 __all__ = ["Item", "Benchmark", "gsm_benchmark", "math_benchmark", "cloze_benchmark", "poem_benchmark",
            "code_benchmark", "general_benchmark", "mini_benchmarks", "CLOZE_LANGS", "score_choices",
            "exact_match", "evaluate_benchmark", "load_zoo", "correctness_matrices", "HFBenchmarkSpec",
-           "PAPER_BENCHMARKS", "load_hf_benchmark", "read_correctness", "align_correctness"]
+           "PAPER_BENCHMARKS", "USER_BENCHMARKS", "ALL_BENCHMARKS", "load_hf_benchmark", "read_correctness", "align_correctness"]
 
 CLOZE_LANGS = ("en", "ru", "fr", "de", "zh")
 _CJK_LANGS = ("zh", "lzh", "ja")
@@ -522,76 +524,104 @@ def correctness_matrices(zoo: pd.DataFrame, benchmarks: Mapping[str, Benchmark],
 
 @dataclass(frozen=True)
 class HFBenchmarkSpec:
-    """How to read one benchmark's prompts with ``datasets``.
+    """How to read one benchmark's prompts.
 
     dataset_id: hub id, a local ``save_to_disk`` directory, or a .json/.jsonl/.csv/.parquet file;
-    config / split: as on the hub; prompt: a ``str.format`` template over the row's columns, which
-    may also use ``{choices_block}`` ("A. ...\\nB. ..." from ``choices_column``); id_column: the column
-    holding a per-sample id (default: the row index after selection), matched against the ids in
-    correctness files.
+    config / split: as on the hub (None: the adapter's default; for a benchmark with one config per
+    subject or language, None concatenates them all); prompt: a ``str.format`` template over the
+    row's columns, which may also use ``{choices_block}`` ("A. ...\\nB. ..." from ``choices_column``);
+    id_column: the column holding a per-sample id (default: the row index after selection), matched
+    against the ids in correctness files; source: the :data:`qscope_utils.sources.SOURCES` adapter that
+    reads ``dataset_id`` (schema, revision and layout checked; None: plain ``datasets.load_dataset``).
     """
 
     name: str
     dataset_id: str
     config: str | None = None
-    split: str = "test"
+    split: str | None = None
     prompt: str = "{question}"
     choices_column: str | None = None
     id_column: str | None = None
     note: str = ""
+    source: str | None = None
+
+
+def _spec(name: str, source: str, prompt: str, choices_column: str | None = None, id_column: str | None = None,
+          config: str | None = None, split: str | None = None, note: str = "") -> HFBenchmarkSpec:
+    from .sources import get_source
+
+    src = get_source(source)
+    return HFBenchmarkSpec(name, src.repo_id or f"<{src.user_param}>", config, split, prompt, choices_column,
+                           id_column, note or src.note, source)
 
 
 _MC = "{question}\n{choices_block}\nAnswer:"
-# Defaults for the report's benchmarks. The report does not give ids, splits or prompt templates: these
-# are the usual public copies and must be checked (and adapted to the templates the scores came from).
+_ABCD = "{Question}\nA. {A}\nB. {B}\nC. {C}\nD. {D}\n"
+# The report's 17 benchmarks (§4). It gives no ids, splits or prompt templates: the adapters in
+# qscope_utils.sources name the public copies (MMLU-Redux is v1, the report's 3,000 items), and the
+# templates must match the ones the per-sample scores came from. KOR-Bench and ICLEval have no
+# verifiable hub copy: USER_BENCHMARKS, read only from a file you pass as dataset_id.
 PAPER_BENCHMARKS: dict[str, HFBenchmarkSpec] = {s.name: s for s in [
-    HFBenchmarkSpec("MMLU", "cais/mmlu", "all", "test", _MC, "choices"),
-    HFBenchmarkSpec("MMLU-Redux", "edinburgh-dawg/mmlu-redux-2.0", None, "test", _MC, "choices",
-                    note="per-subject configs on the hub: pass config=<subject> and concatenate"),
-    HFBenchmarkSpec("MMLU-Pro", "TIGER-Lab/MMLU-Pro", None, "test", _MC, "options", "question_id"),
-    HFBenchmarkSpec("SuperGPQA", "m-a-p/SuperGPQA", None, "train", _MC, "options", "uuid"),
-    HFBenchmarkSpec("C-Eval", "ceval/ceval-exam", None, "val", "{question}\nA. {A}\nB. {B}\nC. {C}\nD. {D}\n答案：",
-                    note="per-subject configs"),
-    HFBenchmarkSpec("CMMLU", "haonan-li/cmmlu", None, "test", "{Question}\nA. {A}\nB. {B}\nC. {C}\nD. {D}\n答案：",
-                    note="per-subject configs"),
-    HFBenchmarkSpec("GSM8K", "openai/gsm8k", "main", "test", "Question: {question}\nAnswer:"),
-    HFBenchmarkSpec("MATH", "EleutherAI/hendrycks_math", None, "test", "Problem: {problem}\nSolution:",
-                    note="per-subject configs; the report may have used MATH-500"),
-    HFBenchmarkSpec("GPQA-Diamond", "Idavidrein/gpqa", "gpqa_diamond", "train", "{Question}\nAnswer:",
-                    note="gated dataset"),
-    HFBenchmarkSpec("TheoremQA", "TIGER-Lab/TheoremQA", None, "test", "{Question}\nAnswer:"),
-    HFBenchmarkSpec("MBPP", "google-research-datasets/mbpp", "full", "test", "{text}\n", id_column="task_id"),
-    HFBenchmarkSpec("EvalPlus", "evalplus/humanevalplus", None, "test", "{prompt}", id_column="task_id"),
-    HFBenchmarkSpec("MultiPL-E", "nuprl/MultiPL-E", "humaneval-cpp", "test", "{prompt}", id_column="name"),
-    HFBenchmarkSpec("MMMLU", "openai/MMMLU", "default", "test",
-                    "{Question}\nA. {A}\nB. {B}\nC. {C}\nD. {D}\nAnswer:"),
-    HFBenchmarkSpec("INCLUDE", "CohereForAI/include-base-44", None, "test", _MC, "choices",
-                    note="per-language configs"),
-    HFBenchmarkSpec("KOR-Bench", "KOR-Bench/KOR-Bench", None, "test", "{question}",
-                    note="id unverified: KOR-Bench is distributed from GitHub; point dataset_id at a local file"),
-    HFBenchmarkSpec("ICLEval", "local/ICLEval.jsonl", None, "train", "{prompt}",
-                    note="no public hub copy known: supply a local file"),
+    _spec("MMLU", "mmlu", _MC, "choices", split="test"),
+    _spec("MMLU-Redux", "mmlu-redux", _MC, "choices", note="v1, 30 subjects x 100 = 3,000 items, concatenated"),
+    _spec("MMLU-Pro", "mmlu-pro", _MC, "options", "question_id", split="test"),
+    _spec("SuperGPQA", "supergpqa", _MC, "options", "uuid"),
+    _spec("C-Eval", "ceval", "{question}\nA. {A}\nB. {B}\nC. {C}\nD. {D}\n答案：", split="val",
+          note="52 subjects concatenated; val split (test answers are withheld)"),
+    _spec("CMMLU", "cmmlu", "{Question}\nA. {A}\nB. {B}\nC. {C}\nD. {D}\n答案：", split="test",
+          note="67 subjects concatenated"),
+    _spec("GSM8K", "gsm8k", "Question: {question}\nAnswer:", split="test"),
+    _spec("MATH", "math", "Problem: {problem}\nSolution:", split="test"),
+    _spec("GPQA-Diamond", "gpqa-diamond", "{Question}\nAnswer:", id_column="Record ID", note="gated dataset"),
+    _spec("TheoremQA", "theoremqa", "{Question}\nAnswer:"),
+    _spec("MBPP", "mbpp", "{text}\n", id_column="task_id", split="test"),
+    _spec("EvalPlus", "evalplus", "{prompt}", id_column="task_id"),
+    _spec("MultiPL-E", "multipl-e", "{prompt}", id_column="name"),
+    _spec("MMMLU", "mmmlu", _ABCD + "Answer:"),
+    _spec("INCLUDE", "include", "{question}\nA. {option_a}\nB. {option_b}\nC. {option_c}\nD. {option_d}\nAnswer:"),
 ]}
+USER_BENCHMARKS: dict[str, HFBenchmarkSpec] = {s.name: s for s in [
+    _spec("KOR-Bench", "kor-bench", "{prompt}", id_column="id"),
+    _spec("ICLEval", "icleval", "{prompt}", id_column="id"),
+]}
+ALL_BENCHMARKS = {**PAPER_BENCHMARKS, **USER_BENCHMARKS}
+"""The report's 17: the 15 hub-hosted defaults plus the 2 user-supplied ones."""
+
+
+def _load_local(p: Path, split: str | None):
+    import datasets
+
+    if p.is_dir() and ((p / "dataset_dict.json").exists() or (p / "state.json").exists()):
+        ds = datasets.load_from_disk(str(p))
+        return ds[split or "test"] if isinstance(ds, datasets.DatasetDict) else ds
+    suffix = p.suffix.lower()
+    if p.is_file() and suffix in (".json", ".jsonl", ".csv", ".parquet"):
+        builder = {".jsonl": "json"}.get(suffix, suffix[1:])
+        return datasets.load_dataset(builder, data_files=str(p), split="train")
+    return None
 
 
 def _load_dataset(spec: HFBenchmarkSpec):
+    """A benchmark's rows: a local file / ``save_to_disk`` folder, else its adapter, else ``datasets``."""
+    from .sources import SourceNotAvailable, get_source
+
+    src = get_source(spec.source) if spec.source else None
+    local = _load_local(Path(spec.dataset_id), spec.split)
+    if local is not None:
+        return src.check(local, spec.dataset_id) if src is not None and src.is_user_supplied else local
+    if src is not None and (src.is_user_supplied or spec.dataset_id == src.repo_id):
+        if src.is_user_supplied:
+            raise SourceNotAvailable(f"{spec.name}: no public hub copy is known. Fix: pass dataset_id=<a .jsonl file "
+                                     f"with columns {list(src.columns)}> (notebook 03: benchmark_files)")
+        return src.load(spec.config, spec.split)
     import datasets
 
-    src = spec.dataset_id
     try:
-        p = Path(src)
-        if p.is_dir() and ((p / "dataset_dict.json").exists() or (p / "state.json").exists()):
-            ds = datasets.load_from_disk(str(p))
-            return ds[spec.split] if isinstance(ds, datasets.DatasetDict) else ds
-        suffix = p.suffix.lower()
-        if p.is_file() and suffix in (".json", ".jsonl", ".csv", ".parquet"):
-            builder = {".jsonl": "json"}.get(suffix, suffix[1:])
-            return datasets.load_dataset(builder, data_files=str(p), split="train")
-        return datasets.load_dataset(src, spec.config, split=spec.split)
+        return datasets.load_dataset(spec.dataset_id, spec.config, split=spec.split or "test")
     except Exception as e:  # datasets raises many types for offline / missing / gated
-        raise RuntimeError(f"cannot load benchmark {spec.name} from {src!r} ({spec.config}, {spec.split}): {e}\n"
-                           f"Fix: run once with network access (HF cache), accept the dataset's terms if gated, or "
-                           f"set dataset_id to a local file / save_to_disk directory.") from e
+        raise RuntimeError(f"cannot load benchmark {spec.name} from {spec.dataset_id!r} ({spec.config}, {spec.split}): "
+                           f"{e}\nFix: run once with network access (HF cache), accept the dataset's terms if gated, "
+                           f"or set dataset_id to a local file / save_to_disk directory.") from e
 
 
 def _format_prompt(template: str, row: dict, choices_column: str | None) -> str:
@@ -609,20 +639,21 @@ def _format_prompt(template: str, row: dict, choices_column: str | None) -> str:
 def load_hf_benchmark(spec: HFBenchmarkSpec | str, n: int | None = None, seed: int = 0, **overrides) -> Benchmark:
     """Load a benchmark's prompts (kind 'external': scores come from :func:`read_correctness`).
 
-    ``spec`` is an :class:`HFBenchmarkSpec` or a key of :data:`PAPER_BENCHMARKS`; ``overrides`` replace
-    spec fields (e.g. ``dataset_id=...``, ``config=...``). ``n`` keeps a seeded random subset.
+    ``spec`` is an :class:`HFBenchmarkSpec` or a key of :data:`ALL_BENCHMARKS`; ``overrides`` replace
+    spec fields (e.g. ``dataset_id=...``, ``config=...``). ``n`` keeps a seeded random subset. Items of a
+    concatenated benchmark without an id column get uids ``<config>/<row>``.
     """
     if isinstance(spec, str):
-        if spec not in PAPER_BENCHMARKS:
-            raise KeyError(f"unknown benchmark {spec!r}; known: {sorted(PAPER_BENCHMARKS)} (or pass an HFBenchmarkSpec)")
-        spec = PAPER_BENCHMARKS[spec]
+        if spec not in ALL_BENCHMARKS:
+            raise KeyError(f"unknown benchmark {spec!r}; known: {sorted(ALL_BENCHMARKS)} (or pass an HFBenchmarkSpec)")
+        spec = ALL_BENCHMARKS[spec]
     spec = replace(spec, **overrides) if overrides else spec
     ds = _load_dataset(spec)
     if n is not None and n < len(ds):
         ds = ds.shuffle(seed=seed).select(range(n))
     items = []
     for i, row in enumerate(ds):
-        uid = str(row[spec.id_column]) if spec.id_column else str(i)
+        uid = str(row[spec.id_column]) if spec.id_column else (f"{row['config']}/{i}" if "config" in row else str(i))
         items.append(Item(_format_prompt(spec.prompt, row, spec.choices_column), uid=uid))
     if len({it.uid for it in items}) != len(items):
         raise ValueError(f"{spec.name}: ids in column {spec.id_column!r} are not unique")

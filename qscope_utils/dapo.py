@@ -256,26 +256,33 @@ def hf_problems(dataset_id: str, config: str | None, split: str, n: int | None =
                 template: str = "Question: {question}\nAnswer: Let's think step by step.") -> list:
     """Math word problems with integer answers from the hub (paper profile) as ``mini.tasks.Problem`` s.
 
-    GSM8K-style rows (``question``, ``answer`` ending in ``#### 72``) and MGSM-style rows (``question``,
-    ``answer_number``) are understood; rows without an integer answer are skipped.
+    Read through the :mod:`qscope_utils.sources` adapter of ``dataset_id`` (GSM8K: ``question`` and an
+    ``answer`` ending in ``#### 72``; MGSM: ``question`` and ``answer_number``), or ``datasets`` for other
+    ids; rows without an integer answer are skipped.
     """
-    import datasets
-
     from .mini.tasks import Problem
+    from .sources import SourceNotAvailable, source_for_repo
+    from .sources.gsm8k import final_answer
 
-    try:
-        ds = datasets.load_dataset(dataset_id, config, split=split)
-    except Exception as e:
-        raise RuntimeError(f"cannot load {dataset_id!r} ({config}, {split}): {e}\nFix: run once with network access "
-                           f"so it lands in the HF cache (HF_DATASETS_OFFLINE unset).") from e
+    src = source_for_repo(dataset_id, config)
+    if src is not None:
+        ds = src.load(config, split)
+    else:
+        import datasets
+
+        try:
+            ds = datasets.load_dataset(dataset_id, config, split=split)
+        except Exception as e:
+            raise SourceNotAvailable(f"cannot load {dataset_id!r} ({config}, {split}): {e}\nFix: run once with "
+                                     f"network access so it lands in the HF cache (HF_HUB_OFFLINE unset).") from e
     if n is not None and n < len(ds):
         ds = ds.shuffle(seed=seed).select(range(n))
     out = []
     for row in ds:
-        if "answer_number" in row and row["answer_number"] is not None:
+        if row.get("answer_number") is not None:
             ans = float(row["answer_number"])
-        elif "answer" in row and "####" in str(row["answer"]):
-            ans = float(str(row["answer"]).split("####")[-1].strip().replace(",", ""))
+        elif "answer" in row and final_answer(row["answer"]) is not None:
+            ans = final_answer(row["answer"])
         else:
             raise KeyError(f"{dataset_id} rows need 'answer_number' or an 'answer' with '####'; columns: {list(row)}")
         if ans.is_integer():

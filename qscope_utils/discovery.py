@@ -30,7 +30,8 @@ from .sae import TopKSAE
 from .scripts_unicode import contains_script
 
 __all__ = ["token_script_masks", "rank_by_response", "contrast_features", "language_profile", "FeatureDashboard",
-           "feature_dashboards", "render_context", "format_dashboards", "plot_dashboards", "cjk_font", "pick_feature", "pick_contrast"]
+           "feature_dashboards", "render_context", "format_dashboards", "plot_dashboards", "cjk_font", "pick_feature", "pick_contrast",
+           "given_feature_rank"]
 
 
 def token_script_masks(tokenizer, texts: Sequence[str], script: str | Iterable[str], max_length: int = 128,
@@ -310,3 +311,35 @@ def pick_contrast(contrast_rank: pd.DataFrame, min_ratio: float = 2.0, exclude: 
     r = ok.iloc[0]
     return {"feature": int(r.feature), "contrast_rank": int(r["rank"]), "ratio": float(r.mean_pos / max(r.mean_neg, 1e-12)),
             "method": f"top contrast with mean_pos >= {min_ratio} x mean_neg" + (f", excluding {sorted(ex)}" if ex else "")}
+
+
+def given_feature_rank(feature: int, tables: Mapping[str, pd.DataFrame | None], layer: int, top: int = 50,
+                       min_ratio: float = 1.0) -> dict:
+    """Where a GIVEN feature id (e.g. the report's 6159 / 36398) ranks in discovery tables at ``layer``.
+
+    tables: name -> ranking with columns rank, feature and either (mean_pos, mean_neg) (contrast)
+    or (mean_on, mean_off) (bad-response ranking), ranked over every feature (``top=None``).
+    The feature is *selective* in a table when it ranks within ``top`` and fires at least
+    ``min_ratio`` x more (and strictly more) on the positive than on the negative side.
+    Returns {'feature', 'layer', 'tables': {name: {rank, n_ranked, pos, neg, selective}},
+    'selective' (in at least one table), 'warning' (None or a sentence naming the fix)}.
+    """
+    out = {}
+    for name, t in tables.items():
+        if t is None or t.empty:
+            continue
+        pos_col, neg_col = ("mean_pos", "mean_neg") if "mean_pos" in t else ("mean_on", "mean_off")
+        hit = t[t.feature == int(feature)]
+        if hit.empty:
+            out[name] = {"rank": None, "n_ranked": int(len(t)), "pos": None, "neg": None, "selective": False}
+            continue
+        r = hit.iloc[0]
+        pos, neg = float(r[pos_col]), float(r[neg_col])
+        out[name] = {"rank": int(r["rank"]), "n_ranked": int(len(t)), "pos": pos, "neg": neg,
+                     "selective": bool(int(r["rank"]) <= top and pos > neg and pos >= min_ratio * neg)}
+    selective = any(v["selective"] for v in out.values())
+    warning = None if selective else (
+        f"feature {feature} is not selective at layer {layer} (not in the top {top} with more activation on the "
+        f"positive set in any of {sorted(out)}): the report does not give its layer; try other layers "
+        f"(-y 'layer: N') or let the notebook discover the feature (-y 'zh_feature: null')")
+    return {"feature": int(feature), "layer": int(layer), "tables": out, "selective": selective, "warning": warning}

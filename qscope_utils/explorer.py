@@ -1,7 +1,7 @@
 """The explorer's logic (notebook 08_explore): Analyze, Compare, Steer and a feature card.
 
 Plain functions over a backbone, its tokenizer and one layer's SAE, returning DataFrames; the
-notebook only wires them to ipywidgets. Conventions are the package's (SPEC.md §2): the code of
+notebook only wires them to ipywidgets. Conventions are the package's (docs/CONVENTIONS.md §2): the code of
 a token is ``TopK(ReLU(x @ W_enc.T + b_enc))`` of the raw residual after block ``layer``;
 statistics exclude position 0 (the attention sink); steering adds ``alpha * W_dec[:, f]`` at
 every prompt position and every generated token (:func:`qscope_utils.steering.steer`).

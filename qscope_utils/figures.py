@@ -186,14 +186,15 @@ def fig_01_reconstruction_by_layer(d: Path, meta: dict | None = None):
     return fig
 
 
-@figure("01_decoder_norms_and_load", "01_reconstruction.csv", "01_decoder_norms.csv")
+@figure("01_decoder_norms_and_load", "01_reconstruction.csv")
 def fig_01_decoder_norms_and_load(d: Path, meta: dict | None = None):
-    df, nm = _read(d, "01_reconstruction.csv"), _read(d, "01_decoder_norms.csv")
+    """Decoder column-norm quantiles (5-25-50-75-95%, computed in recon.evaluate_group's single pass) and load time."""
+    df = _read(d, "01_reconstruction.csv")
     fig, axes = _subplots(1, 2, figsize=(10, 3.2))
-    stats = [{"label": str(r.layer), "whislo": r.whislo, "q1": r.q1, "med": r.med, "q3": r.q3, "whishi": r.whishi}
-             for r in nm.itertuples()]
-    axes[0, 0].bxp(stats, positions=list(nm.layer), showfliers=False)
-    axes[0, 0].set(title="‖W_dec[:, i]‖ per layer", ylabel="column norm")
+    stats = [{"label": str(r.layer), "whislo": r.dec_norm_q05, "q1": r.dec_norm_q25, "med": r.dec_norm_q50,
+              "q3": r.dec_norm_q75, "whishi": r.dec_norm_q95} for r in df.itertuples()]
+    axes[0, 0].bxp(stats, positions=list(df.layer), showfliers=False)
+    axes[0, 0].set(title="‖W_dec[:, i]‖ per layer (5-25-50-75-95%)", ylabel="column norm")
     axes[0, 1].bar(df.layer, df.load_seconds, color="C0")
     axes[0, 1].set(title="load time per layer", ylabel="seconds")
     for ax in axes[0]:
@@ -201,18 +202,6 @@ def fig_01_decoder_norms_and_load(d: Path, meta: dict | None = None):
         ax.set_xticks(list(df.layer))
     fig.tight_layout()
     return fig
-
-
-def decoder_norm_table(norms_by_layer: dict) -> pd.DataFrame:
-    """Per layer, the box-plot statistics (1.5 IQR whiskers) of its decoder column norms (array-likes)."""
-    rows = []
-    for layer, v in norms_by_layer.items():
-        v = np.asarray(v, dtype=float)
-        q1, med, q3 = np.percentile(v, [25, 50, 75])
-        lo, hi = q1 - 1.5 * (q3 - q1), q3 + 1.5 * (q3 - q1)
-        rows.append({"layer": int(layer), "whislo": float(v[v >= lo].min()), "q1": q1, "med": med, "q3": q3,
-                     "whishi": float(v[v <= hi].max()), "mean": float(v.mean()), "n": int(v.size)})
-    return pd.DataFrame(rows)
 
 
 # ----------------------------------------------------------------------------- 02 steering case studies

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from .paths import data_dir
 
-__all__ = ["MiniScopeConfig", "Profile", "get_profile", "require_device", "PROFILES"]
+__all__ = ["MiniScopeConfig", "Profile", "get_profile", "require_device", "PROFILES", "PAPER_NORM_RATIO",
+           "massive_norm_ratio"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,10 @@ class Profile:
     layers: layers the sections analyse by default (None = every layer of the group).
     device / dtype: where the backbone runs; the SAE always encodes in float32.
     scope: build sizes for mini/smoke (None for paper).
+    norm_ratio: massive-norm token exclusion (docs/CONVENTIONS.md §2): token-pooled statistics (FVU, contrast
+        means, firing) drop tokens whose residual L2 norm exceeds ``norm_ratio`` x the median norm
+        of the batch's valid tokens. Paper: 10.0 (Qwen3 attention sinks are 100x+ the median);
+        None on mini/smoke, whose numbers are pinned without it. Position 0 is always excluded.
     """
 
     name: str
@@ -75,6 +80,7 @@ class Profile:
     dtype: str = "float32"
     seed: int = 0
     scope: MiniScopeConfig | None = None
+    norm_ratio: float | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -107,6 +113,24 @@ def _built(name: str, scope: MiniScopeConfig) -> Profile:
     )
 
 
+PAPER_NORM_RATIO = 10.0
+"""Default massive-norm threshold of the paper profile (multiple of the median token norm)."""
+
+
+def massive_norm_ratio(profile: Profile, value="profile") -> float | None:
+    """A notebook's ``norm_ratio`` parameter resolved: ``"profile"`` gives the profile's default
+    (paper 10.0, mini/smoke None); None disables the exclusion; a number is used as given."""
+    if value == "profile":
+        return profile.norm_ratio
+    if value is None:
+        return None
+    ratio = float(value)
+    if ratio <= 1:
+        raise ValueError(f"norm_ratio={value} would drop typical tokens: use a multiple of the median norm > 1 "
+                         f"(e.g. 10), None to disable, or 'profile' for the profile default")
+    return ratio
+
+
 def _paper() -> Profile:
     return Profile(
         name="paper",
@@ -115,6 +139,7 @@ def _paper() -> Profile:
         sae_source="hub",
         device="cuda",
         dtype="bfloat16",
+        norm_ratio=PAPER_NORM_RATIO,
     )
 
 

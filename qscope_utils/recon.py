@@ -22,7 +22,8 @@ from torch import nn
 from .hooks import capture_residuals, decoder_layers, hidden_of, position_mask, with_hidden
 from .sae import TopKSAE
 
-__all__ = ["ReconStats", "ReconResult", "splice_sae", "lm_loss", "evaluate_layer"]
+__all__ = ["ReconStats", "ReconResult", "splice_sae", "lm_loss", "evaluate_layer", "evaluate_group",
+           "DEC_NORM_QUANTILES"]
 
 
 @dataclass
@@ -151,13 +152,19 @@ def evaluate_layer(model: nn.Module, sae: TopKSAE, batches, layer: int, exclude_
     return res
 
 
+DEC_NORM_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
 def evaluate_group(scope, texts: list[str], layers: list[int] | None = None, batch_size: int = 16,
-                   max_length: int = 128, with_loss: bool = True, exclude_first: bool = True):
+                   max_length: int = 128, with_loss: bool = True, exclude_first: bool = True,
+                   norm_ratio: float | None = None):
     """Per-layer reconstruction table (pandas DataFrame, one row per layer) for a :class:`~qscope_utils.scope.Scope`.
 
     Columns: the :class:`ReconResult` fields plus ``load_seconds`` (wall time to read the layer
-    file) and ``dec_norm_mean`` / ``dec_norm_std`` (L2 norms of the decoder columns). Layers are
-    loaded one at a time, so memory holds at most the loader's cache.
+    file), ``dec_norm_mean`` / ``dec_norm_std`` and ``dec_norm_q05 … q95`` (L2 norms of the decoder
+    columns, computed on the SAE's device and moved to the CPU), and ``norm_ratio`` (tokens whose
+    residual norm exceeds norm_ratio x the batch median were excluded; NaN: none excluded).
+    Each layer file is read exactly once; memory holds at most the loader's cache.
     """
     import pandas as pd
     from tqdm.auto import tqdm
@@ -169,9 +176,13 @@ def evaluate_group(scope, texts: list[str], layers: list[int] | None = None, bat
     rows = []
     for l in tqdm(layers, desc="layers"):
         sae = scope.saes[l]
-        res = evaluate_layer(scope.model, sae, batches, l, exclude_first=exclude_first, with_loss=with_loss).as_dict()
-        norms = sae.W_dec.norm(dim=0)
+        res = evaluate_layer(scope.model, sae, batches, l, exclude_first=exclude_first, norm_ratio=norm_ratio,
+                             with_loss=with_loss).as_dict()
+        norms = sae.W_dec.detach().norm(dim=0).float()
+        qs = torch.quantile(norms, torch.tensor(DEC_NORM_QUANTILES, device=norms.device)).cpu()
         res.update(load_seconds=scope.saes.load_seconds.get(l, float("nan")),
-                   dec_norm_mean=float(norms.mean()), dec_norm_std=float(norms.std()))
+                   dec_norm_mean=float(norms.mean()), dec_norm_std=float(norms.std()),
+                   **{f"dec_norm_q{int(round(q * 100)):02d}": float(v) for q, v in zip(DEC_NORM_QUANTILES, qs)},
+                   norm_ratio=float("nan") if norm_ratio is None else float(norm_ratio))
         rows.append(res)
     return pd.DataFrame(rows)

@@ -4,14 +4,24 @@ A *group* is one Hugging Face repo holding one TopK SAE per decoder layer,
 ``layer{n}.sae.pt`` for n in 0..n_layers-1. The name encodes width and k:
 ``Qwen/SAE-Res-<backbone>-W<width>-L0_<k>``. Locally built groups (the mini
 profile) follow the same pattern and are registered with :func:`register`.
+
+Tests and dry runs only: ``QSCOPE_REGISTRY_OVERRIDE=<json file>`` replaces the shapes of named
+official groups (``{"Qwen/SAE-Res-Qwen3-8B-Base-W64K-L0_50": {"d_model": 32, "d_sae": 37888}}``;
+keys among d_model, d_sae, k, n_layers) at import, so that papermill kernels (separate processes)
+read the tiny fixture hub of :mod:`qscope_utils.testing.paper_hub` under the real repo ids. The
+table below is the real one and is never edited by the override; :func:`official_group` returns it.
 """
 from __future__ import annotations
 
+import json
+import os
 import re
+from dataclasses import replace
 from dataclasses import dataclass
 
-__all__ = ["SAEGroup", "REGISTRY", "get_group", "find_groups", "register", "parse_repo_name", "layer_filename",
-           "saelens_release", "SAELENS_RELEASES", "saelens_layer"]
+__all__ = ["SAEGroup", "REGISTRY", "OVERRIDE_ENV", "official_group", "apply_override", "get_group",
+           "find_groups", "register", "parse_repo_name", "layer_filename", "saelens_release", "SAELENS_RELEASES",
+           "saelens_layer"]
 
 _NAME_RE = re.compile(r"^(?:(?P<org>[^/]+)/)?SAE-Res-(?P<backbone>.+)-W(?P<width>\d+)K-L0_(?P<k>\d+)$")
 
@@ -84,6 +94,35 @@ REGISTRY: dict[str, SAEGroup] = {
     ]
 }
 _OFFICIAL = frozenset(REGISTRY)
+_REAL: dict[str, SAEGroup] = dict(REGISTRY)
+OVERRIDE_ENV = "QSCOPE_REGISTRY_OVERRIDE"
+_OVERRIDABLE = ("d_model", "d_sae", "k", "n_layers")
+
+
+def official_group(repo_id: str) -> SAEGroup:
+    """The real (released) entry of an official group, whatever override is active."""
+    return _REAL[repo_id]
+
+
+def apply_override(spec: dict[str, dict]) -> list[str]:
+    """TEST / DRY-RUN ONLY: replace shapes of named official groups (see the module docstring).
+
+    Returns the overridden repo ids. Unknown ids or keys raise an error naming the allowed ones.
+    """
+    for repo_id, fields in spec.items():
+        if repo_id not in _OFFICIAL:
+            raise KeyError(f"{OVERRIDE_ENV}: {repo_id!r} is not an official group; known: {sorted(_OFFICIAL)}")
+        bad = sorted(set(fields) - set(_OVERRIDABLE))
+        if bad:
+            raise KeyError(f"{OVERRIDE_ENV}: {repo_id}: cannot override {bad}; allowed keys: {list(_OVERRIDABLE)}")
+        REGISTRY[repo_id] = replace(_REAL[repo_id], **{k: int(v) for k, v in fields.items()})
+    return list(spec)
+
+
+def _override_from_env() -> None:
+    path = os.environ.get(OVERRIDE_ENV)
+    if path:
+        apply_override(json.loads(open(path, encoding="utf-8").read()))
 
 
 def register(group: SAEGroup) -> SAEGroup:
@@ -143,3 +182,6 @@ def find_groups(backbone: str | None = None, d_sae: int | None = None, k: int | 
             continue
         out.append(g)
     return out
+
+
+_override_from_env()

@@ -33,7 +33,8 @@ __all__ = ["UNSAFE", "SAFE", "LabelledText", "SafetyConfig", "SafetySplits",
            "relevance_scores", "TargetFeatures", "select_targets", "fired", "feature_coverage", "coverage",
            "missing_targets", "coverage_curve", "top_texts", "featurize", "train_eval_classifier",
            "bootstrap_ci", "PAPER", "discover_targets", "feature_contexts", "downstream_arms",
-           "downstream_table", "row_cache", "PAPER_ROW"]
+           "downstream_table", "row_cache", "PAPER_ROW", "empty_miss_reason",
+           "split_pools"]
 
 UNSAFE, SAFE = "unsafe", "safe"
 
@@ -109,17 +110,22 @@ def load_wildjailbreak(config: str = "train", split: str = "train", text_column:
                        seed: int = 0) -> list[LabelledText]:
     """WildJailbreak (gated: accept the AI2 terms on the hub first) as labelled safety data.
 
-    train config: columns vanilla / adversarial / completion / data_type; adversarial is empty for
-    vanilla rows, so ``fallback_text_column`` fills it. eval config: adversarial / label (1 harmful) /
-    data_type. All column names are parameters (the hub files are TSV-like CSV).
+    Read through the :mod:`qscope_utils.sources.wildjailbreak` adapters (TSV, ``keep_default_na=False``,
+    columns checked on load). train config: vanilla / adversarial / completion / data_type; adversarial
+    is empty for vanilla rows, so ``fallback_text_column`` fills it. eval config: adversarial / label
+    (1 harmful) / data_type. Column names are parameters; ``dataset_id`` other than the adapter's repo
+    reads a copy with the same layout.
     """
-    import datasets
+    from dataclasses import replace as _replace
 
-    try:
-        ds = datasets.load_dataset(dataset_id, config, split=split, delimiter="\t", keep_default_na=False)
-    except Exception as e:
-        raise RuntimeError(f"cannot load {dataset_id} ({config}/{split}): {e}\nFix: accept the dataset's terms on "
-                           f"huggingface.co, `huggingface-cli login`, and run once with network access") from e
+    from .sources.wildjailbreak import SOURCES as WJB
+
+    src = next((s for s in WJB if config in s.configs), None)
+    if src is None:
+        raise ValueError(f"WildJailbreak has configs {[c for s in WJB for c in s.configs]}, not {config!r}")
+    if dataset_id != src.repo_id:
+        src = _replace(src, repo_id=dataset_id)
+    ds = src.load(config, split)
     if fallback_text_column and fallback_text_column in ds.column_names and text_column in ds.column_names:
         ds = ds.map(lambda r: {text_column: r[text_column] or r[fallback_text_column]})
     if n is not None and n < len(ds):
@@ -171,7 +177,7 @@ class SafetyConfig:
     train_label_column: str = "data_type"
     eval_label_column: str = "label"
     natural_dataset_id: str = "allenai/WildChat-1M"  # the report does not say: a parameter
-    natural_column: str = "conversation"
+    natural_column: str = "conversation"   # text column; a list of chat turns gives each first user turn
     endpoint_url: str | None = None          # OpenAI-compatible base URL (e.g. https://api.openai.com/v1)
     endpoint_model: str = "gpt-4"
     seed: int = 0
@@ -256,10 +262,23 @@ def make_splits(profile, cfg: SafetyConfig) -> SafetySplits:
         natural = [d.text for d in load_corpus(profile, split="heldout")]
         rng.shuffle(natural)
         natural = natural[: cfg.natural_pool_max]
-    discovery = _balanced(train, cfg.n_discovery_per_cell, rng)
+    return split_pools(train, test, natural, cfg)
+
+
+def split_pools(train: Sequence[LabelledText], test: Sequence[LabelledText], natural: list[str],
+                cfg: SafetyConfig) -> SafetySplits:
+    """Draw seed, discovery, extra and eval from labelled pools (seeded with ``cfg.seed``).
+
+    The seed set (``n_seed_per_cell`` per (group, label) cell) is drawn first and discovery
+    (``n_discovery_per_cell``) from the REST, so targets are ranked on texts the seed does not
+    contain (the report's T: relevant features, not those the seed already fires); extra = train
+    minus seed; eval is balanced from ``test``."""
+    rng = random.Random(cfg.seed)
     seed = _balanced(train, cfg.n_seed_per_cell, random.Random(cfg.seed + 1))
     seed_ids = {id(x) for x in seed}
-    extra = [x for x in train if id(x) not in seed_ids]
+    rest = [x for x in train if id(x) not in seed_ids]
+    discovery = _balanced(rest, cfg.n_discovery_per_cell, rng)
+    extra = list(rest)
     random.Random(cfg.seed + 2).shuffle(extra)
     ev = _balanced(test, cfg.n_eval_per_cell, random.Random(cfg.seed + 3))
     info = {"n_train_labelled": len(train), "n_discovery": len(discovery), "n_seed": len(seed),
@@ -271,16 +290,17 @@ def make_splits(profile, cfg: SafetyConfig) -> SafetySplits:
 # ============================================================================ encoding
 
 def max_act_encoder(model, tokenizer, sae, layer: int, batch_size: int = 32, max_length: int = 128,
-                    progress: bool = False) -> Callable[[list[str]], sp.csr_matrix]:
+                    progress: bool = False, norm_ratio: float | None = None) -> Callable[[list[str]], sp.csr_matrix]:
     """A function texts -> CSR (n_texts, d_sae) of per-text max activations at ``layer``
-    (shared :func:`features.text_max_activations`, position 0 excluded)."""
+    (shared :func:`features.text_max_activations`, position 0 excluded, and tokens with a residual
+    norm above ``norm_ratio`` x the batch median when given)."""
     from .features import text_max_activations
 
     def encode(texts: list[str]) -> sp.csr_matrix:
         if not texts:
             return sp.csr_matrix((0, sae.d_sae), dtype=np.float32)
         return text_max_activations(model, tokenizer, {layer: sae}, list(texts), batch_size=batch_size,
-                                    max_length=max_length, progress=progress)[layer]
+                                    max_length=max_length, progress=progress, norm_ratio=norm_ratio)[layer]
     return encode
 
 
@@ -481,6 +501,19 @@ def discover_targets(encode: Callable[[list[str]], sp.csr_matrix], discovery: Se
     rel = relevance_scores(M[np.nonzero(y)[0]], M[np.nonzero(~y)[0]], cfg.score, cfg.eps)
     T = select_targets(rel, cfg.tau, cfg.layer, cfg.score, cfg.min_unsafe_rate, cfg.max_targets)
     return T, M, rel
+
+
+def empty_miss_reason(n_targets: int, n_missing: int, n_seed: int, cfg: SafetyConfig) -> str | None:
+    """None when there is something to synthesise; otherwise a sentence saying why the comparison
+    would be empty (no targets, or a seed set that already fires every target) and what to change."""
+    if n_targets == 0:
+        return (f"T is empty: no feature reaches relevance {cfg.score} >= tau={cfg.tau} with an unsafe firing rate "
+                f">= {cfg.min_unsafe_rate}. Fix: lower tau / min_unsafe_rate or use more discovery data.")
+    if n_missing == 0:
+        return (f"T_miss is empty: the {n_seed}-text seed set already fires all {n_targets} targets, so there is "
+                f"nothing to synthesise and every coverage comparison would be empty. Fix: a smaller seed "
+                f"(config n_seed_per_cell), a stricter target set (higher tau, max_targets) or a later layer.")
+    return None
 
 
 def feature_contexts(model, tokenizer, sae, layer: int, texts: Sequence[str], max_acts: sp.spmatrix,

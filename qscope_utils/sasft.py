@@ -34,7 +34,6 @@ from the corpus).
 from __future__ import annotations
 
 import copy
-import json
 import math
 import random
 from contextlib import contextmanager
@@ -143,8 +142,7 @@ class SASFTConfig:
                       stat_docs_per_lang=2000, stat_max_length=512, n_train=0, steps=2000, batch_size=16, lr=1e-5,
                       warmup=100, lambdas=(0.0, 5e-4, 1e-3), eval_prompts_per_lang=200, n_seeds=4,
                       max_new_tokens=512, temperature=0.7, gen_batch_size=32, ppl_docs_per_lang=200,
-                      ppl_max_length=512, sft_file="sft.jsonl", eval_file="eval_prompts.jsonl",
-                      stats_file="lang_texts.jsonl")
+                      ppl_max_length=512)   # sft_file / eval_file / stats_file: required (not public)
         else:
             raise ValueError(f"unknown profile {name!r}: choose mini, smoke or paper")
         return replace(cfg, **overrides) if overrides else cfg
@@ -586,30 +584,24 @@ def make_mini_eval_prompts(profile, tokenizer, cfg: SASFTConfig) -> pd.DataFrame
                       cfg.eval_prompts_per_lang)
 
 
-def _read_jsonl(path: str | Path, need: Sequence[str]) -> list[dict]:
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p} not found. The official SASFT data are not public: pass a JSONL file with "
-                                f"fields {list(need)} (one object per line)")
-    rows = [json.loads(l) for l in p.read_text(encoding="utf-8").splitlines() if l.strip()]
-    for i, r in enumerate(rows):
-        miss = [k for k in need if k not in r]
-        if miss:
-            raise KeyError(f"{p}:{i + 1} lacks fields {miss} (needs {list(need)})")
-    return rows
+def load_sft_jsonl(path: str | Path | None, n: int | None = None) -> list[SFTExample]:
+    """Paper profile: SFT examples from JSONL {prompt, response, response_lang[, prompt_lang]}
+    (the :mod:`qscope_utils.sources.sasft_files` adapter: a local path or ``org/name:file.jsonl``)."""
+    from .sources.sasft_files import SFT
 
-
-def load_sft_jsonl(path: str | Path, n: int | None = None) -> list[SFTExample]:
-    """Paper profile: SFT examples from JSONL {prompt, response, response_lang[, prompt_lang]}."""
-    rows = _read_jsonl(path, ("prompt", "response", "response_lang"))[:n]
+    rows = SFT.read_rows(path)[:n]
     return [SFTExample(r["prompt"], r["response"], r.get("prompt_lang", r["response_lang"]), r["response_lang"])
             for r in rows]
 
 
-def load_texts_jsonl(path: str | Path, langs: Sequence[str] | None = None, n: int | None = None) -> dict[str, list[str]]:
-    """Paper profile: lang -> texts from JSONL {text, lang} (language statistics, perplexity, prompts)."""
+def load_texts_jsonl(path: str | Path | None, langs: Sequence[str] | None = None, n: int | None = None,
+                     kind: str = "stats") -> dict[str, list[str]]:
+    """Paper profile: lang -> texts from JSONL {text, lang} (``kind`` 'stats': statistics / perplexity
+    texts, ``stats_file``; 'eval': evaluation prompts, ``eval_file``)."""
+    from .sources.sasft_files import EVAL, STATS
+
     out: dict[str, list[str]] = {}
-    for r in _read_jsonl(path, ("text", "lang")):
+    for r in {"stats": STATS, "eval": EVAL}[kind].read_rows(path):
         if langs is None or r["lang"] in langs:
             lst = out.setdefault(r["lang"], [])
             if n is None or len(lst) < n:

@@ -77,11 +77,12 @@ class SteerConfig:
     classical_min_ratio: float = 2.0  # classical feature must fire >= this x more on lzh than on zh
     n_boot: int = 2000
     clf_window_chars: int = 24
-    english_dataset: str = "Salesforce/wikitext"          # paper only: English prompt source
+    english_dataset: str = "Salesforce/wikitext"          # paper only: English prompt source (report: unnamed)
     english_config: str | None = "wikitext-103-raw-v1"
-    classical_dataset: str | None = None                 # paper only: (dataset id, column) of lzh text
-    classical_column: str = "text"
-    modern_dataset: str | None = None                    # paper only: modern Chinese text
+    english_split: str = "validation"                    # not the test split that §2 evaluates on
+    classical_dataset: str | None = None                 # paper only, required: lzh text (JSONL file with a text
+    classical_column: str = "text"                       # column, org/name:file.jsonl, or a hub id); report: unnamed
+    modern_dataset: str | None = None                    # paper only, required: modern Chinese text (same forms)
     modern_column: str = "text"
     seed: int = 0
 
@@ -401,13 +402,18 @@ def load_case_texts(profile, cfg: SteerConfig) -> dict:
                 "zh": texts("train", "zh"), "lzh": texts("train", "lzh"),
                 "zh_heldout": texts("heldout", "zh"), "lzh_heldout": texts("heldout", "lzh"),
                 "other": {l: pick(texts("train", l), max(n // 4, 1)) for l in OTHER_LANGS if texts("train", l)}}
+    from .sources import SourceNotAvailable
+    from .sources.chinese_text import CLASSICAL, MODERN
+    from .sources.wikitext import paragraphs
     from .texts import load_hf_texts
 
-    if not cfg.classical_dataset or not cfg.modern_dataset:
-        raise ValueError("paper profile: set SteerConfig.classical_dataset and modern_dataset (HF dataset ids of "
-                         "classical and modern Chinese text, with *_column); the report does not name its data")
-    eng = load_hf_texts(cfg.english_dataset, "train", "text", 20 * cfg.n_cs_prompts, config=cfg.english_config,
-                        seed=cfg.seed)
+    for src, value in ((CLASSICAL, cfg.classical_dataset), (MODERN, cfg.modern_dataset)):
+        if not value:
+            raise SourceNotAvailable(f"paper profile: set {src.user_param} (the report does not name its classical / "
+                                     f"modern Chinese data): a JSONL file with a 'text' column, "
+                                     f"org/name:file.jsonl in a hub dataset repo, or a hub dataset id (+ *_column)")
+    eng = paragraphs(load_hf_texts(cfg.english_dataset, cfg.english_split, "text", 20 * cfg.n_cs_prompts,
+                                   config=cfg.english_config, seed=cfg.seed))
     lzh = load_hf_texts(cfg.classical_dataset, "train", cfg.classical_column, 2 * n, seed=cfg.seed)
     zh = load_hf_texts(cfg.modern_dataset, "train", cfg.modern_column, 2 * n, seed=cfg.seed)
     return {"english": eng[:4 * cfg.n_cs_prompts], "zh": zh[:n], "lzh": lzh[:n], "zh_heldout": zh[n:],

@@ -8,21 +8,14 @@ from .profiles import Profile
 __all__ = ["eval_texts", "load_hf_texts", "require_languages"]
 
 
-def load_hf_texts(dataset_id: str, split: str = "train", column: str = "text", n: int | None = None,
+def load_hf_texts(dataset_id: str, split: str | None = "train", column: str = "text", n: int | None = None,
                   config: str | None = None, seed: int = 0) -> list[str]:
-    """Up to ``n`` non-empty texts from a Hugging Face dataset (honours HF_DATASETS_OFFLINE / the cache)."""
-    import datasets
+    """Up to ``n`` non-empty texts (seeded subset) from a dataset, through :func:`qscope_utils.sources.load_texts`:
+    hub ids with an adapter are read (online or from the offline hub cache) and schema-checked, local
+    files work too, and a list-of-chat-turns column (WildChat ``conversation``) gives first user turns."""
+    from .sources import load_texts
 
-    try:
-        ds = datasets.load_dataset(dataset_id, config, split=split)
-    except Exception as e:  # datasets raises several types for offline / missing
-        raise RuntimeError(f"cannot load dataset {dataset_id!r} ({config}, {split}): {e}\nFix: run once with network "
-                           f"access so it lands in the HF cache, or pass a local path/dataset id that is cached.") from e
-    if column not in ds.column_names:
-        raise KeyError(f"{dataset_id} has no column {column!r}; columns: {ds.column_names}")
-    if n is not None and n < len(ds):
-        ds = ds.shuffle(seed=seed).select(range(n))
-    return [t for t in ds[column] if t and t.strip()]
+    return load_texts(dataset_id, column=column, split=split, config=config, n=n, seed=seed)
 
 
 def eval_texts(profile: Profile, n: int = 256, seed: int = 0, dataset_id: str = "Salesforce/wikitext",
@@ -33,7 +26,7 @@ def eval_texts(profile: Profile, n: int = 256, seed: int = 0, dataset_id: str = 
     Paper: ``dataset_id`` from the hub (any text dataset; a parameter, the report does not say).
     """
     if not profile.is_built:
-        return load_hf_texts(dataset_id, "test", column, n, config=config, seed=seed)
+        return _paper_eval_texts(dataset_id, config, column, n, seed)
     from .mini.corpus import load_corpus
 
     docs = load_corpus(profile, split="heldout")
@@ -59,3 +52,15 @@ def require_languages(profile: str | Profile, notebook: str) -> None:
     from .mini.corpus import require_languages as _require
 
     _require(profile, notebook)
+
+
+def _paper_eval_texts(dataset_id: str, config: str | None, column: str, n: int, seed: int) -> list[str]:
+    """``n`` texts of the test split; WikiText's blank and ``= Heading =`` rows are dropped BEFORE sampling."""
+    from .sources import source_for_repo
+    from .sources.wikitext import SOURCE as WIKITEXT, paragraphs
+
+    if source_for_repo(dataset_id, config) is WIKITEXT:
+        texts = paragraphs(load_hf_texts(dataset_id, "test", column, None, config=config))
+        rng = random.Random(seed)
+        return rng.sample(texts, n) if n < len(texts) else texts
+    return load_hf_texts(dataset_id, "test", column, n, config=config, seed=seed)

@@ -111,9 +111,10 @@ def _paper_config() -> ToxicityConfig:
     from .profiles import get_profile
     from .registry import get_group
 
-    n_layers = get_group(get_profile("paper").sae_repo).n_layers
+    paper = get_profile("paper")
+    n_layers = get_group(paper.sae_repo).n_layers
     return ToxicityConfig(n_disc=2000, n_eval=500, n_repeats=5, batch_size=32, max_length=256, chunk_texts=512,
-                          layers_per_pass=4, m_values=(1, 2, 3, 5, 8), norm_ratio=10.0,
+                          layers_per_pass=4, m_values=(1, 2, 3, 5, 8), norm_ratio=paper.norm_ratio,
                           baseline_layers=(n_layers // 2, (3 * n_layers) // 4),
                           langs=("en", "ru", "uk", "de", "es", "am", "zh", "ar", "hi", "it", "fr", "tt", "ja"))
 

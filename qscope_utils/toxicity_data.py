@@ -6,7 +6,9 @@ balanced evaluation split, label 1 = toxic / offensive, 0 = clean):
 * ``paper``: Hugging Face ``textdetox/multilingual_toxicity_dataset`` (one HF split per language,
   columns ``text`` and ``toxic`` in {0, 1}), 13 languages, per language a fixed-seed balanced
   2,000 + 2,000 discovery / 500 + 500 evaluation split (docs/CONVENTIONS.md §5). :func:`splits_from_dataset`
-  does the split on any ``datasets.Dataset`` (tested on a fixture); :func:`paper_splits` loads the hub.
+  dedupes and splits any ``datasets.Dataset`` (a pool short of 2,500 unique texts per class, e.g. after
+  dedupe, is split in proportion with a warning and its sizes recorded); :func:`paper_splits` reads the
+  hub through the ``sources.textdetox`` adapter (pinned layout, 15 language splits checked).
 * ``mini``/``smoke``: the mini corpus. Only es and it carry labels, and only because Debian packages
   them separately: ``fortunes-es-off`` / ``fortunes-it-off`` are *offensive*, ``fortunes-es`` /
   ``fortunes-it`` are *clean*. Nothing else is labelled and nothing is invented here: a language
@@ -17,7 +19,8 @@ balanced evaluation split, label 1 = toxic / offensive, 0 = clean):
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -90,13 +93,32 @@ def _make_split(lang: str, disc_tox: list[str], disc_cln: list[str], eval_tox: l
     return ToxicSplit(lang, dt, dy, et, ey, {**info, "seed": seed})
 
 
+def _short_sizes(lang: str, n_tox: int, n_cln: int, n_disc: int, n_eval: int, on_short: str) -> tuple[int, int]:
+    """(n_disc, n_eval) that fit a pool of ``min(n_tox, n_cln)`` unique texts per class (same proportion)."""
+    need, have = n_disc + n_eval, min(n_tox, n_cln)
+    if have >= need:
+        return n_disc, n_eval
+    msg = (f"{lang}: {n_tox} toxic / {n_cln} clean unique texts after dedupe, fewer than the {n_disc}+{n_eval} per "
+           f"class asked")
+    if on_short == "raise" or have < 2:
+        raise ValueError(msg + ". Fix: lower n_disc/n_eval (or on_short='warn' to use what exists)")
+    if on_short != "warn":
+        raise ValueError(f"on_short must be 'warn' or 'raise', not {on_short!r}")
+    ev = max(1, round(have * n_eval / need))
+    warnings.warn(msg + f": using {have - ev} + {ev} per class (sizes recorded in the split's info)")
+    return have - ev, ev
+
+
 def splits_from_dataset(ds, lang: str, n_disc: int = 2000, n_eval: int = 500, seed: int = 0,
-                        text_col: str = "text", label_col: str = "toxic", allow_smaller: bool = False) -> ToxicSplit:
+                        text_col: str = "text", label_col: str = "toxic", on_short: str = "warn") -> ToxicSplit:
     """Balanced fixed-seed split of one language's ``datasets.Dataset`` (or any mapping of columns).
 
-    Per class ``n_disc`` discovery + ``n_eval`` evaluation texts, disjoint. ``label_col`` holds
-    1/True for toxic, 0/False for clean. With ``allow_smaller`` a class shorter than ``n_disc + n_eval``
-    is split in the same proportion instead of raising.
+    Texts are deduplicated per class first (a text in both classes is dropped as ambiguous). Per class
+    ``n_disc`` discovery + ``n_eval`` evaluation texts, disjoint. ``label_col`` holds 1/True for toxic,
+    0/False for clean. A pool shorter than ``n_disc + n_eval`` unique texts per class (TextDetox has about
+    2,500 per class, minus duplicates) is split in the same proportion with a warning (``on_short="warn"``,
+    the default) or raises (``"raise"``); ``info`` records the pool sizes, duplicates dropped and the sizes
+    actually used.
     """
     cols = list(getattr(ds, "column_names", None) or ds.keys())
     for c in (text_col, label_col):
@@ -106,18 +128,17 @@ def splits_from_dataset(ds, lang: str, n_disc: int = 2000, n_eval: int = 500, se
     bad = sorted(set(labels) - {0, 1})
     if bad:
         raise ValueError(f"{lang}: column {label_col!r} must be 0/1, found {bad[:5]}")
-    tox, cln = _dedupe([t for t, y in zip(texts, labels) if y == 1], [t for t, y in zip(texts, labels) if y == 0])
-    need = n_disc + n_eval
-    have = min(len(tox), len(cln))
-    if have < need:
-        if not allow_smaller:
-            raise ValueError(f"{lang}: {len(tox)} toxic / {len(cln)} clean unique texts, fewer than the "
-                             f"{n_disc}+{n_eval} per class asked. Fix: lower n_disc/n_eval or pass allow_smaller=True")
-        n_eval = max(1, round(have * n_eval / need))
-        n_disc = have - n_eval
+    raw_tox = [t for t, y in zip(texts, labels) if y == 1]
+    raw_cln = [t for t, y in zip(texts, labels) if y == 0]
+    tox, cln = _dedupe(raw_tox, raw_cln)
+    asked = (n_disc, n_eval)
+    n_disc, n_eval = _short_sizes(lang, len(tox), len(cln), n_disc, n_eval, on_short)
     rng = random.Random(f"toxicity-split:{lang}:{seed}")
     tox_s, cln_s = balanced_sample(tox, n_disc + n_eval, rng), balanced_sample(cln, n_disc + n_eval, rng)
-    info = {"source": "dataset", "pool_toxic": len(tox), "pool_clean": len(cln), "n_disc": n_disc, "n_eval": n_eval}
+    info = {"source": "dataset", "rows_toxic": len(raw_tox), "rows_clean": len(raw_cln), "pool_toxic": len(tox),
+            "pool_clean": len(cln), "dropped_toxic": len(raw_tox) - len(tox), "dropped_clean": len(raw_cln) - len(cln),
+            "asked_disc": asked[0], "asked_eval": asked[1], "n_disc": n_disc, "n_eval": n_eval,
+            "short_pool": (n_disc, n_eval) != asked}
     return _make_split(lang, tox_s[:n_disc], cln_s[:n_disc], tox_s[n_disc:], cln_s[n_disc:], seed, info)
 
 
@@ -125,21 +146,21 @@ def paper_splits(dataset_id: str = PAPER_DATASET, langs: tuple[str, ...] = PAPER
                  n_eval: int = 500, seed: int = 0, load_fn=None, **kw) -> dict[str, ToxicSplit]:
     """lang -> :class:`ToxicSplit` from the TextDetox hub dataset (one HF split per language).
 
-    ``load_fn(dataset_id, lang) -> Dataset`` replaces ``datasets.load_dataset(dataset_id, split=lang)``
-    (tests pass a fixture). Needs network once (then the HF cache).
+    Read through the :mod:`qscope_utils.sources.textdetox` adapter (revision and schema checked; online
+    once, then the hub cache). ``dataset_id`` other than the adapter's repo reads a copy with the same
+    layout. ``load_fn(dataset_id, lang) -> Dataset`` replaces the adapter (custom data). ``kw`` goes to
+    :func:`splits_from_dataset` (e.g. ``on_short``).
     """
+    from .sources.textdetox import SOURCE
+
+    src = SOURCE if dataset_id == SOURCE.repo_id else replace(SOURCE, repo_id=dataset_id)
     if load_fn is None:
         def load_fn(did, lang):
-            import datasets
-            try:
-                return datasets.load_dataset(did, split=lang)
-            except Exception as e:
-                raise RuntimeError(f"cannot load {did!r} split {lang!r}: {e}\nFix: run once with network access "
-                                   f"(it lands in the HF cache) or set HF_DATASETS_OFFLINE=0") from e
+            return src.load(split=lang)
     out = {}
     for lang in langs:
         sp = splits_from_dataset(load_fn(dataset_id, lang), lang, n_disc, n_eval, seed, **kw)
-        sp.info["dataset"] = dataset_id
+        sp.info.update(dataset=dataset_id, revision=src.revision)
         out[lang] = sp
     return out
 

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest_sources import dataset_hub  # noqa: F401
 from qscope_utils import benchmarks as bm
 
 LANGS = ("en", "ru", "fr", "de", "zh", "es", "it", "ja")
@@ -245,7 +246,8 @@ def test_load_hf_benchmark_from_local_file(tmp_path):
         bm.load_hf_benchmark("NOT-A-BENCH")
     with pytest.raises(RuntimeError, match="Fix"):
         bm.load_hf_benchmark(bm.HFBenchmarkSpec("gone", str(tmp_path / "missing" / "x.parquet")))
-    assert len(bm.PAPER_BENCHMARKS) == 17
+    assert len(bm.PAPER_BENCHMARKS) == 15 and len(bm.ALL_BENCHMARKS) == 17
+    assert {"KOR-Bench", "ICLEval"} == set(bm.USER_BENCHMARKS) and not set(bm.USER_BENCHMARKS) & set(bm.PAPER_BENCHMARKS)
 
 
 def test_read_correctness_long_wide_parquet(tmp_path):
@@ -273,3 +275,22 @@ def test_read_correctness_long_wide_parquet(tmp_path):
     assert list(bm.align_correctness(a, bench).columns) == ["1", "0"]
     with pytest.raises(KeyError, match="no score"):
         bm.align_correctness(a, bm.Benchmark("t", "external", [bm.Item("p", uid="7")]))
+
+
+def test_paper_benchmarks_read_through_their_adapters(dataset_hub, tmp_path):
+    from qscope_utils.sources import SourceNotAvailable, get_source
+
+    dataset_hub(["ceval", "include", "gsm8k"], n_rows=2)
+    ce = bm.load_hf_benchmark("C-Eval")                             # 52 subjects concatenated, val split
+    assert len(ce) == 2 * 52 and ce.uids[:2] == ["computer_network/0", "computer_network/1"]
+    assert ce.prompts[0].endswith("答案：") and "A. " in ce.prompts[0]
+    inc = bm.load_hf_benchmark("INCLUDE", n=5, seed=0)
+    assert len(inc) == 5 and all("\nD. " in p for p in inc.prompts)
+    assert bm.load_hf_benchmark("GSM8K").prompts[1].startswith("Question: Tom has 4 boxes")
+    with pytest.raises(SourceNotAvailable, match="benchmark_files"):
+        bm.load_hf_benchmark("KOR-Bench")
+    f = get_source("kor-bench").write_miniature(tmp_path, n_rows=3) / "kor_bench.jsonl"
+    kb = bm.load_hf_benchmark("KOR-Bench", dataset_id=str(f))
+    assert kb.uids == ["kor-bench-0", "kor-bench-1", "kor-bench-2"]
+    for spec in bm.PAPER_BENCHMARKS.values():                       # every default names a real adapter + repo
+        assert spec.dataset_id == get_source(spec.source).repo_id != ""

@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 
 import pytest
+
+from conftest_sources import dataset_hub  # noqa: F401
 import torch
 
 from qscope_utils.dapo import (DAPOConfig, answer_correct, dapo_loss, group_advantages, overlong_penalty, paper_compute,
@@ -255,18 +257,15 @@ def test_extract_int_rules():
     assert float(answer_correct(["... so 1,234"], [1234], "last")[0]) == 1.0
 
 
-def test_hf_problems_gsm8k_and_mgsm_rows(monkeypatch):
-    import datasets
-
+def test_hf_problems_gsm8k_and_mgsm_rows(dataset_hub):
     from qscope_utils.dapo import hf_problems
 
-    rows = {"gsm": [{"question": "Tom has 3 and buys 4. ", "answer": "3+4=7\n#### 7"},
-                    {"question": "Big?", "answer": "#### 1,200"}],
-            "mgsm": [{"question": "Q1", "answer_number": 5.0}, {"question": "Q2", "answer_number": 2.5}]}
-    monkeypatch.setattr(datasets, "load_dataset", lambda ds_id, config, split: datasets.Dataset.from_list(rows[ds_id]))
-    g = hf_problems("gsm", "main", "train", template="Q: {question}\nA:")
-    assert [(p.prompt, p.answer) for p in g] == [("Q: Tom has 3 and buys 4.\nA:", 7), ("Q: Big?\nA:", 1200)]
-    m = hf_problems("mgsm", "en", "test")
-    assert [p.answer for p in m] == [5]                  # 2.5 is not an integer answer: skipped
+    dataset_hub(["gsm8k", "mgsm"], n_rows=3)
+    g = hf_problems("openai/gsm8k", "main", "train", template="Q: {question}\nA:")
+    assert [p.answer for p in g] == [36, 1068, 2110]              # "#### 1,068" parsed with its comma
+    assert g[0].prompt == "Q: Tom has 3 boxes with 12 pencils each and buys 0 more pencils. How many pencils does he " \
+                          "have?\nA:"
+    m = hf_problems("juletxara/mgsm", "en", "test")
+    assert [p.answer for p in m] == [9, 13, 17]
     cfg = DAPOConfig.for_profile("paper", "1.7B")
     assert cfg.train_data[0] == "openai/gsm8k" and cfg.eval_data[0] == "juletxara/mgsm" and cfg.answer_rule == "last"

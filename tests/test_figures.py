@@ -98,33 +98,6 @@ def test_missing_table_names_the_notebook(tmp_path):
         F.FIGURES["04_transfer_heatmap"](tmp_path)
 
 
-def test_decoder_norm_table_box_stats():
-    import numpy as np
-
-    from qscope_utils.figures import decoder_norm_table
-
-    t = decoder_norm_table({3: np.r_[np.arange(1.0, 10.0), 100.0]}).iloc[0]
-    assert (t.layer, t.med, t.q1, t.q3) == (3, 5.5, 3.25, 7.75)
-    assert t.whislo == 1.0 and t.whishi == 9.0                  # 100 is beyond 1.5 IQR: an outlier
-
-
-CJK_FIG = """
-import warnings, matplotlib
-matplotlib.use("Agg")
-from qscope_utils import figures as F
-with warnings.catch_warnings(record=True) as w:
-    warnings.simplefilter("always")
-    fam = F.apply_style()
-    F.apply_style()
-    fig, ax = F._subplots()
-    ax[0, 0].set_title("中文 日本語のテキスト русский текст")
-    fig.savefig(r"{out}")
-glyph = [str(x.message) for x in w if "missing from font" in str(x.message)]
-nofont = [str(x.message) for x in w if "no CJK font" in str(x.message)]
-print(f"{fam}|{len(glyph)}|{len(nofont)}")
-"""
-
-
 def _cjk_fonts_dir() -> Path | None:
     """The repo's cached font if present, else a fresh fetch into a temp dir (skips without apt-get)."""
     cached = ROOT / "data" / "_fonts"

@@ -224,7 +224,15 @@ def test_redundancy_by_benchmark_marks_undefined_R():
 def test_config_for_profiles():
     mini, smoke = rd.RedundancyConfig.for_profile("mini"), rd.RedundancyConfig.for_profile("smoke")
     assert len(mini.pair_benchmarks) == 8 and smoke.n_items < mini.n_items
-    assert rd.RedundancyConfig.for_profile("paper").control == "MMLU"
+    paper = rd.RedundancyConfig.for_profile("paper")
+    assert paper.control == "MMLU"
+    # the report's Fig. 6 / Table 2: 8 named benchmarks, 28 pairs, all loadable by default
+    assert set(paper.pair_benchmarks) == {"EvalPlus", "MBPP", "MultiPL-E", "MMLU-Pro", "SuperGPQA", "TheoremQA",
+                                          "GSM8K", "MATH"}
+    from qscope_utils.benchmarks import PAPER_BENCHMARKS
+
+    assert set(paper.pair_benchmarks) <= set(PAPER_BENCHMARKS) and len(list(itertools.combinations(
+        paper.pair_benchmarks, 2))) == 28
     with pytest.raises(ValueError):
         rd.RedundancyConfig.for_profile("nope")
 

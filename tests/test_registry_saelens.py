@@ -1,4 +1,4 @@
-"""SAELens release names as aliases of the 14 Qwen-Scope groups (SPEC.md §4)."""
+"""SAELens release names as aliases of the 14 Qwen-Scope groups (docs/CONVENTIONS.md)."""
 import pytest
 
 from qscope_utils.registry import REGISTRY, SAELENS_RELEASES, get_group, saelens_layer, saelens_release

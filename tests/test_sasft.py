@@ -245,8 +245,12 @@ def test_jsonl_loaders_and_table4(tmp_path):
         sasft.load_sft_jsonl(tmp_path / "missing.jsonl")
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"prompt": "x"}))
-    with pytest.raises(KeyError, match="lacks"):
+    from qscope_utils.sources import SchemaError, SourceNotAvailable
+
+    with pytest.raises(SchemaError, match=r"bad.jsonl:1 lacks fields \['response', 'response_lang'\]"):
         sasft.load_sft_jsonl(bad)
+    with pytest.raises(SourceNotAvailable, match="set `sft_file`"):
+        sasft.load_sft_jsonl(sasft.SASFTConfig.for_profile("paper").sft_file)   # no default file: a required input
     r = cs.RatioCI(0.5, 0.4, 0.6, 10, 2)
     t = sasft.table4({"ja": {"base": r, "sft": r, "sasft": r, "diff": r}}, paper_target={"ja": "ko"})
     assert t.iloc[0]["paper Qwen3-1.7B-Base SFT->SASFT"] == "0.36 -> 0.00"
@@ -264,9 +268,11 @@ def test_config_profiles():
 
 # ----------------------------------------------------------------------------- notebook
 @pytest.mark.slow
-def test_notebook_06_runs_on_smoke(smoke_scope, tmp_path):
+def test_notebook_06_runs_on_smoke(smoke_scope, tmp_path, monkeypatch):
     import json
     import time
+
+    monkeypatch.setenv("QSCOPE_RESULTS", str(tmp_path / "results"))     # never into the repo's results/
 
     import papermill as pm
 

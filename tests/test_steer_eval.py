@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from conftest_mini import smoke_scope  # noqa: F401  (fixture)
+from conftest_sources import dataset_hub  # noqa: F401
 from qscope_utils import steer_eval as se
 from qscope_utils.sae import TopKSAE
 
@@ -101,7 +102,9 @@ def test_config_profiles():
 def test_paper_texts_need_dataset_ids():
     from qscope_utils.profiles import get_profile
 
-    with pytest.raises(ValueError, match="classical_dataset"):
+    from qscope_utils.sources import SourceNotAvailable
+
+    with pytest.raises(SourceNotAvailable, match="set classical_dataset .*JSONL file with a 'text' column"):
         se.load_case_texts(get_profile("paper"), se.SteerConfig.for_profile("paper"))
 
 
@@ -169,8 +172,10 @@ def test_continuation_nll_matches_manual(tiny_model):
 
 
 # ----------------------------------------------------------------------------- notebook on smoke
-def test_notebook_runs_on_smoke(smoke_scope):
+def test_notebook_runs_on_smoke(smoke_scope, tmp_path, monkeypatch):
     from qscope_utils.paths import results_dir
+
+    monkeypatch.setenv("QSCOPE_RESULTS", str(tmp_path / "results"))     # never into the repo's results/
     from qscope_utils.runner import list_notebooks, run_notebook
 
     (nb,) = list_notebooks(["02"])
@@ -189,25 +194,26 @@ def test_notebook_runs_on_smoke(smoke_scope):
     assert took < 180, f"smoke notebook took {took:.0f} s"
 
 
-def test_paper_path_pieces(monkeypatch):
+def test_paper_path_pieces(dataset_hub, tmp_path):
     """The paper profile's ids fit a W64K-shaped SAE, and its data path reads the configured datasets."""
-    from qscope_utils import texts
     from qscope_utils.profiles import get_profile
+    from qscope_utils.sources.chinese_text import CLASSICAL, MODERN
 
-    cfg = se.SteerConfig.for_profile("paper", classical_dataset="lzh/ds", modern_dataset="zh/ds", n_discovery_texts=3)
+    lzh = CLASSICAL.write_miniature(tmp_path / "lzh", n_rows=6) / CLASSICAL.data_files
+    zh = MODERN.write_miniature(tmp_path / "zh", n_rows=6) / MODERN.data_files
+    dataset_hub(["wikitext"], n_rows=16)
+    cfg = se.SteerConfig.for_profile("paper", classical_dataset=str(lzh), modern_dataset=str(zh), n_discovery_texts=3,
+                                     n_cs_prompts=1)
     sae = TopKSAE(8, 65536, 50)
     for f in (cfg.zh_feature, cfg.lzh_feature):
         c = se.additive(18, sae, f, -cfg.suppress_multipliers[-1] * cfg.alpha_scale, cfg.suppress_multipliers[-1])
         assert c.alpha == -100.0 and c.name == "add-100"
     with pytest.raises(IndexError):
         se.additive(18, TopKSAE(8, 32768, 50), cfg.lzh_feature, 5.0)   # 36398 needs a 64K SAE
-    calls = []
-
-    def fake(dataset_id, split="train", column="text", n=None, config=None, seed=0):
-        calls.append((dataset_id, column))
-        return [f"{dataset_id} text {i}" for i in range(n)]
-
-    monkeypatch.setattr(texts, "load_hf_texts", fake)
     d = se.load_case_texts(get_profile("paper"), cfg)
-    assert [c[0] for c in calls] == ["Salesforce/wikitext", "lzh/ds", "zh/ds"]
-    assert len(d["lzh"]) == 3 and len(d["lzh_heldout"]) == 3 and d["other"]["en"]
+    assert len(d["lzh"]) == 3 and len(d["lzh_heldout"]) == 3 and len(d["zh"]) == 3
+    assert all("之" in t or "乎" in t or "也" in t or "本" in t or "已" in t for t in d["lzh"] + d["lzh_heldout"])
+    assert set(d["zh"] + d["zh_heldout"]) <= {r["text"] for r in MODERN.mini_rows("default", "train", 6)}
+    # English prompts: WikiText validation paragraphs only (no blank / heading rows), 4 x n_cs_prompts
+    assert len(d["english"]) == 4 and all(len(t) >= 40 and not t.startswith("=") for t in d["english"])
+    assert d["other"]["en"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from conftest_sources import dataset_hub  # noqa: F401
 import scipy.sparse as sp
 
 from qscope_utils import toxicity as tx
@@ -218,25 +220,45 @@ def test_splits_from_dataset_balanced_disjoint_and_seeded():
     again = td.splits_from_dataset(ds, "en", n_disc=20, n_eval=5, seed=1)
     other = td.splits_from_dataset(ds, "en", n_disc=20, n_eval=5, seed=2)
     assert again.disc_texts == s.disc_texts and other.disc_texts != s.disc_texts
-    with pytest.raises(ValueError, match="allow_smaller"):
-        td.splits_from_dataset(ds, "en", n_disc=40, n_eval=5)
-    small = td.splits_from_dataset(ds, "en", n_disc=40, n_eval=10, allow_smaller=True)
-    assert small.sizes["disc_toxic"] + small.sizes["eval_toxic"] == 40
+    with pytest.raises(ValueError, match="on_short='warn'"):
+        td.splits_from_dataset(ds, "en", n_disc=40, n_eval=5, on_short="raise")
+    with pytest.warns(UserWarning, match="using 32 \\+ 8 per class"):
+        small = td.splits_from_dataset(ds, "en", n_disc=40, n_eval=10)
+    assert small.sizes == {"disc_toxic": 32, "disc_clean": 32, "eval_toxic": 8, "eval_clean": 8}
     with pytest.raises(KeyError, match="label_col"):
         td.splits_from_dataset(ds, "en", label_col="label")
 
 
-def test_paper_splits_uses_one_hub_split_per_language_via_load_fn():
-    calls = []
+def test_short_pool_after_dedupe_uses_what_exists_and_records_sizes():
+    datasets = pytest.importorskip("datasets")
+    # 30 toxic rows of which 22 unique (8 duplicates), 30 unique clean rows, 2 texts in both classes
+    tox = [f"toxic {i}" for i in range(22)] + [f"toxic {i}" for i in range(8)]
+    cln = [f"clean {i}" for i in range(28)] + ["toxic 0", "toxic 1"]
+    ds = datasets.Dataset.from_dict({"text": tox + cln, "toxic": [1] * 30 + [0] * 30})
+    with pytest.warns(UserWarning, match="20 toxic / 28 clean unique texts.*using 16 \\+ 4 per class"):
+        s = td.splits_from_dataset(ds, "en", n_disc=20, n_eval=5, seed=0)
+    assert s.sizes == {"disc_toxic": 16, "disc_clean": 16, "eval_toxic": 4, "eval_clean": 4}
+    assert {k: s.info[k] for k in ("rows_toxic", "pool_toxic", "dropped_toxic", "pool_clean", "dropped_clean",
+                                   "asked_disc", "n_disc", "n_eval", "short_pool")} == \
+        {"rows_toxic": 30, "pool_toxic": 20, "dropped_toxic": 10, "pool_clean": 28, "dropped_clean": 2,
+         "asked_disc": 20, "n_disc": 16, "n_eval": 4, "short_pool": True}
+    assert "toxic 0" not in s.disc_texts + s.eval_texts           # ambiguous (in both classes): dropped
 
-    def load_fn(did, lang):
-        calls.append((did, lang))
-        return _fixture_dataset()
 
-    out = td.paper_splits(langs=("en", "ru"), n_disc=10, n_eval=5, load_fn=load_fn)
-    assert calls == [(td.PAPER_DATASET, "en"), (td.PAPER_DATASET, "ru")]
-    assert set(out) == {"en", "ru"} and out["ru"].sizes["eval_clean"] == 5
-    assert len(td.PAPER_LANGS) == 13
+def test_paper_splits_read_textdetox_through_the_adapter(dataset_hub):
+    from qscope_utils.sources import SchemaError
+    from qscope_utils.sources.textdetox import SOURCE
+
+    home = dataset_hub(["textdetox"], n_rows=12)                   # 6 toxic + 6 clean per language
+    out = td.paper_splits(langs=("en", "zh", "hin"), n_disc=4, n_eval=2)
+    assert set(out) == {"en", "zh", "hin"} and len(td.PAPER_LANGS) == 13 and set(td.PAPER_LANGS) < set(SOURCE.splits)
+    assert out["zh"].sizes == {"disc_toxic": 4, "disc_clean": 4, "eval_toxic": 2, "eval_clean": 2}
+    assert out["zh"].info["dataset"] == td.PAPER_DATASET and not out["zh"].info["short_pool"]
+    assert any("你这个蠢货" in t for t in out["zh"].disc_texts + out["zh"].eval_texts)
+    for f in home.rglob("tt-*.parquet"):                            # a 9-language revision lacks tt
+        f.unlink()
+    with pytest.raises(SchemaError, match="split 'tt'"):
+        td.paper_splits(langs=("en", "tt"), n_disc=4, n_eval=2)
 
 
 def test_mini_splits_use_only_real_corpus_labels():

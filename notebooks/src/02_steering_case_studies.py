@@ -24,6 +24,15 @@ layer = None            # None: middle layer of the group
 zh_feature = None       # None: discover (paper: 6159)
 lzh_feature = None      # None: discover (paper: 36398)
 alpha_scale = None      # None: the features mean activation when it fires; 1.0: multipliers are raw alphas
+# paper profile: the report does not name its text data (HF dataset ids; see docs/paper_sources.md)
+classical_dataset = None   # classical Chinese (lzh) text; None: the SteerConfig default
+classical_column = None
+modern_dataset = None      # modern Chinese text
+modern_column = None
+english_dataset = None     # English prompt sources
+norm_ratio = "profile"     # massive-norm exclusion in discovery (x median token norm); "profile": paper 10, mini/smoke off
+rank_top = 50              # a given feature id counts as selective if it ranks within this many
+config = None              # any other SteerConfig field, as YAML: -y 'config: {n_cs_prompts: 20, seeds: [0]}'
 seed = 0
 
 # %%
@@ -42,24 +51,28 @@ from IPython.display import display
 from qscope_utils import discovery as disc
 from qscope_utils import figures as F
 from qscope_utils import steer_eval as se
-from qscope_utils.profiles import get_profile
+from qscope_utils.params import given, override_config
+from qscope_utils.profiles import get_profile, massive_norm_ratio
 from qscope_utils.report import save_fig, save_json, save_table
 from qscope_utils.scope import open_scope
 
 warnings.filterwarnings("ignore", message="Glyph")  # no CJK font: figures avoid Chinese text
 pd.set_option("display.max_colwidth", 80)
 torch.manual_seed(seed)
-overrides = {k: v for k, v in dict(layer=layer, zh_feature=zh_feature, lzh_feature=lzh_feature,
-                                    alpha_scale=alpha_scale).items() if v is not None}
-cfg = se.SteerConfig.for_profile(profile, seed=seed, **overrides)
+overrides = given(layer=layer, zh_feature=zh_feature, lzh_feature=lzh_feature, alpha_scale=alpha_scale,
+                  classical_dataset=classical_dataset, classical_column=classical_column,
+                  modern_dataset=modern_dataset, modern_column=modern_column, english_dataset=english_dataset)
+cfg = override_config(se.SteerConfig.for_profile(profile, seed=seed, **overrides), config)
 prof = get_profile(profile)
+norm_ratio = massive_norm_ratio(prof, norm_ratio)
 scope = open_scope(prof)
 model, tok = scope.model, scope.tokenizer
 L = cfg.layer if cfg.layer is not None else se.middle_layer(scope.n_layers)
 sae = scope.saes[L]
-kw = dict(max_length=cfg.max_length, batch_size=cfg.batch_size, progress=False)
+kw = dict(max_length=cfg.max_length, batch_size=cfg.batch_size, progress=False, norm_ratio=norm_ratio)
 data = se.load_case_texts(prof, cfg)
-print(f"{scope.group.repo_id}, layer {L} of {scope.n_layers}; d_sae={sae.d_sae}, k={sae.k}")
+print(f"{scope.group.repo_id}, layer {L} of {scope.n_layers}; d_sae={sae.d_sae}, k={sae.k}; "
+      f"massive-norm exclusion norm_ratio={norm_ratio}")
 print({k: len(v) for k, v in data.items() if isinstance(v, list)}, {k: len(v) for k, v in data["other"].items()})
 
 # %% [markdown]
@@ -99,6 +112,13 @@ print(f"{len(bad)} drifted continuations -> Chinese feature {F_ZH}: {zh_pick}")
 if resp_rank is not None:
     display(resp_rank.head(8).round(4))
 display(zh_contrast.head(8).round(4))
+given_ranks = {}
+if cfg.zh_feature is not None:   # the report's id: where does it rank here?
+    given_ranks["zh"] = disc.given_feature_rank(F_ZH, {"response": resp_rank, "contrast zh vs other": zh_contrast},
+                                                L, top=rank_top)
+    print(f"given Chinese feature {F_ZH} at layer {L}: {given_ranks['zh']['tables']}")
+    if given_ranks["zh"]["warning"]:
+        warnings.warn(given_ranks["zh"]["warning"])
 
 # %% [markdown]
 # ### Discovery: the classical-Chinese feature (contrast classical `lzh` vs modern `zh`)
@@ -114,6 +134,12 @@ lzh_pick = ({"feature": cfg.lzh_feature, "method": "given (report id)"} if cfg.l
 F_LZH = int(lzh_pick["feature"])
 display(lzh_contrast.head(8).round(4))
 print(f"classical-Chinese feature: {F_LZH}: {lzh_pick}")
+if cfg.lzh_feature is not None:
+    given_ranks["lzh"] = disc.given_feature_rank(F_LZH, {"contrast lzh vs zh": lzh_contrast}, L, top=rank_top,
+                                                 min_ratio=cfg.classical_min_ratio)
+    print(f"given classical feature {F_LZH} at layer {L}: {given_ranks['lzh']['tables']}")
+    if given_ranks["lzh"]["warning"]:
+        warnings.warn(given_ranks["lzh"]["warning"])
 
 # %% [markdown]
 # ### Dashboards: top-activating contexts and per-language profile of the candidates
@@ -244,6 +270,7 @@ record = {
     "zh_feature": F_ZH, "zh_feature_selection": zh_pick, "lzh_feature": F_LZH, "lzh_feature_selection": lzh_pick,
     "lzh_feature_contrast": lzh_contrast.head(5).to_dict("records"),
     "alpha_scale": {"zh": scale_zh, "lzh": scale_lzh}, "config": {k: v for k, v in cfg.__dict__.items()},
+    "given_feature_ranks": given_ranks, "exclude_first": True, "norm_ratio": norm_ratio,
     "n_prompts": {"case1": len(cs_prompts), "case2": len(style_prompts)}, "seeds": list(cfg.seeds),
     "case1": {**c1, "clamp": c1_clamp.reset_index().to_dict("records"),
               "nll_cost_at_best": {"condition": nll_at.condition, "diff": float(nll_at["diff"]),

@@ -29,10 +29,12 @@ n_items = None            # items per mini benchmark; None: profile default
 n_draws = None            # random permutations per expectation; None: default
 layer = None              # SAE layer of the headline figures; None: middle layer
 seed = 0
+config = None             # any other RedundancyConfig field, e.g. -y 'config: {pair_benchmarks: [GSM8K, MATH, MBPP]}'
 # paper profile only
-paper_benchmarks = None   # names in benchmarks.PAPER_BENCHMARKS; None: all 17
+paper_benchmarks = None   # names in benchmarks.PAPER_BENCHMARKS (None: all 17), e.g. -y 'paper_benchmarks: [GSM8K, MATH]'
 paper_layer = 18          # Qwen3-8B-Base layer (the report does not say which): a parameter
-correctness_dir = None    # folder with <benchmark>.csv|.parquet per-sample results (see read_correctness)
+correctness_dir = None    # folder with <benchmark>.csv|.parquet per-sample results (see read_correctness); the
+                          # report's 26 in-house checkpoints are not public, so by default only the feature side runs
 
 # %%
 from qscope_utils.texts import require_languages
@@ -49,6 +51,7 @@ import pandas as pd
 
 from qscope_utils import benchmarks as bm
 from qscope_utils import redundancy as rd
+from qscope_utils.params import as_list, given, override_config
 from qscope_utils.profiles import get_profile
 from qscope_utils import figures as F
 from qscope_utils.report import save_json, save_table
@@ -56,8 +59,9 @@ from qscope_utils.scope import open_scope
 
 t_start = time.perf_counter()
 prof = get_profile(profile)
-cfg = rd.RedundancyConfig.for_profile(profile)
-cfg = replace(cfg, seed=seed, **{k: v for k, v in dict(n_items=n_items, n_draws=n_draws).items() if v is not None})
+cfg = override_config(rd.RedundancyConfig.for_profile(profile), config)
+cfg = replace(cfg, seed=seed, **given(n_items=n_items, n_draws=n_draws))
+paper_benchmarks = as_list(paper_benchmarks, "paper_benchmarks")
 scope = open_scope(prof)
 main_layer = layer if layer is not None else (paper_layer if profile == "paper" else scope.n_layers // 2)
 layers = scope.layers() if cfg.sweep_layers else [main_layer]

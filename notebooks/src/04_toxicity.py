@@ -23,9 +23,12 @@
 profile = "mini"        # mini | smoke | paper
 n_disc = None           # discovery texts per class (None: profile default; paper 2000)
 n_eval = None           # evaluation texts per class (None: profile default; paper 500)
-layers = None           # None: every layer of the group
+layers = None           # None: every layer of the group; a list, e.g. -y 'layers: [18, 27]'
+langs = None            # paper: languages to evaluate (None: the 13 of the report), e.g. -y 'langs: [en, ru, zh]'
 backbone = None         # paper alternative: "Qwen/Qwen3-1.7B-Base"
 sae_repo = None         # paper alternative: "Qwen/SAE-Res-Qwen3-1.7B-Base-W32K-L0_50" (k is a parameter)
+norm_ratio = "profile"  # massive-norm exclusion in firing statistics; "profile": paper 10, mini/smoke off
+config = None           # any other ToxicityConfig field, e.g. -y 'config: {ks: [1, 5], n_repeats: 2}'
 seed = 0
 
 # %%
@@ -43,17 +46,22 @@ import torch
 from qscope_utils import toxicity as tx
 from qscope_utils import toxicity_data as td
 from qscope_utils.features import top_contexts
-from qscope_utils.profiles import get_profile
 from qscope_utils import figures as F
+from qscope_utils.params import as_int_list, as_list, given, override_config
+from qscope_utils.profiles import get_profile, massive_norm_ratio
 from qscope_utils.report import save_json, save_table
 from qscope_utils.scope import open_scope
 
 torch.manual_seed(seed)
 overrides = {k: v for k, v in {"backbone": backbone, "sae_repo": sae_repo}.items() if v is not None}
 prof = get_profile(profile, **overrides)
-cfg = tx.ToxicityConfig.for_profile(profile)
-cfg = dataclasses.replace(cfg, seed=seed, **{k: v for k, v in {"n_disc": n_disc, "n_eval": n_eval,
-                                                                "layers": layers}.items() if v is not None})
+cfg = override_config(tx.ToxicityConfig.for_profile(profile), config)
+layers, langs = as_int_list(layers, "layers"), as_list(langs, "langs")
+cfg = dataclasses.replace(cfg, seed=seed, **given(n_disc=n_disc, n_eval=n_eval,
+                                                  layers=tuple(layers) if layers else None,
+                                                  langs=tuple(langs) if langs else None))
+if norm_ratio != "profile":
+    cfg = dataclasses.replace(cfg, norm_ratio=massive_norm_ratio(prof, norm_ratio))
 print(cfg)
 
 # %% [markdown]
@@ -239,7 +247,7 @@ summary = {
     "baselines": base[["lang", "method", "layer", "f1", "C"]].to_dict("records"),
     "top_feature_contexts": contexts,
     "paper_claims": tx.PAPER_CLAIMS,
-    "config": dataclasses.asdict(cfg),
+    "config": dataclasses.asdict(cfg), "exclude_first": True, "norm_ratio": cfg.norm_ratio,
 }
 save_json(summary, profile, "04_summary", seed=seed)
 print(json.dumps({k: summary[k] for k in ("languages", "split_sizes")}, indent=1))

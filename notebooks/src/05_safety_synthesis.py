@@ -25,6 +25,11 @@ threads = 1               # torch CPU threads (1 is fastest for the tiny models 
 generator = "local"       # local | chat (chat: OpenAI-compatible endpoint, never needed for mini)
 endpoint_url = None       # e.g. "https://api.openai.com/v1" (key from $OPENAI_API_KEY)
 endpoint_model = "gpt-4"
+# paper profile data (WildJailbreak train/eval; the natural pool is not named by the report)
+natural_dataset_id = None # None: SafetyConfig default (allenai/WildChat-1M)
+natural_column = None     # None: SafetyConfig default ("conversation": list of {role, content} turns)
+norm_ratio = "profile"    # massive-norm exclusion in firing statistics; "profile": paper 10, mini/smoke off
+config = None             # any other SafetyConfig field, e.g. -y 'config: {n_seed_per_cell: 500, max_new_tokens: 64}'
 seed = 0
 
 # %%
@@ -41,23 +46,29 @@ import torch
 
 from qscope_utils import safety as S
 from qscope_utils import synthesis as Y
-from qscope_utils.profiles import get_profile
 from qscope_utils import figures as F
+from qscope_utils.params import given, override_config
+from qscope_utils.profiles import get_profile, massive_norm_ratio
 from qscope_utils.report import save_json, save_table
 from qscope_utils.scope import open_scope
 
 torch.manual_seed(seed)
 torch.set_num_threads(threads)
 cfg = S.SafetyConfig.for_profile(profile)
-cfg = replace(cfg, seed=seed, **{k: v for k, v in dict(layer=layer, tau=tau, budget=budget).items() if v is not None})
+cfg = override_config(cfg, config)
+cfg = replace(cfg, seed=seed, **given(layer=layer, tau=tau, budget=budget, natural_dataset_id=natural_dataset_id,
+                                      natural_column=natural_column, endpoint_url=endpoint_url))
 if cfg.budget_grid[-1] != cfg.budget:
     cfg = replace(cfg, budget_grid=tuple(b for b in cfg.budget_grid if b < cfg.budget) + (cfg.budget,))
 prof = get_profile(profile)
+norm_ratio = massive_norm_ratio(prof, norm_ratio)
 scope = open_scope(prof)
 sae = scope.saes[cfg.layer]
-encode = S.max_act_encoder(scope.model, scope.tokenizer, sae, cfg.layer, cfg.batch_size, cfg.max_length)
+encode = S.max_act_encoder(scope.model, scope.tokenizer, sae, cfg.layer, cfg.batch_size, cfg.max_length,
+                           norm_ratio=norm_ratio)
 splits = S.make_splits(prof, cfg)
-print(f"SAE {scope.group.repo_id} layer {cfg.layer} (d_sae={sae.d_sae}, k={sae.k})")
+print(f"SAE {scope.group.repo_id} layer {cfg.layer} (d_sae={sae.d_sae}, k={sae.k}); massive-norm exclusion "
+      f"norm_ratio={norm_ratio}; seed set drawn disjoint from discovery")
 print(json.dumps(splits.info, indent=1))
 
 # %% [markdown]
@@ -74,6 +85,12 @@ print(f"|T| = {len(T)} (score={cfg.score}, tau={cfg.tau}, min unsafe rate={cfg.m
 tt = T.table()
 tt["in_seed"] = S.feature_coverage(M_seed, T.ids, cfg.eps)
 save_table(tt, profile, "05_targets")
+reason = S.empty_miss_reason(len(T), len(T_miss), len(seed_texts), cfg)
+if reason:   # say so, record it, and stop: every comparison below would be empty
+    save_json({"group": scope.group.repo_id, "layer": cfg.layer, "n_targets": len(T), "n_missing": 0,
+               "seed_size": len(seed_texts), "status": "degenerate", "reason": reason, "norm_ratio": norm_ratio},
+              profile, "05_summary", seed=seed)
+    raise RuntimeError(reason)
 tt.head(10)
 
 # %%
@@ -180,7 +197,8 @@ summary = {
                           100 * n_fired / max(feat.n_generated, 1)},
     "random_synthesis": {"generated": rand.n_generated, "kept": len(rand.texts)},
     "downstream": {k: {n: _row(k, n) for n in arms} for k in cfg.clf_features},
-    "generator": gen.name, "config": {k: v for k, v in vars(cfg).items()},
+    "generator": gen.name, "config": {k: v for k, v in vars(cfg).items()}, "status": "ok",
+    "exclude_first": True, "norm_ratio": norm_ratio, "seed_disjoint_from_discovery": True,
     "paper": S.PAPER,
 }
 save_json(summary, profile, "05_summary", seed=seed)

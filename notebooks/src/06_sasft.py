@@ -24,7 +24,7 @@
 
 # %% tags=["parameters"]
 profile = "mini"            # mini | smoke | paper
-lambdas = None              # None: the sweep of the profile (lambda 0, plain SFT, is always included)
+lambdas = None              # None: the sweep of the profile (lambda 0, plain SFT, is always included); -y 'lambdas: [0.0005, 0.001]'
 steps = None                # None: the SFT steps of the profile
 threads = 1                 # torch CPU threads (tiny matrices: one thread is as fast, and shares the CPU)
 seed = 0
@@ -32,6 +32,7 @@ paper_model = "Qwen3-1.7B-Base"   # paper profile: Qwen3-1.7B-Base | Qwen3-8B-Ba
 sft_file = None             # paper: JSONL {prompt, response, response_lang}
 eval_file = None            # paper: JSONL {text, lang} evaluation prompts
 stats_file = None           # paper: JSONL {text, lang} for nu / alpha / perplexity
+config = None               # any other SASFTConfig field, e.g. -y 'config: {layers: [26, 27], targets: [zh, ru, ko]}'
 
 # %%
 from qscope_utils.texts import require_languages
@@ -47,6 +48,7 @@ import torch
 
 from qscope_utils import codeswitch as cs
 from qscope_utils import sasft
+from qscope_utils.params import as_list, given, override_config
 from qscope_utils.profiles import get_profile
 from qscope_utils.report import save_fig, save_json, save_table
 from qscope_utils.scope import open_scope
@@ -55,9 +57,10 @@ t_start = time.perf_counter()
 if threads:
     torch.set_num_threads(threads)
 torch.manual_seed(seed)
-over = {k: v for k, v in dict(lambdas=tuple(lambdas) if lambdas is not None else None, steps=steps,
-                              sft_file=sft_file, eval_file=eval_file, stats_file=stats_file).items() if v is not None}
-cfg = sasft.SASFTConfig.for_profile(profile, seed=seed, paper_model=paper_model, **over)
+lambdas = as_list(lambdas, "lambdas")
+over = given(lambdas=tuple(float(x) for x in lambdas) if lambdas is not None else None, steps=steps,
+             sft_file=sft_file, eval_file=eval_file, stats_file=stats_file)
+cfg = override_config(sasft.SASFTConfig.for_profile(profile, seed=seed, paper_model=paper_model, **over), config)
 if 0.0 not in cfg.lambdas:
     cfg.lambdas = (0.0,) + tuple(cfg.lambdas)
 if profile == "paper":

@@ -26,6 +26,8 @@ feature = None          # force a feature id at `layer` (None: selected by the s
 alpha = None            # steering strength of the SAE arm (None: picked from the sweep)
 n_steps = None          # DAPO steps per arm (None: config)
 n_threads = 1           # CPU threads: 1 is fastest for the tiny mini/smoke models on a shared 2-core machine
+repetition_config = None  # any RepetitionConfig field, e.g. -y 'repetition_config: {candidate_layers: [18, 24]}'
+dapo_config = None      # any DAPOConfig field, e.g. -y 'dapo_config: {G: 8, n_prompts: 64, lr: 1.0e-6}'
 seed = 0
 
 # %%
@@ -44,6 +46,7 @@ import torch
 from qscope_utils import dapo as D
 from qscope_utils import repetition as R
 from qscope_utils.hooks import capture_residuals, pad_ids
+from qscope_utils.params import override_config
 from qscope_utils.profiles import get_profile
 from qscope_utils.report import save_fig, save_json, save_table
 from qscope_utils.scope import open_scope
@@ -52,8 +55,9 @@ from qscope_utils.texts import eval_texts
 t_start = time.perf_counter()
 torch.set_num_threads(n_threads)
 torch.manual_seed(seed)
-rcfg = R.RepetitionConfig.for_profile(profile)
+rcfg = override_config(R.RepetitionConfig.for_profile(profile), repetition_config, "repetition_config")
 dcfg = D.DAPOConfig.for_profile(profile, paper_model) if profile == "paper" else D.DAPOConfig.for_profile(profile)
+dcfg = override_config(dcfg, dapo_config, "dapo_config")
 dcfg = replace(dcfg, seed=seed, **({"n_steps": n_steps} if n_steps else {}))
 prof = get_profile(profile, **dcfg.profile_overrides())
 scope = open_scope(prof)

@@ -1,0 +1,1 @@
+"""Test and dry-run helpers (never imported by the analysis code): the paper-fixture hub."""
