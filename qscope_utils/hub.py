@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["hub_offline", "hf_download_command", "hub_file", "hub_snapshot", "offline_missing"]
+__all__ = ["hub_offline", "hf_download_command", "hub_file", "hub_snapshot", "offline_missing", "missing_lines"]
 
 
 def hub_offline() -> bool:
@@ -63,3 +63,18 @@ def hub_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
         return Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
     except (LocalEntryNotFoundError, OSError, ValueError):
         return None
+
+
+def missing_lines(repo_id: str, filenames: list[str] | None = None, revision: str | None = None) -> list[str]:
+    """One line per artefact of ``repo_id`` that is not in the cache: each named file, or the whole
+    repo when ``filenames`` is None. For a preflight that lists everything missing at once (no network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    if filenames is None:
+        return [] if hub_snapshot(repo_id, revision) is not None else [str(offline_missing(repo_id, None, revision))]
+    out = []
+    for f in filenames:
+        hit = try_to_load_from_cache(repo_id, f, revision=revision)
+        if not (isinstance(hit, str) and os.path.isfile(hit)):
+            out.append(str(offline_missing(repo_id, f, revision)))
+    return out

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .atomic import CorruptFileError, atomic_torch_save
-from .hub import hf_download_command, hub_file
+from .hub import hf_download_command, hub_file, missing_lines
 from .registry import SAEGroup, get_group, layer_filename
 
 __all__ = ["TopKSAE", "SparseCodes", "save_layer_file", "load_layer_file", "SAELoader", "SAE_KEYS",
@@ -257,6 +257,18 @@ class SAELoader:
                                         f"layer0.sae.pt … layer{self.n_layers - 1}.sae.pt")
             return p
         return hub_file(self.group.repo_id, name, self.revision)
+
+    def missing(self, layers: list[int] | None = None) -> list[str]:
+        """One line per layer file (of ``layers``, default all) that is not available locally, each
+        naming its fix (the exact ``hf download`` command for hub groups). No network access."""
+        layers = list(range(self.n_layers)) if layers is None else list(layers)
+        for n in layers:
+            self.group.check_layer(n)
+        if self.source == "hub":
+            return missing_lines(self.group.repo_id, [layer_filename(n) for n in layers], self.revision)
+        return [f"missing layer file {Path(self.source) / layer_filename(n)}: rebuild the group "
+                f"(`python -m qscope_utils.mini.build --profile <mini|smoke>`)"
+                for n in layers if not (Path(self.source) / layer_filename(n)).is_file()]
 
     def __getitem__(self, layer: int) -> TopKSAE:
         if layer in self._cache:

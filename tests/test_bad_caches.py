@@ -135,3 +135,20 @@ def test_nan_or_inf_activations_name_layer_and_token_count(tmp_path, tiny_group)
     bare = TopKSAE.from_state_dict(make_sae_state(32, 1024), k=8)
     with pytest.raises(NonFiniteActivationsError, match="1 of 1 tokens"):
         bare.encode(torch.full((32,), float("nan")))
+
+
+def test_preflight_lists_one_line_per_missing_artefact(hub_cache, tmp_path, tiny_group):
+    from qscope_utils.hub import missing_lines
+    from qscope_utils.registry import SAEGroup, register
+
+    register(SAEGroup("Qwen/SAE-Res-Absent-Base-W1K-L0_8", "x", 32, 1024, 8, 2))
+    lines = SAELoader("Qwen/SAE-Res-Absent-Base-W1K-L0_8").missing()
+    assert len(lines) == 2 and all("\n" not in x for x in lines)
+    assert [x.split("`")[1] for x in lines] == [f"hf download Qwen/SAE-Res-Absent-Base-W1K-L0_8 layer{n}.sae.pt"
+                                                for n in (0, 1)]
+    assert SAELoader(TINY_GROUP).missing() == []                       # the fixture cache holds every layer
+    assert missing_lines("Qwen/Qwen3-Absent-Base")[0].count("`hf download Qwen/Qwen3-Absent-Base`") == 1
+    assert missing_lines(TINY_GROUP) == []
+    d = write_group(tmp_path / "g", 3, 32, 1024, skip=(1,))
+    (local,) = SAELoader(TINY_GROUP, source=str(d)).missing()
+    assert "layer1.sae.pt" in local and "qscope_utils.mini.build" in local
