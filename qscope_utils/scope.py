@@ -8,6 +8,7 @@ import torch
 
 from .generation import load_backbone
 from .hooks import decoder_layers
+from .hub import hub_offline, missing_lines
 from .profiles import Profile, get_profile, require_device
 from .registry import REGISTRY, SAEGroup, get_group, register
 from .sae import SAELoader
@@ -57,6 +58,10 @@ def open_scope(profile: str | Profile = "mini", cache_size: int = 2, **overrides
                                 f"notebook 00 or `python -m qscope_utils.mini.build --profile {prof.name}`")
     require_device(prof)
     group = group_for(prof)
+    if not prof.is_built and not Path(prof.backbone).is_dir() and hub_offline():
+        missing = missing_lines(prof.backbone)       # offline preflight: one line per artefact, no retries
+        if missing:
+            raise FileNotFoundError("\n".join(missing))
     model, tok = load_backbone(prof.backbone, device=prof.device, dtype=prof.dtype)
     saes = SAELoader(group.repo_id, source=prof.sae_source, device=prof.device, cache_size=cache_size,
                      hidden_size=model.config.hidden_size)
