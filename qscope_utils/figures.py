@@ -190,6 +190,8 @@ def fig_01_reconstruction_by_layer(d: Path, meta: dict | None = None):
 def fig_01_decoder_norms_and_load(d: Path, meta: dict | None = None):
     """Decoder column-norm quantiles (5-25-50-75-95%, computed in recon.evaluate_group's single pass) and load time."""
     df = _read(d, "01_reconstruction.csv")
+    if "dec_norm_q05" not in df.columns:
+        raise MissingTable(f"{d / '01_reconstruction.csv'} has no decoder-norm quantiles: rerun notebook 01")
     fig, axes = _subplots(1, 2, figsize=(10, 3.2))
     stats = [{"label": str(r.layer), "whislo": r.dec_norm_q05, "q1": r.dec_norm_q25, "med": r.dec_norm_q50,
               "q3": r.dec_norm_q75, "whishi": r.dec_norm_q95} for r in df.itertuples()]
@@ -726,7 +728,11 @@ def regenerate(profile_or_dir, formats=("png", "pdf"), names=None, verbose: bool
             skipped[name] = f"missing {', '.join(missing)} (rerun notebook {name[:2]})"
             continue
         t = time.perf_counter()
-        fig = FIGURES[name](d)
+        try:
+            fig = FIGURES[name](d)
+        except MissingTable as e:          # a table from an older run lacks a column this figure reads
+            skipped[name] = str(e)
+            continue
         written += _save(fig, d, name, formats)
         plt.close(fig)
         if verbose:

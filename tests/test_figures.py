@@ -98,6 +98,23 @@ def test_missing_table_names_the_notebook(tmp_path):
         F.FIGURES["04_transfer_heatmap"](tmp_path)
 
 
+CJK_FIG = """
+import warnings, matplotlib
+matplotlib.use("Agg")
+from qscope_utils import figures as F
+with warnings.catch_warnings(record=True) as w:
+    warnings.simplefilter("always")
+    fam = F.apply_style()
+    F.apply_style()
+    fig, ax = F._subplots()
+    ax[0, 0].set_title("中文 日本語のテキスト русский текст")
+    fig.savefig(r"{out}")
+glyph = [str(x.message) for x in w if "missing from font" in str(x.message)]
+nofont = [str(x.message) for x in w if "no CJK font" in str(x.message)]
+print(f"{fam}|{len(glyph)}|{len(nofont)}")
+"""
+
+
 def _cjk_fonts_dir() -> Path | None:
     """The repo's cached font if present, else a fresh fetch into a temp dir (skips without apt-get)."""
     cached = ROOT / "data" / "_fonts"
