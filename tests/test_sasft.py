@@ -1,6 +1,6 @@
 """§7 SASFT: the code-switch detector on constructed strings, the bootstrap, nu on synthetic
 activations, the penalty (zero below alpha, gradient only into the model, SAE frozen, equal to
-the SAE's own pre-activations), the SFT loop's matched control, and notebook 06 on smoke."""
+the SAE's own pre-activations) and notebook 06 on smoke (the TRL trainer: test_sasft_trainer.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -184,35 +184,6 @@ def test_encode_examples_masks(tiny_model):
         assert int(rm.sum()) == n_r and rm[:n_p].sum() == 0 and bool(rm[n_p])
         assert int(enc["predict_mask"][i].sum()) == n_r and bool(enc["predict_mask"][i, n_p - 1])
         assert (enc["labels"][i] != -100).sum() == n_r
-
-
-def test_train_sft_control_is_matched_and_lambda_acts(tiny_model):
-    model, tok = tiny_model
-    d = model.config.hidden_size
-    saes = {2: TopKSAE.from_state_dict(make_sae_state(d, 64, seed=2), k=8)}
-    ex = [sasft.SFTExample(p, r, "fr", "en") for p, r in
-          [("Bonjour", "The quick brown fox."), ("Привет", "Sparse features."), ("床前明月光", "1 + 2 = 3"),
-           ("Bonjour tout", "def f(x): return x")]] * 2
-    w0 = model.model.embed_tokens.weight.detach().clone()
-    tab = pd.DataFrame([{"layer": 2, "feature": f, "target": "zh", "alpha_en": 0.0} for f in (3, 11)])
-    pen = sasft.SASFTPenalty(saes, tab)
-    enc = sasft.encode_examples(tok, ex[:4])
-    with pen.attach(model), torch.no_grad():                  # alpha a little below the typical pre-act
-        model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
-        pen.alpha["en"] = pen.pre_acts()[enc["predict_mask"]].mean(0) - 0.5
-    kw = dict(steps=12, batch_size=4, lr=3e-3, warmup=2, seed=0, penalty=pen, progress=False)
-    m0, log0 = sasft.train_sft(model, tok, ex, sasft_lambda=0.0, **kw)
-    m0b, log0b = sasft.train_sft(model, tok, ex, sasft_lambda=0.0, **kw)
-    m1, log1 = sasft.train_sft(model, tok, ex, sasft_lambda=5.0, **kw)
-    assert torch.equal(model.model.embed_tokens.weight, w0)                   # the base model is untouched
-    pd.testing.assert_frame_equal(log0, log0b)                                # fixed seeds: reproducible
-    assert log0.penalty.iloc[0] == pytest.approx(log1.penalty.iloc[0])       # same first batch, same weights
-    assert log1.penalty.iloc[-4:].mean() < log0.penalty.iloc[-4:].mean()     # the regulariser acts
-    assert not m1.training
-    with pytest.raises(ValueError, match="SASFTPenalty"):
-        sasft.train_sft(model, tok, ex, steps=1, batch_size=4, sasft_lambda=1.0)
-    with pytest.raises(ValueError, match="fewer than one batch"):
-        sasft.train_sft(model, tok, ex[:2], steps=1, batch_size=4)
 
 
 def test_respond_cuts_at_im_end_and_is_seeded(tiny_model):
