@@ -171,6 +171,8 @@ class DAPOConfig:
     styles: tuple[str, ...] = ("gsm", "math")
     n_train_problems: int = 2000
     n_eval_problems: int = 150
+    n_val_problems: int = 48                   # training-split problems that choose the SAE-arm variant
+    n_val_texts: int = 48                      # held-out texts for the variant's validation perplexity
     n_ppl_texts: int = 96
     seed: int = 0
     paper_model: str | None = None
@@ -189,7 +191,7 @@ class DAPOConfig:
     def for_profile(cls, name: str, paper_model: str = "8B") -> "DAPOConfig":
         if name == "smoke":
             return cls(G=3, n_prompts=2, n_steps=2, max_new_tokens=12, cache_len=4, ppo_epochs=1, minibatches=2,
-                       n_train_problems=50, n_eval_problems=8, n_ppl_texts=8)
+                       n_train_problems=50, n_eval_problems=8, n_ppl_texts=8, n_val_problems=4, n_val_texts=4)
         if name == "mini":
             return cls()
         if name == "paper":

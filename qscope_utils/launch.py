@@ -19,7 +19,7 @@ from typing import Mapping, Sequence
 import pandas as pd
 import torch
 
-__all__ = ["ACCELERATE_CONFIGS", "accelerate_command", "run_launch", "finished", "read_run",
+__all__ = ["ACCELERATE_CONFIGS", "accelerate_command", "run_launch", "obtain", "finished", "read_run",
            "write_sasft_job", "load_sasft_job", "write_dapo_job", "load_dapo_job"]
 
 ACCELERATE_CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "accelerate"
@@ -58,6 +58,27 @@ def run_launch(cmd: Sequence[str], log: str | Path, timeout: float | None = None
     if rc:
         tail = Path(log).read_text()[-3000:]
         raise RuntimeError(f"launch failed (exit {rc}): {' '.join(cmd)}\n--- log tail ---\n{tail}")
+
+
+def obtain(name: str, mode: str, run_dir: str | Path | None, module: str, inline, write_job,
+           config: str | None = None, num_processes: int | None = None, cpu: bool = False):
+    """(model, train_log) of one run, by ``mode``:
+
+    ``"inline"``: ``inline()`` in this process (mini / smoke, one GPU); ``"launch"``: ``write_job(dir)`` then
+    ``accelerate launch`` (or a CPU gloo launch with ``cpu=True``) of ``qscope_utils.<module>``, then read the
+    result; ``"read"``: read a finished run from ``run_dir/name`` (started outside the notebook)."""
+    if mode == "inline":
+        return inline()
+    if run_dir is None:
+        raise ValueError(f"launch={mode!r} needs run_dir (a folder for the run's job, model and log)")
+    d = Path(run_dir) / name
+    if mode == "launch":
+        job = write_job(d)
+        run_launch(accelerate_command(module, job, config, num_processes, cpu), d / "launch.log")
+    elif mode != "read":
+        raise ValueError(f"launch must be 'inline', 'launch' or 'read', not {mode!r}")
+    model, _, log = read_run(d)
+    return model, log
 
 
 def finished(run_dir: str | Path) -> bool:

@@ -85,8 +85,10 @@ class SASFTConfig:
     sft_prompt_langs: languages of the user prompts in the SFT data (mini; paper reads files).
     eval_prompt_langs: per target, the languages of the evaluation prompts (default: the target).
     layers: SAE layers (None = the last two of the model). top_k: features per language and layer.
-    lambdas: the sweep; 0 (plain SFT) is always run. Paper's lambda is 5e-4..1e-3 with a sum over
-    features; here the penalty is a MEAN over features, so lambda is not directly comparable.
+    lambdas: the sweep; 0 (plain SFT) is always run; every lambda > 0 is one run PER TARGET language
+    (its own features), as the official code. The penalty is the official formula (per layer: sum over
+    response tokens x features / (tokens x features + 1), summed over layers), so lambda means what the
+    paper's 5e-4..1e-3 means; the mini model's activation scale differs, hence the sweep.
     """
 
     response_lang: str = "en"
@@ -101,11 +103,14 @@ class SASFTConfig:
     n_train: int = 1024
     prompt_tokens: int = 24
     response_tokens: int = 32
-    steps: int = 150
-    batch_size: int = 8
+    steps: int | None = 150                  # optimizer steps (None: one epoch, as the official runs)
+    batch_size: int = 8                      # per-device micro-batch
+    effective_batch: int = 8                 # examples per optimizer step (official 32, by accumulation)
     lr: float = 1e-3
     warmup: int = 20
     weight_decay: float = 0.0
+    scheduler: str = "linear"                # official: cosine
+    max_length: int = 2048                   # truncation of prompt + response (official 2,048)
     grad_clip: float = 1.0
     lambdas: tuple[float, ...] = (0.0, 1.0, 10.0)
     eval_prompts_per_lang: int = 40          # split in half: validation (picks lambda) / test (reported)
@@ -131,12 +136,16 @@ class SASFTConfig:
             cfg = cls()
         elif name == "smoke":
             cfg = cls(stat_docs_per_lang=8, stat_max_length=32, n_train=32, prompt_tokens=8, response_tokens=8,
-                      steps=6, batch_size=4, warmup=2, lambdas=(0.0, 1.0), eval_prompts_per_lang=4, n_seeds=2,
+                      steps=6, batch_size=4, effective_batch=4, warmup=2, lambdas=(0.0, 1.0), eval_prompts_per_lang=4, n_seeds=2,
                       max_new_tokens=6, ppl_docs_per_lang=4, ppl_max_length=32, n_boot=200)
         elif name == "paper":
             # Official: last two layers, top-2 per language, lambda 5e-4..1e-3 (sum over features).
+            # Official schedule (train.py): batch 1 x accumulation 32, lr 5e-5 (1.7B) / 5e-6 (8B), wd 0.1, cosine,
+            # warm-up 100, 2,048 tokens, one epoch.
+            lr = 5e-6 if "8B" in overrides.get("paper_model", "Qwen3-1.7B-Base") else 5e-5
             cfg = cls(targets=("zh", "ru", "ko"), stat_langs=("en", "zh", "ru", "ko", "fr", "de", "es", "ja"),
-                      stat_docs_per_lang=2000, stat_max_length=512, n_train=0, steps=2000, batch_size=16, lr=1e-5,
+                      stat_docs_per_lang=2000, stat_max_length=512, n_train=0, steps=None, batch_size=1,
+                      effective_batch=32, lr=lr, weight_decay=0.1, scheduler="cosine", max_length=2048,
                       warmup=100, lambdas=(0.0, 5e-4, 1e-3), eval_prompts_per_lang=200, n_seeds=4,
                       max_new_tokens=512, temperature=0.7, gen_batch_size=32, ppl_docs_per_lang=200,
                       ppl_max_length=512, sft_file="sft.jsonl", eval_file="eval_prompts.jsonl",

@@ -83,6 +83,13 @@ class SASFTTrainArgs:
         kw.update(over)
         return cls(**kw)
 
+    @classmethod
+    def from_config(cls, cfg, use_cpu: bool = True, lora_r: int = 0) -> "SASFTTrainArgs":
+        """The settings of a :class:`qscope_utils.sasft.SASFTConfig` (bf16 autocast off the CPU)."""
+        return cls(steps=cfg.steps, batch_size=cfg.batch_size, effective_batch=cfg.effective_batch, lr=cfg.lr,
+                   weight_decay=cfg.weight_decay, scheduler=cfg.scheduler, warmup=cfg.warmup, grad_clip=cfg.grad_clip,
+                   max_length=cfg.max_length, bf16=not use_cpu, use_cpu=use_cpu, seed=cfg.seed, peft_lora_r=lora_r)
+
 
 # --------------------------------------------------------------------------------------------- data
 def sft_dataset(tokenizer, examples: Sequence[SFTExample], max_length: int):

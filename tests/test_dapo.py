@@ -119,18 +119,23 @@ def test_notebook_07_on_smoke(run_notebook_smoke, smoke_scope):
 
     out, executed = run_notebook_smoke("07")
     comp = pd.read_csv(out / "07_comparison.csv")
-    assert list(comp.arm) == ["before RL", "vanilla DAPO", "DAPO + SAE rollouts"]
+    assert list(comp.arm)[:3] == ["before RL", "vanilla DAPO", "DAPO + SAE rollouts"] and len(comp) in (3, 4)
+    val = pd.read_csv(out / "07_variant_validation.csv")
+    assert val.chosen.sum() == 1 and "vanilla DAPO" in set(val.arm) and len(val) == 5      # vanilla + 4 variants
+    assert (val.loc[val.arm == "vanilla DAPO", "ppl_ratio_vs_vanilla"] == 1.0).all()
     for c in ("repeat_task", "repeat_text", "acc_greedy"):
         assert ((comp[f"{c}_lo"] <= comp[c] + 1e-9) & (comp[c] <= comp[f"{c}_hi"] + 1e-9)).all()
         assert comp[c].between(0, 1).all()
     assert (comp.ppl > 1).all()
     curves = pd.read_csv(out / "07_training_curves.csv")
-    assert set(curves.arm) == {"vanilla DAPO", "DAPO + SAE rollouts"}
+    assert {"vanilla DAPO", "DAPO + SAE rollouts"} <= set(curves.arm) and curves.arm.nunique() == 5
     assert curves[curves.arm == "DAPO + SAE rollouts"].steered_repeat_ratio.notna().all()
+    assert curves[curves.arm == "vanilla DAPO"].steered_reward.isna().all()
     sweep = pd.read_csv(out / "07_steering_sweep.csv")
     assert 0.0 in set(sweep.alpha) and set(sweep.direction) == {f"feature {int(sweep.direction.iloc[0].split()[-1])}",
                                                                  "random (same norm)"}
     s = json.loads((out / "07_summary.json").read_text())
+    assert s["sae_variant_chosen"] in set(val.arm) and "loss_type='dapo'" in s["trainer"]
     assert s["_meta"]["seed"] == 0 and s["paper_claims"]["MGSM_gain_points"]["Qwen3-8B"] == 2.28
     for name in ("07_repetition_features", "07_steering_sweep", "07_training_curves", "07_comparison"):
         assert (out / f"{name}.png").stat().st_size > 5000

@@ -229,28 +229,28 @@ def test_config_profiles():
     assert 0.0 in mini.lambdas and 0.0 in smoke.lambdas and paper.top_k == 2 and paper.layers is None
     assert paper.targets == ("zh", "ru", "ko") and set(paper.lambdas) >= {5e-4, 1e-3}
     assert smoke.steps < mini.steps
+    # the official schedule is the paper default (train.py of arXiv:2507.14894)
+    assert (paper.lr, paper.effective_batch, paper.batch_size, paper.weight_decay, paper.scheduler, paper.max_length,
+            paper.warmup) == (5e-5, 32, 1, 0.1, "cosine", 2048, 100)
+    assert sasft.SASFTConfig.for_profile("paper", paper_model="Qwen3-8B-Base").lr == 5e-6
     with pytest.raises(ValueError):
         sasft.SASFTConfig.for_profile("nope")
 
 
 # ----------------------------------------------------------------------------- notebook
 @pytest.mark.slow
-def test_notebook_06_runs_on_smoke(smoke_scope, tmp_path):
+def test_notebook_06_runs_on_smoke(run_notebook_smoke):
     import json
-    import time
 
-    import papermill as pm
-
-    from qscope_utils.paths import repo_root, results_dir
-
-    nb = repo_root() / "notebooks" / "06_sasft.ipynb"
-    t0 = time.perf_counter()
-    pm.execute_notebook(str(nb), str(tmp_path / nb.name), parameters={"profile": "smoke"}, kernel_name="python3",
-                        cwd=str(nb.parent), progress_bar=False)
-    assert time.perf_counter() - t0 < 90
-    out = results_dir("smoke")
+    out, executed = run_notebook_smoke("06")
     for name in ("06_features.csv", "06_code_switch.csv", "06_table4.csv", "06_perplexity.csv", "06_train_log.csv",
                  "06_code_switch_vs_lambda.png", "06_training.png", "06_summary.json"):
         assert (out / name).exists(), name
     s = json.loads((out / "06_summary.json").read_text())
     assert s["_meta"]["seed"] == 0 and 0.0 in s["lambdas"]
+    # one SASFT run per target language and lambda > 0, plus the lambda = 0 control
+    assert s["runs"] == ["SFT"] + [f"SASFT[{t}] λ={l:g}" for t in s["targets"] for l in s["lambdas"] if l > 0]
+    log = pd.read_csv(out / "06_train_log.csv")
+    assert set(log.target) == {"all", *s["targets"]} and log.penalty.notna().all()
+    t4 = pd.read_csv(out / "06_table4.csv")
+    assert list(t4.target) == s["targets"] and t4["lambda"].gt(0).all()
