@@ -30,6 +30,7 @@ qscope_utils.dapo_trainer --job job.json`` under ``accelerate launch`` (``config
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import functools
 import json
@@ -148,22 +149,27 @@ class SteeredRollouts:
         for g in range(0, len(prompts), self.G):
             if len(set(prompts[g:g + self.G])) != 1:
                 raise ValueError("rollout_func expects each prompt repeated G times in consecutive rows (TRL's order)")
-        model = _generation_model(trainer)
         proc = getattr(trainer.accelerator, "process_index", 0)
         step = getattr(trainer.state, "global_step", self.calls)
         self.calls += 1
-        out = sample_with_logprobs(model, self.tok, prompts, self.max_new, self.temperature,
-                                   seed=self.seed * 100_003 + 7919 * step + 104_729 * proc,
-                                   steer_vectors=self.steer, steer_rows=rows)
+        with _generation_model(trainer) as model:
+            out = sample_with_logprobs(model, self.tok, prompts, self.max_new, self.temperature,
+                                       seed=self.seed * 100_003 + 7919 * step + 104_729 * proc,
+                                       steer_vectors=self.steer, steer_rows=rows)
         flags = [r in set(rows) for r in range(len(prompts))]
         loops = [bool(self.detector(c, hit_limit=h)) if self.detector else False
                  for c, h in zip(out["completion_ids"], out["hit_limit"])]
         return {**out, "steered": flags, "loops": loops}
 
 
-def _generation_model(trainer) -> nn.Module:
-    m = trainer.accelerator.unwrap_model(trainer.model)
-    return m
+def _generation_model(trainer):
+    """Context giving the plain model to ``generate`` with: TRL's ``unwrap_model_for_generation`` (gathers
+    ZeRO-3 shards, unwraps DDP / FSDP) inside a trainer; the model itself for a bare stand-in (tests)."""
+    if hasattr(trainer, "model_wrapped"):
+        from trl.models import unwrap_model_for_generation
+
+        return unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator)
+    return contextlib.nullcontext(trainer.accelerator.unwrap_model(trainer.model))
 
 
 def sample_with_logprobs(model: nn.Module, tokenizer, prompts: list[str], max_new_tokens: int, temperature: float,

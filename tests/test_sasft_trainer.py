@@ -90,6 +90,16 @@ def test_trainer_control_matched_penalty_acts_fp32(tiny_model, tmp_path):
         st.sft_config(st.SASFTTrainArgs(batch_size=3, effective_batch=8), tmp_path)
 
 
+def test_lora_option_trains_an_adapter_and_merges(tiny_model, tmp_path):
+    model, tok, ex, pen = _setup(tiny_model)
+    args = st.SASFTTrainArgs(steps=2, batch_size=2, effective_batch=2, lr=1e-2, warmup=0, max_length=64, peft_lora_r=4)
+    m, log = st.train_sasft(model, tok, ex, args, pen, 1.0, output_dir=tmp_path)
+    assert type(m) is type(model) and len(log) == 2 and log.penalty.notna().all()        # merged back to a plain model
+    changed = [n for (n, a), b in zip(m.named_parameters(), model.parameters()) if not torch.equal(a, b)]
+    assert changed and all("proj" in n for n in changed)                   # only the LoRA-adapted linear layers
+    assert torch.equal(m.model.embed_tokens.weight, model.model.embed_tokens.weight)
+
+
 def test_paper_schedule_is_official(tmp_path):
     a = st.SASFTTrainArgs.for_paper("Qwen3-1.7B-Base")
     assert (a.lr, a.effective_batch, a.weight_decay, a.scheduler, a.max_length, a.bf16) == \

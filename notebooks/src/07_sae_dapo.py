@@ -27,7 +27,7 @@
 # %% tags=["parameters"]
 profile = "mini"        # mini | smoke | paper
 paper_model = "8B"      # paper profile only: "1.7B" or "8B"
-layer = None            # restrict candidates to this SAE layer (None: config's candidate layers / middle layer)
+layer = None            # restrict candidates to this SAE layer (None: the config candidate layers or the middle layer)
 feature = None          # force a feature id at `layer` (None: selected by the steering screen)
 alpha = None            # steering strength of the SAE arm (None: picked from the sweep)
 n_steps = None          # DAPO steps per arm (None: config)
