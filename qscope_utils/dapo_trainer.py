@@ -313,6 +313,7 @@ def train_dapo(model: nn.Module, tokenizer, cfg: DAPOConfig, detector: Repetitio
 
     tr = _trainer_class()
     m = copy.deepcopy(model) if copy_model else model
+    m.float()                       # float32 master weights (a bf16-loaded backbone is up-cast; bf16 only autocasts)
     for p in m.parameters():
         p.requires_grad_(True)
     m.train()

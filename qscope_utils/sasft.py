@@ -263,8 +263,9 @@ class SASFTPenalty:
             if self._paused:
                 return
             h = hidden_of(out)
-            W, b = sae.W_enc[idx], sae.b_enc[idx]                      # (m, d_model), (m,) - no grad
-            self._pre[layer] = F.linear(h.to(W.device, W.dtype), W, b)  # (B, T, m) float32, grad -> h
+            W, b = sae.W_enc[idx].to(h.device), sae.b_enc[idx].to(h.device)   # (m, d_model), (m,) - no grad
+            with torch.autocast(device_type=h.device.type, enabled=False):     # encode in float32 (SPEC §2)
+                self._pre[layer] = F.linear(h.float(), W.float(), b.float())   # (B, T, m), grad -> h
         return hook
 
     @contextmanager

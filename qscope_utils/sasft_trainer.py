@@ -236,6 +236,7 @@ def train_sasft(model: nn.Module, tokenizer, examples: Sequence[SFTExample], arg
 
     tr = _trainer_class()
     m = copy.deepcopy(model) if copy_model else model
+    m.float()                       # float32 master weights (a bf16-loaded backbone is up-cast; bf16 only autocasts)
     m.train()
     out = output_dir or tempfile.mkdtemp(prefix="sasft_")
     nproc = int(os.environ.get("WORLD_SIZE", "1"))

@@ -154,7 +154,9 @@ def test_penalty_gradient_reaches_model_only(tiny_model):
         pre = pen.pre_acts().detach()
         p = pen.loss(enc["predict_mask"], ["en", "en"])
     m = enc["predict_mask"]
-    assert float(p) == pytest.approx(float((pre[m] + 1e3).mean()), rel=1e-5)  # mean over tokens x features
+    n = int(m.sum())                       # official: per layer sum / (tokens x 2 features + 1), summed over layers
+    want = sum(float((pre[m][:, sl] + 1e3).sum()) / (n * 2 + 1) for sl in (slice(0, 2), slice(2, 4)))
+    assert float(p.detach()) == pytest.approx(want, rel=1e-5)
     p.backward()
     opt.step()
     assert all(not q.requires_grad and q.grad is None for s in saes.values() for q in s.parameters())
