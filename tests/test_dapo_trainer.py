@@ -184,3 +184,27 @@ def test_two_process_cpu_launch(tiny_model_dir, tmp_path):
     assert done["processes"] == 2 and done["steps"] == 2
     _, _, log = launch.read_run(tmp_path / "run")
     assert len(log) == 2 and log.steered_reward.notna().all() and math.isfinite(log.loss.iloc[-1])
+
+
+def test_launch_modes_and_commands(tmp_path):
+    from qscope_utils import launch
+
+    assert launch.obtain("a", "inline", None, "dapo_trainer", lambda: ("m", "log"), None) == ("m", "log")
+    with pytest.raises(ValueError, match="run_dir"):
+        launch.obtain("a", "launch", None, "dapo_trainer", None, None)
+    with pytest.raises(FileNotFoundError, match="DONE"):
+        launch.obtain("a", "read", tmp_path, "dapo_trainer", None, None)       # not finished: says so
+    with pytest.raises(ValueError, match="inline"):
+        launch.obtain("a", "later", tmp_path, "dapo_trainer", None, None)
+    cmd = launch.accelerate_command("sasft_trainer", "j.json", config="zero3_8b.yaml")
+    assert cmd[1:3] == ["-m", "accelerate.commands.launch"] and cmd[-4:] == ["-m", "qscope_utils.sasft_trainer", "--job", "j.json"]
+    assert str(launch.ACCELERATE_CONFIGS / "zero3_8b.yaml") in cmd
+    for f in ("ddp_1.7b.yaml", "zero3_8b.yaml", "fsdp_8b.yaml"):
+        import yaml
+
+        c = yaml.safe_load((launch.ACCELERATE_CONFIGS / f).read_text())
+        assert c["mixed_precision"] == "bf16" and c["num_processes"] > 1
+    assert yaml.safe_load((launch.ACCELERATE_CONFIGS / "zero3_8b.yaml").read_text())["deepspeed_config"]["zero_stage"] == 3
+    with pytest.raises(FileNotFoundError, match="ddp_1.7b.yaml"):
+        launch.accelerate_command("dapo_trainer", "j.json", config="nope.yaml")
+    assert "torch.distributed.run" in launch.accelerate_command("dapo_trainer", "j.json", num_processes=2, cpu=True)
