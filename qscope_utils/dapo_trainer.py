@@ -87,26 +87,47 @@ class SteeredRowPolicy:
     weighs like one normal row of mean length (its advantage x mean normal length / its length)."""
     drop_truncated: bool = False
     """Zero the advantage of steered rows that ran to the length limit (their signal is the overlong penalty)."""
+    baseline: str = "group"
+    """"group": the report's recipe, the steered row shares its group's mean / std with the normal rows; "normal":
+    normal rows are normalised among themselves (exactly vanilla DAPO on G - 1 rollouts, zero-sum advantages),
+    the steered row gets (r - mean of the normal rows) / (group std): its own push-down term."""
 
     def __post_init__(self):
         if self.aggregation not in ("token", "sequence"):
             raise ValueError(f"aggregation must be 'token' or 'sequence', not {self.aggregation!r}")
+        if self.baseline not in ("group", "normal"):
+            raise ValueError(f"baseline must be 'group' or 'normal', not {self.baseline!r}")
         if self.weight < 0:
             raise ValueError(f"weight must be >= 0, got {self.weight}")
 
     @property
     def name(self) -> str:
         s = f"{self.aggregation}, w={self.weight:g}"
-        return s + (", drop truncated" if self.drop_truncated else "")
+        s += ", drop truncated" if self.drop_truncated else ""
+        return s + (", normal-row baseline" if self.baseline == "normal" else "")
 
 
 def steered_advantages(adv: torch.Tensor, steered: torch.Tensor, lengths: torch.Tensor, truncated: torch.Tensor,
-                       policy: SteeredRowPolicy) -> torch.Tensor:
-    """(B,) advantages with the steered rows re-weighted by ``policy`` (normal rows unchanged)."""
+                       policy: SteeredRowPolicy, rewards: torch.Tensor | None = None, G: int | None = None,
+                       eps: float = 1e-4) -> torch.Tensor:
+    """(B,) advantages with the steered rows re-weighted by ``policy`` (normal rows unchanged, except with
+    ``baseline="normal"``, which needs the (B,) ``rewards`` and the group size ``G``; rows are group-major)."""
     out = adv.clone()
     s = steered.bool()
     if not s.any():
         return out
+    if policy.baseline == "normal":
+        if rewards is None or G is None:
+            raise ValueError("baseline='normal' needs the rewards and the group size G")
+        r, sg = rewards.float().view(-1, G), s.view(-1, G)
+        nm = ~sg
+        cnt = nm.sum(1, keepdim=True).clamp_min(1)
+        mean_n = (r * nm).sum(1, keepdim=True) / cnt
+        std_n = (((r - mean_n) ** 2 * nm).sum(1, keepdim=True) / (cnt - 1).clamp_min(1)).sqrt()
+        std_all = r.std(1, keepdim=True)
+        a = torch.where(nm, (r - mean_n) / (std_n + eps), (r - mean_n) / (std_all + eps))
+        out = a.reshape(-1).to(adv.dtype)
+        adv = out.clone()
     w = torch.full_like(adv, float(policy.weight))
     if policy.aggregation == "sequence":
         ref = lengths[~s].float().mean() if (~s).any() else lengths.float().mean()
@@ -272,8 +293,6 @@ def _trainer_class():
             loops = torch.tensor([bool(x.get("loops", False)) for x in inputs])
             lengths = out["completion_mask"].sum(1)
             raw = out["advantages"].clone()
-            out["advantages"] = steered_advantages(raw, steered, lengths, hit, self.steered_policy)
-            self.last_batch = {**{k: v for k, v in out.items()}, "steered": steered, "raw_advantages": raw}
             fns = self.reward_funcs
             correct = torch.tensor(fns[0](completions=self.processing_class.batch_decode(
                 [c[m.bool()] for c, m in zip(out["completion_ids"], out["completion_mask"])], skip_special_tokens=True),
@@ -281,6 +300,9 @@ def _trainer_class():
             over = torch.tensor(fns[1](completion_ids=[c[m.bool()].tolist() for c, m in
                                                          zip(out["completion_ids"], out["completion_mask"])]))
             rew, s, n = correct + over, steered.cpu(), ~steered.cpu()
+            out["advantages"] = steered_advantages(raw, steered, lengths, hit, self.steered_policy,
+                                                   rew.to(raw.device), self.num_generations)
+            self.last_batch = {**{k: v for k, v in out.items()}, "steered": steered, "raw_advantages": raw}
             rec = {"step": len(self.curves), "reward": float(rew[n].mean()), "accuracy": float((correct[n] > 0).float().mean()),
                    "repeat_ratio": float(loops[n].float().mean()), "length": float(lengths.cpu()[n].float().mean()),
                    "gen_seconds": time.perf_counter() - t0}

@@ -98,6 +98,16 @@ def test_steered_advantages_variants():
     torch.testing.assert_close(drop, torch.tensor([0.0, 0.5, 0.5, -2.0, 1.0, 1.0]))
     with pytest.raises(ValueError, match="aggregation"):
         DT.SteeredRowPolicy(aggregation="mean")
+    # normal-row baseline: groups of 3 (row 0 / 3 steered); normal rows zero-sum among themselves
+    rew = torch.tensor([-2.0, 1.0, -1.0, -1.5, 1.0, 1.0])
+    nb = DT.steered_advantages(adv, s, lengths, trunc, DT.SteeredRowPolicy(baseline="normal"), rew, 3)
+    sd = math.sqrt(2.0)                                   # std of (1, -1) with Bessel's correction
+    sd_all = float(torch.tensor([-2.0, 1.0, -1.0]).std())
+    torch.testing.assert_close(nb[:3], torch.tensor([(-2.0 - 0.0) / (sd_all + 1e-4), 1 / (sd + 1e-4), -1 / (sd + 1e-4)]))
+    torch.testing.assert_close(nb[4:], torch.tensor([0.0, 0.0]))             # equal normal rewards: no signal
+    assert float(nb[3]) == pytest.approx(-2.5 / (float(torch.tensor([-1.5, 1.0, 1.0]).std()) + 1e-4), rel=1e-5)
+    with pytest.raises(ValueError, match="baseline"):
+        DT.steered_advantages(adv, s, lengths, trunc, DT.SteeredRowPolicy(baseline="normal"))
 
 
 # ----------------------------------------------------------------------------- rollouts
