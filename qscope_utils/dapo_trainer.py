@@ -87,6 +87,9 @@ class SteeredRowPolicy:
     weighs like one normal row of mean length (its advantage x mean normal length / its length)."""
     drop_truncated: bool = False
     """Zero the advantage of steered rows that ran to the length limit (their signal is the overlong penalty)."""
+    drop_overlong_only: bool = False
+    """Zero the advantage of steered rows whose correctness equals that of every normal row of their group: their
+    advantage then comes only from the overlong penalty (e.g. all rollouts wrong, the steered one longer)."""
     baseline: str = "group"
     """"group": the report's recipe, the steered row shares its group's mean / std with the normal rows; "normal":
     normal rows are normalised among themselves (exactly vanilla DAPO on G - 1 rollouts, zero-sum advantages),
@@ -104,12 +107,13 @@ class SteeredRowPolicy:
     def name(self) -> str:
         s = f"{self.aggregation}, w={self.weight:g}"
         s += ", drop truncated" if self.drop_truncated else ""
+        s += ", drop overlong-only" if self.drop_overlong_only else ""
         return s + (", normal-row baseline" if self.baseline == "normal" else "")
 
 
 def steered_advantages(adv: torch.Tensor, steered: torch.Tensor, lengths: torch.Tensor, truncated: torch.Tensor,
                        policy: SteeredRowPolicy, rewards: torch.Tensor | None = None, G: int | None = None,
-                       eps: float = 1e-4) -> torch.Tensor:
+                       eps: float = 1e-4, correct: torch.Tensor | None = None) -> torch.Tensor:
     """(B,) advantages with the steered rows re-weighted by ``policy`` (normal rows unchanged, except with
     ``baseline="normal"``, which needs the (B,) ``rewards`` and the group size ``G``; rows are group-major)."""
     out = adv.clone()
@@ -134,6 +138,15 @@ def steered_advantages(adv: torch.Tensor, steered: torch.Tensor, lengths: torch.
         w = w * ref / lengths.float().clamp_min(1)
     if policy.drop_truncated:
         w = torch.where(truncated.bool(), torch.zeros_like(w), w)
+    if policy.drop_overlong_only:
+        if correct is None or G is None:
+            raise ValueError("drop_overlong_only needs the correctness rewards and the group size G")
+        c, sg = correct.float().view(-1, G), s.view(-1, G)
+        big = torch.finfo(c.dtype).max
+        lo = torch.where(sg, torch.full_like(c, big), c).min(1, keepdim=True).values
+        hi = torch.where(sg, torch.full_like(c, -big), c).max(1, keepdim=True).values
+        same = ((c == lo) & (c == hi)).reshape(-1)           # steered row's correctness = every normal row's
+        w = torch.where(same, torch.zeros_like(w), w)
     out[s] = adv[s] * w[s]
     return out
 
@@ -301,7 +314,8 @@ def _trainer_class():
                                                          zip(out["completion_ids"], out["completion_mask"])]))
             rew, s, n = correct + over, steered.cpu(), ~steered.cpu()
             out["advantages"] = steered_advantages(raw, steered, lengths, hit, self.steered_policy,
-                                                   rew.to(raw.device), self.num_generations)
+                                                   rew.to(raw.device), self.num_generations,
+                                                   correct=correct.to(raw.device))
             self.last_batch = {**{k: v for k, v in out.items()}, "steered": steered, "raw_advantages": raw}
             rec = {"step": len(self.curves), "reward": float(rew[n].mean()), "accuracy": float((correct[n] > 0).float().mean()),
                    "repeat_ratio": float(loops[n].float().mean()), "length": float(lengths.cpu()[n].float().mean()),

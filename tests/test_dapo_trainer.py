@@ -106,6 +106,14 @@ def test_steered_advantages_variants():
     torch.testing.assert_close(nb[:3], torch.tensor([(-2.0 - 0.0) / (sd_all + 1e-4), 1 / (sd + 1e-4), -1 / (sd + 1e-4)]))
     torch.testing.assert_close(nb[4:], torch.tensor([0.0, 0.0]))             # equal normal rewards: no signal
     assert float(nb[3]) == pytest.approx(-2.5 / (float(torch.tensor([-1.5, 1.0, 1.0]).std()) + 1e-4), rel=1e-5)
+    # drop overlong-only: group 1 all wrong (steered advantage only from length) -> 0; group 2 normal rows right -> kept
+    cor = torch.tensor([-1.0, -1.0, -1.0, -1.0, 1.0, 1.0])
+    oo = DT.steered_advantages(adv, s, lengths, trunc, DT.SteeredRowPolicy(drop_overlong_only=True), rew, 3,
+                               correct=cor)
+    torch.testing.assert_close(oo, torch.tensor([0.0, 0.5, 0.5, -2.0, 1.0, 1.0]))
+    mixed = DT.steered_advantages(adv, s, lengths, trunc, DT.SteeredRowPolicy(drop_overlong_only=True), rew, 3,
+                                  correct=torch.tensor([-1.0, 1.0, -1.0, 1.0, 1.0, 1.0]))
+    torch.testing.assert_close(mixed, torch.tensor([-1.0, 0.5, 0.5, 0.0, 1.0, 1.0]))   # a right normal row: kept
     with pytest.raises(ValueError, match="baseline"):
         DT.steered_advantages(adv, s, lengths, trunc, DT.SteeredRowPolicy(baseline="normal"))
 
