@@ -13,8 +13,11 @@
 #    Arms at matched steps, prompts and seeds: vanilla, and SAE-guided: the first of the G rollouts of
 #    every group is steered toward the repetition feature (TRL's `rollout_func`), scored by the same reward.
 # 4. **The SAE arm's variant, chosen on validation**: the report's recipe (steered rows weighed like any
-#    other, token-level) wrecked the mini model's perplexity before; variants re-weight the steered rows
-#    (per-sequence weight, a smaller weight, dropping truncated ones). Chosen on TRAINING-split problems and
+#    other, token-level) wrecked the mini model's perplexity before. Cause: where every normal rollout of a
+#    group is equally wrong, the steered row's advantage comes only from the overlong penalty, it is the
+#    group's only signal, and AdamW turns even a down-weighted push-down of these off-policy tokens into
+#    full-size steps. Variants (`sae_variants`): drop such steered rows (`drop_overlong_only`), drop
+#    truncated steered rows, a weight 0.25 with the normal rows normalised among themselves. Chosen on TRAINING-split problems and
 #    validation texts, never the test set: the variant with the lowest repeat ratio under steering stress
 #    among those whose validation perplexity is within `ppl_ratio_max` x vanilla's.
 # 5. **Comparison** of before RL / vanilla DAPO / the report's SAE recipe / the chosen SAE variant on
@@ -33,8 +36,8 @@ alpha = None            # steering strength of the SAE arm (None: picked from th
 n_steps = None          # DAPO steps per arm (None: config)
 lr = None               # DAPO learning rate (None: config)
 minibatches = None      # optimizer steps per rollout batch (TRL steps_per_generation; None: config)
-sae_variants = [{"aggregation": "token", "weight": 1.0}, {"aggregation": "sequence", "weight": 1.0},
-                {"aggregation": "token", "weight": 0.25}, {"aggregation": "token", "weight": 1.0, "drop_truncated": True}]
+sae_variants = [{"aggregation": "token", "weight": 1.0}, {"drop_overlong_only": True}, {"drop_truncated": True},
+                {"weight": 0.25, "baseline": "normal"}]   # first = the report recipe; fields of SteeredRowPolicy
 ppl_ratio_max = 1.5     # a variant is eligible if its validation perplexity <= this x vanilla
 launch = "inline"       # inline (train in this process) | launch (accelerate launch per arm) | read (finished runs)
 run_dir = None          # launch / read: folder with one sub-folder per arm
