@@ -136,6 +136,7 @@ def test_notebook_07_on_smoke(run_notebook_smoke, smoke_scope):
                                                                  "random (same norm)"}
     s = json.loads((out / "07_summary.json").read_text())
     assert s["sae_variant_chosen"] in set(val.arm) and "loss_type='dapo'" in s["trainer"]
+    assert "x vanilla" in s["sae_ppl_verdict"] and s["sae_ppl_ratio_vs_vanilla_test"] > 0
     assert s["_meta"]["seed"] == 0 and s["paper_claims"]["MGSM_gain_points"]["Qwen3-8B"] == 2.28
     for name in ("07_repetition_features", "07_steering_sweep", "07_training_curves", "07_comparison"):
         assert (out / f"{name}.png").stat().st_size > 5000

@@ -417,6 +417,9 @@ summary = {
                f"steps_per_generation={dcfg.minibatches}, num_iterations={dcfg.ppo_epochs}; rollout_func steers rows 0, G, 2G",
     "sae_variant_chosen": chosen, "sae_variant_rule": choice_rule, "sae_variants": val.to_dict("records"),
     "sae_ppl_ratio_vs_vanilla_test": float(sae_arm["ppl"] / van["ppl"]),
+    "sae_ppl_verdict": (f"SAE arm held-out perplexity {sae_arm['ppl']:.1f} = {sae_arm['ppl'] / van['ppl']:.2f} x vanilla "
+                        f"{van['ppl']:.1f} ({'within' if sae_arm['ppl'] <= ppl_ratio_max * van['ppl'] else 'NOT within'} "
+                        f"{ppl_ratio_max} x); variant {chosen}: {choice_rule}"),
     "launch": launch,
     "detector": vars(det),
     "arms": {n: {k: v for k, v in e.items() if k != "examples"} for n, e in evals.items()},
@@ -431,5 +434,5 @@ summary = {
 }
 save_json(summary, profile, "07_summary", seed=seed)
 print(json.dumps({k: summary[k] for k in ("layer", "feature", "alpha", "alpha_rule", "screen_verdict", "sae_variant_chosen",
-                                          "sae_variant_rule", "sae_ppl_ratio_vs_vanilla_test", "delta_sae_minus_vanilla",
+                                          "sae_variant_rule", "sae_ppl_verdict", "delta_sae_minus_vanilla",
                                           "paper_claims", "total_seconds")}, indent=2))
