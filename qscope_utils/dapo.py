@@ -1,34 +1,23 @@
-"""DAPO without dynamic sampling, and its SAE-guided variant (docs/CONVENTIONS.md §8).
+"""DAPO without dynamic sampling, and its SAE-guided variant (docs/CONVENTIONS.md §8): pieces, configuration, evaluation.
 
-What is implemented (DAPO, Yu et al. 2025, minus dynamic sampling; no KL term):
+Training runs on TRL's ``GRPOTrainer(loss_type="dapo")`` (:mod:`qscope_utils.dapo_trainer`). This module
+keeps the reference pieces TRL's configuration is tested against and what the notebook needs around them:
 
-* groups of G rollouts per prompt; group-normalised advantages ``A = (r - mean_g r) / (std_g r + eps)``
-  (std with Bessel's correction, as in the DAPO/TRL reference code), the same A for every token of a response;
-* clip-higher: ``ratio = pi_theta / pi_old`` per token, loss ``max(-A ratio, -A clip(ratio, 1 - eps_low, 1 + eps_high))``
-  with ``eps_high > eps_low``;
-* token-level aggregation: loss = sum over ALL response tokens of the batch / number of those tokens
-  (long responses weigh more, unlike GRPO's per-sequence mean);
-* overlong reward shaping: 0 up to ``L_max - L_cache`` tokens, then a linear penalty down to -1 at ``L_max``;
-* verifiable reward on the mini corpus's arithmetic (:mod:`qscope_utils.mini.tasks`): 1 if the first
-  integer of the response equals the answer, else 0, plus the overlong penalty (paper profile: GSM8K
-  train / MGSM, last integer of a chain-of-thought response).
-
-SAE variant: in every group one of the G rollouts is generated with ``h <- h + alpha * W_dec[:, f]``
-(f = a repetition feature) at every prompt position and decode step, using the shared row-selective
-:func:`qscope_utils.steering.steer` on that row only; it is scored by the same reward and enters the
-same group normalisation. Its log-probs (old and new) are those of the UNSTEERED policy, so the update
-pushes the policy away from the looping response it would otherwise not have sampled.
-
-Why not TRL: TRL is not installed here, and its GRPO trainer (which has ``loss_type="dapo"``) generates
-all completions itself with no hook to steer one completion per group; injecting them would mean
-subclassing its private generation path. The loop below is short and unit-tested instead.
+* :func:`dapo_loss`: clip-higher (``max(-A ratio, -A clip(ratio, 1 - eps_low, 1 + eps_high))``) with
+  token-level aggregation (sum over all response tokens of the batch / their number), no KL: the
+  hand-computed reference that TRL's loss is checked against in the tests;
+* :func:`group_advantages`: ``(r - mean_g) / (std_g + eps)`` per group of G (Bessel's std, as TRL);
+* :func:`overlong_penalty`: DAPO Eq. 13, checked against ``trl.rewards.get_soft_overlong_punishment``;
+* rewards: the answer integer (:func:`extract_int`, :func:`answer_correct`); the training reward is
+  +1 / -1 correctness (DAPO Eq. 7) plus the overlong penalty (:mod:`qscope_utils.dapo_trainer`);
+* :func:`steered_rows`: the SAE arm steers the FIRST rollout of every group (rows 0, G, 2G, ...);
+* :class:`DAPOConfig` (sizes per profile), :func:`hf_problems` (paper data), :func:`evaluate_policy`,
+  :func:`heldout_perplexity`, :func:`paper_compute`.
 """
 from __future__ import annotations
 
-import copy
 import math
 import re
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,12 +25,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from .repetition import RepetitionDetector, Rollouts, sample_rollouts
 
-__all__ = ["group_advantages", "overlong_penalty", "dapo_loss", "response_logprobs", "extract_int", "answer_correct", "task_rewards", "hf_problems",
-           "steered_rows", "DAPOConfig", "train_dapo", "evaluate_policy", "heldout_perplexity",
+__all__ = ["group_advantages", "overlong_penalty", "dapo_loss", "extract_int", "answer_correct", "task_rewards", "hf_problems",
+           "steered_rows", "DAPOConfig", "evaluate_policy", "heldout_perplexity",
            "PAPER_MODELS", "paper_compute"]
 
 
@@ -101,22 +89,6 @@ def dapo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tens
     return loss, stats
 
 
-def response_logprobs(model: nn.Module, ro: Rollouts, temperature: float = 1.0) -> torch.Tensor:
-    """(B, T) log-probs of the response tokens of ``ro`` under ``model`` (logits / temperature).
-
-    Position ids follow the attention mask (left padding), as in generation, so at the sampling
-    policy these equal the sampler's log-probs. Masked positions hold arbitrary finite values.
-    """
-    am = ro.attention_mask.to(model.device)
-    ids = ro.input_ids.to(model.device)
-    pos = (am.cumsum(1) - 1).clamp_min(0)
-    P, T = ro.prompt_len, ids.shape[1] - ro.prompt_len
-    # only the T + 1 last positions go through the LM head (positions P-1 .. P+T-1; the last is dropped)
-    logits = model(input_ids=ids, attention_mask=am, position_ids=pos, use_cache=False, logits_to_keep=T + 1).logits
-    lg = logits[:, :-1].float() / temperature                # predicts tokens P .. P+T-1
-    return torch.gather(F.log_softmax(lg, -1), 2, ids[:, P:, None]).squeeze(2)
-
-
 _INT_THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?!\d)|-?\d+")
 
 
@@ -152,10 +124,11 @@ def task_rewards(texts: list[str], answers: list[int], lengths: torch.Tensor, ma
 
 
 def steered_rows(n_groups: int, G: int, n_steered: int = 1) -> list[int]:
-    """Batch rows to steer: the last ``n_steered`` rollouts of each group (rows are group-major)."""
+    """Batch rows to steer: the FIRST ``n_steered`` rollouts of each group (rows are group-major, as TRL
+    passes them to ``rollout_func``): rows 0, G, 2G, ... for n_steered = 1."""
     if not 0 <= n_steered < G:
         raise ValueError(f"n_steered={n_steered} must be in 0..G-1={G - 1} (a group needs a normal rollout)")
-    return [g * G + j for g in range(n_groups) for j in range(G - n_steered, G)]
+    return [g * G + j for g in range(n_groups) for j in range(n_steered)]
 
 
 # --------------------------------------------------------------------------------------------- config
@@ -173,7 +146,9 @@ PAPER_MODELS = {
 class DAPOConfig:
     """DAPO run sizes. G rollouts per prompt, ``n_prompts`` prompts per step, ``n_steps`` steps;
     eps_low / eps_high: clip-higher; max_new_tokens = L_max, cache_len = L_cache (overlong shaping);
-    ppo_epochs: updates per batch on the same rollouts (old log-probs computed once per batch);
+    minibatches: optimizer steps per rollout batch (TRL ``steps_per_generation``: the batch is split into
+    that many mini-batches, old log-probs computed once per batch, so the clip binds from the second on);
+    ppo_epochs: passes over the rollout batch (TRL ``num_iterations``);
     n_steered: rollouts per group steered toward repetition in the SAE arm; alpha: their strength
     (None = chosen from the steering sweep, :func:`qscope_utils.repetition.pick_alpha`)."""
 
@@ -187,7 +162,8 @@ class DAPOConfig:
     max_new_tokens: int = 24
     cache_len: int = 8
     temperature: float = 1.0
-    ppo_epochs: int = 2
+    ppo_epochs: int = 1
+    minibatches: int = 2
     max_grad_norm: float = 1.0
     weight_decay: float = 0.0
     n_steered: int = 1
@@ -195,6 +171,8 @@ class DAPOConfig:
     styles: tuple[str, ...] = ("gsm", "math")
     n_train_problems: int = 2000
     n_eval_problems: int = 150
+    n_val_problems: int = 48                   # training-split problems that choose the SAE-arm variant
+    n_val_texts: int = 48                      # held-out texts for the variant's validation perplexity
     n_ppl_texts: int = 96
     seed: int = 0
     paper_model: str | None = None
@@ -212,17 +190,18 @@ class DAPOConfig:
     @classmethod
     def for_profile(cls, name: str, paper_model: str = "8B") -> "DAPOConfig":
         if name == "smoke":
-            return cls(G=3, n_prompts=2, n_steps=2, max_new_tokens=12, cache_len=4, ppo_epochs=1,
-                       n_train_problems=50, n_eval_problems=8, n_ppl_texts=8)
+            return cls(G=3, n_prompts=2, n_steps=2, max_new_tokens=12, cache_len=4, ppo_epochs=1, minibatches=2,
+                       n_train_problems=50, n_eval_problems=8, n_ppl_texts=8, n_val_problems=4, n_val_texts=4)
         if name == "mini":
             return cls()
         if name == "paper":
             if paper_model not in PAPER_MODELS:
                 raise ValueError(f"paper_model must be one of {list(PAPER_MODELS)}, not {paper_model!r}")
-            # DAPO paper: eps 0.2 / 0.28, lr 1e-6, L_cache 4096 of L_max 20480, G = 16, 512 prompts per step
+            # DAPO paper: eps 0.2 / 0.28, lr 1e-6, L_cache 4096 of L_max 20480, G = 16, 512 prompts per step,
+            # mini-batch 512 of 8,192 rollouts (16 updates per batch); here 512 rollouts in 4 mini-batches of 128
             # data: GSM8K train for RL, MGSM (en; the report's benchmark, other languages via eval_data) for eval
             return cls(G=8, n_prompts=64, n_steps=200, lr=1e-6, max_new_tokens=4096, cache_len=1024,
-                       ppo_epochs=1, n_train_problems=7473, n_eval_problems=250, n_ppl_texts=1000,
+                       ppo_epochs=1, minibatches=4, n_train_problems=7473, n_eval_problems=250, n_ppl_texts=1000,
                        paper_model=paper_model, answer_rule="last", train_data=("openai/gsm8k", "main", "train"),
                        eval_data=("juletxara/mgsm", "en", "test"))
         raise ValueError(f"unknown profile {name!r}: choose mini, smoke or paper")
@@ -300,71 +279,6 @@ def _problems(cfg: DAPOConfig, split: str, n: int, seed: int):
     per = [make_problems(math.ceil(n / len(cfg.styles)), style=s, seed=seed, split=split) for s in cfg.styles]
     out = [p for grp in zip(*per) for p in grp]  # interleave styles
     return out[:n]
-
-
-def _step_batch(problems, cfg: DAPOConfig, step: int) -> list:
-    """The step's prompts: a fixed permutation of the training problems (same for every arm)."""
-    rng = np.random.default_rng(cfg.seed + 7919 * step)
-    return [problems[i] for i in rng.choice(len(problems), size=cfg.n_prompts, replace=False)]
-
-
-def _update(model, opt, ro: Rollouts, adv: torch.Tensor, cfg: DAPOConfig) -> dict:
-    """ppo_epochs updates on one batch; old log-probs are computed once (no grad) before the first."""
-    with torch.no_grad():
-        old = response_logprobs(model, ro, cfg.temperature)
-    mask = ro.response_mask.to(old.device)
-    for _ in range(cfg.ppo_epochs):
-        logp = response_logprobs(model, ro, cfg.temperature)
-        loss, st = dapo_loss(logp, old, adv.to(logp.device), mask, cfg.eps_low, cfg.eps_high)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        opt.step()
-    return {"loss": float(loss.detach()), "grad_norm": float(gn), **st}
-
-
-def train_dapo(model: nn.Module, tokenizer, cfg: DAPOConfig, detector: RepetitionDetector,
-               steer_vectors: dict[int, torch.Tensor] | None = None, desc: str = "dapo",
-               progress: bool = True) -> tuple[nn.Module, pd.DataFrame]:
-    """Train a COPY of ``model`` with DAPO on the arithmetic train split; returns (policy, curves).
-
-    steer_vectors: None for vanilla DAPO; {layer: alpha * W_dec[:, f]} for the SAE arm (the last
-    ``cfg.n_steered`` rollouts of each group are steered). Prompts and sampling seeds depend only on
-    (cfg.seed, step), so arms are matched. curves: one row per step with reward / accuracy / repeat
-    ratio / length of the normal and the steered rollouts, loss, clip fractions, grad norm, seconds.
-    """
-    policy = copy.deepcopy(model).train()
-    for p in policy.parameters():
-        p.requires_grad_(True)
-    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    problems = _problems(cfg, "train", cfg.n_train_problems, cfg.seed)
-    n_steer = cfg.n_steered if steer_vectors else 0
-    rows_s = steered_rows(cfg.n_prompts, cfg.G, n_steer) if n_steer else []
-    is_s = torch.zeros(cfg.n_prompts * cfg.G, dtype=torch.bool)
-    is_s[rows_s] = True
-    curves = []
-    for step in tqdm(range(cfg.n_steps), desc=desc, disable=not progress):
-        t0 = time.perf_counter()
-        batch = _step_batch(problems, cfg, step)
-        prompts = [p.prompt for p in batch for _ in range(cfg.G)]
-        answers = [p.answer for p in batch for _ in range(cfg.G)]
-        policy.eval()
-        ro = sample_rollouts(policy, tokenizer, prompts, cfg.max_new_tokens, cfg.temperature,
-                             seed=cfg.seed * 100_003 + step, steer_vectors=steer_vectors if n_steer else None,
-                             steer_rows=rows_s or None)
-        policy.train()
-        rew, correct = task_rewards(ro.texts, answers, ro.lengths, cfg.max_new_tokens, cfg.cache_len, cfg.answer_rule)
-        adv = group_advantages(rew.view(cfg.n_prompts, cfg.G), cfg.adv_eps).view(-1)
-        loops = torch.as_tensor(detector.flags(ro))
-        st = _update(policy, opt, ro, adv, cfg)
-        rec = {"step": step, "reward": float(rew[~is_s].mean()), "accuracy": float(correct[~is_s].mean()),
-               "repeat_ratio": float(loops[~is_s].float().mean()), "length": float(ro.lengths[~is_s].float().mean()),
-               **st, "seconds": time.perf_counter() - t0}
-        if n_steer:
-            rec.update(steered_reward=float(rew[is_s].mean()), steered_repeat_ratio=float(loops[is_s].float().mean()),
-                       steered_advantage=float(adv[is_s].mean()))
-        curves.append(rec)
-    return policy.eval(), pd.DataFrame(curves)
 
 
 # --------------------------------------------------------------------------------------------- evaluation

@@ -11,16 +11,13 @@ Pieces, in the order the notebook uses them:
    features' PRE-activations ``f_s(x) = x . W_enc[s] + b_enc[s]`` (no ReLU, no top-k) from the LIVE
    residual of the training forward pass, through the FROZEN encoder (its parameters have
    ``requires_grad=False``: the gradient reaches the residual, hence the model, never the SAE).
-   ``penalty = mean over response positions x applicable features of ReLU(f_s(x) - alpha_j(s))``
-   (response positions: the residuals that generate the response tokens, see :func:`encode_examples`),
+   The official formula (``train.py`` of arXiv:2507.14894, :func:`official_layer_penalty`): per hooked
+   layer ``sum ReLU((f_s(x) - alpha_j(s)) * lang_mask)`` over the response (label) tokens x selected
+   features, divided by (response tokens x features + 1); the per-layer terms are SUMMED over layers.
    j = the example's response language; a feature of language L applies only to examples whose
    response is not in L ("x from non-L data").
-3. A compact SFT loop (:func:`train_sft`): AdamW, linear warm-up then linear decay, gradient
-   clipping, response-only cross-entropy, fixed data order. ``L = CE + sasft_lambda * penalty``;
-   ``sasft_lambda=0`` is the plain-SFT control with identical data, steps and seeds (the penalty is
-   still computed and logged, it just does not enter the loss). TRL is not installed here, and a
-   custom loss that needs per-token masks and forward hooks is shorter as a 40-line loop than as an
-   ``SFTTrainer.compute_loss`` override.
+3. Training: TRL's ``SFTTrainer`` with this penalty added in ``compute_loss``
+   (:class:`qscope_utils.sasft_trainer.SASFTTrainer`); ``lambda = 0`` is the plain-SFT control.
 4. Evaluation: sampled responses (several seeds per prompt, :func:`respond`), the code-switch flags
    of :mod:`qscope_utils.codeswitch`, held-out perplexity per language (:func:`perplexity_by_lang`).
 
@@ -33,7 +30,7 @@ from the corpus).
 """
 from __future__ import annotations
 
-import copy
+import json
 import math
 import random
 from contextlib import contextmanager
@@ -57,7 +54,7 @@ from .sae import TopKSAE
 
 __all__ = ["SASFTConfig", "SFTExample", "PAPER_GROUPS", "PAPER_TABLE4", "CHAT_USER", "CHAT_END",
            "default_layers", "language_stats", "monolinguality", "select_language_features", "SASFTPenalty",
-           "format_prompt", "clip_tokens", "encode_examples", "train_sft", "respond", "perplexity_by_lang",
+           "official_layer_penalty", "format_prompt", "clip_tokens", "encode_examples", "respond", "perplexity_by_lang",
            "response_ce", "mini_texts_by_lang", "make_mini_sft", "make_mini_eval_prompts", "load_sft_jsonl",
            "load_texts_jsonl", "eval_frame", "evaluate_model", "target_rows", "ratio_table", "pick_lambda", "table4"]
 
@@ -88,8 +85,10 @@ class SASFTConfig:
     sft_prompt_langs: languages of the user prompts in the SFT data (mini; paper reads files).
     eval_prompt_langs: per target, the languages of the evaluation prompts (default: the target).
     layers: SAE layers (None = the last two of the model). top_k: features per language and layer.
-    lambdas: the sweep; 0 (plain SFT) is always run. Paper's lambda is 5e-4..1e-3 with a sum over
-    features; here the penalty is a MEAN over features, so lambda is not directly comparable.
+    lambdas: the sweep; 0 (plain SFT) is always run; every lambda > 0 is one run PER TARGET language
+    (its own features), as the official code. The penalty is the official formula (per layer: sum over
+    response tokens x features / (tokens x features + 1), summed over layers), so lambda means what the
+    paper's 5e-4..1e-3 means; the mini model's activation scale differs, hence the sweep.
     """
 
     response_lang: str = "en"
@@ -104,11 +103,14 @@ class SASFTConfig:
     n_train: int = 1024
     prompt_tokens: int = 24
     response_tokens: int = 32
-    steps: int = 150
-    batch_size: int = 8
+    steps: int | None = 150                  # optimizer steps (None: one epoch, as the official runs)
+    batch_size: int = 8                      # per-device micro-batch
+    effective_batch: int = 8                 # examples per optimizer step (official 32, by accumulation)
     lr: float = 1e-3
     warmup: int = 20
     weight_decay: float = 0.0
+    scheduler: str = "linear"                # official: cosine
+    max_length: int = 2048                   # truncation of prompt + response (official 2,048)
     grad_clip: float = 1.0
     lambdas: tuple[float, ...] = (0.0, 1.0, 10.0)
     eval_prompts_per_lang: int = 40          # split in half: validation (picks lambda) / test (reported)
@@ -134,12 +136,16 @@ class SASFTConfig:
             cfg = cls()
         elif name == "smoke":
             cfg = cls(stat_docs_per_lang=8, stat_max_length=32, n_train=32, prompt_tokens=8, response_tokens=8,
-                      steps=6, batch_size=4, warmup=2, lambdas=(0.0, 1.0), eval_prompts_per_lang=4, n_seeds=2,
+                      steps=6, batch_size=4, effective_batch=4, warmup=2, lambdas=(0.0, 1.0), eval_prompts_per_lang=4, n_seeds=2,
                       max_new_tokens=6, ppl_docs_per_lang=4, ppl_max_length=32, n_boot=200)
         elif name == "paper":
             # Official: last two layers, top-2 per language, lambda 5e-4..1e-3 (sum over features).
+            # Official schedule (train.py): batch 1 x accumulation 32, lr 5e-5 (1.7B) / 5e-6 (8B), wd 0.1, cosine,
+            # warm-up 100, 2,048 tokens, one epoch.
+            lr = 5e-6 if "8B" in overrides.get("paper_model", "Qwen3-1.7B-Base") else 5e-5
             cfg = cls(targets=("zh", "ru", "ko"), stat_langs=("en", "zh", "ru", "ko", "fr", "de", "es", "ja"),
-                      stat_docs_per_lang=2000, stat_max_length=512, n_train=0, steps=2000, batch_size=16, lr=1e-5,
+                      stat_docs_per_lang=2000, stat_max_length=512, n_train=0, steps=None, batch_size=1,
+                      effective_batch=32, lr=lr, weight_decay=0.1, scheduler="cosine", max_length=2048,
                       warmup=100, lambdas=(0.0, 5e-4, 1e-3), eval_prompts_per_lang=200, n_seeds=4,
                       max_new_tokens=512, temperature=0.7, gen_batch_size=32, ppl_docs_per_lang=200,
                       ppl_max_length=512)   # sft_file / eval_file / stats_file: required (not public)
@@ -256,8 +262,9 @@ class SASFTPenalty:
             if self._paused:
                 return
             h = hidden_of(out)
-            W, b = sae.W_enc[idx], sae.b_enc[idx]                      # (m, d_model), (m,) - no grad
-            self._pre[layer] = F.linear(h.to(W.device, W.dtype), W, b)  # (B, T, m) float32, grad -> h
+            W, b = sae.W_enc[idx].to(h.device), sae.b_enc[idx].to(h.device)   # (m, d_model), (m,) - no grad
+            with torch.autocast(device_type=h.device.type, enabled=False):     # encode in float32 (SPEC §2)
+                self._pre[layer] = F.linear(h.float(), W.float(), b.float())   # (B, T, m), grad -> h
         return hook
 
     @contextmanager
@@ -290,15 +297,45 @@ class SASFTPenalty:
         app = torch.tensor([[t != j for t in self.targets] for j in response_langs], dtype=torch.bool)
         return a, app
 
-    def loss(self, response_mask: torch.Tensor, response_langs: Sequence[str]) -> torch.Tensor:
-        """Mean over response tokens x applicable features of ReLU(f_s(x) - alpha_j(s)); scalar, float32."""
-        pre = self.pre_acts()
+    def layer_terms(self, response_mask: torch.Tensor, response_langs: Sequence[str]) -> dict[int, torch.Tensor]:
+        """layer -> the official per-layer term :func:`official_layer_penalty` from the last forward pass."""
+        if set(self._pre) != set(self.layers):
+            raise RuntimeError("no pre-activations captured: call the model inside `with penalty.attach(model):`")
         a, app = self.alphas_for(response_langs)
-        a, app = a.to(pre.device)[:, None, :], app.to(pre.device)[:, None, :]
-        w = response_mask.to(pre.device).bool()[:, :, None] & app                 # (B, T, M)
-        excess = F.relu(pre - a) * w
+        out, start = {}, 0
+        for l in self.layers:
+            m = len(self.idx[l])
+            pre = self._pre[l]
+            out[l] = official_layer_penalty(pre, a[:, start:start + m].to(pre.device), app[:, start:start + m].to(pre.device),
+                                            response_mask.to(pre.device))
+            start += m
         self._pre.clear()
-        return excess.sum() / w.sum().clamp_min(1)
+        return out
+
+    def loss(self, response_mask: torch.Tensor, response_langs: Sequence[str]) -> torch.Tensor:
+        """The SASFT penalty of the official code: the per-layer terms SUMMED over the hooked layers."""
+        return torch.stack(list(self.layer_terms(response_mask, response_langs).values())).sum()
+
+
+def official_layer_penalty(pre: torch.Tensor, alpha: torch.Tensor, apply: torch.Tensor,
+                           response_mask: torch.Tensor) -> torch.Tensor:
+    """One hooked layer's SASFT term, exactly as the official ``train.py`` (arXiv:2507.14894) computes it.
+
+    pre: (B, T, m) pre-activations of the layer's m selected features; alpha: (B, m) alpha_j(s) for each
+    example's response language j; apply: (B, m) bool, False where the feature's target language is
+    the example's own language (the official ``lang_mask``); response_mask: (B, T) bool, the response
+    (label) tokens. Returns ``sum ReLU((pre - alpha) * apply) * mask / (n_response_tokens * m + 1)``:
+    the denominator counts every response token of the batch times m, plus one (official), whether or
+    not ``apply`` masks the example.
+    """
+    if pre.ndim != 3 or alpha.shape != (pre.shape[0], pre.shape[2]) or apply.shape != alpha.shape \
+            or response_mask.shape != pre.shape[:2]:
+        raise ValueError(f"shapes: pre {tuple(pre.shape)} (B,T,m), alpha {tuple(alpha.shape)} (B,m), "
+                         f"apply {tuple(apply.shape)} (B,m), response_mask {tuple(response_mask.shape)} (B,T)")
+    excess = F.relu((pre - alpha[:, None, :]) * apply[:, None, :].to(pre.dtype))
+    mask = response_mask.to(pre.dtype)[:, :, None]
+    count = response_mask.sum() * pre.shape[2] + 1
+    return (excess * mask).sum() / count
 
 
 # ============================================================================ data
@@ -357,91 +394,6 @@ def _shifted_ce(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tenso
     n = int((tgt != -100).sum())
     ce = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100)
     return ce, n
-
-
-def _lr_at(step: int, steps: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / max(warmup, 1)
-    return max(0.0, (steps - step) / max(steps - warmup, 1))
-
-
-def train_sft(base_model: nn.Module, tokenizer, examples: Sequence[SFTExample], steps: int, batch_size: int = 8,
-              lr: float = 1e-3, warmup: int = 20, weight_decay: float = 0.0, grad_clip: float = 1.0, seed: int = 0,
-              penalty: SASFTPenalty | None = None, sasft_lambda: float = 0.0, progress: bool = True,
-              desc: str = "sft", callback=None, every: int = 0) -> tuple[nn.Module, pd.DataFrame]:
-    """Fine-tune a COPY of ``base_model`` on ``examples``; returns (model in eval mode, per-step log).
-
-    Loss = response-only CE + ``sasft_lambda`` * penalty. The data order depends only on ``seed``
-    (not on lambda), so runs with different lambdas see the same batches in the same order; with
-    ``sasft_lambda=0`` the penalty (if given) is still measured and logged. Log columns: step, lr,
-    ce, penalty (nan without a penalty), loss. ``callback(step, model)`` is called (model in eval
-    mode, hooks detached) after every ``every`` steps, e.g. to evaluate at matched steps.
-    """
-    if sasft_lambda < 0:
-        raise ValueError(f"sasft_lambda must be >= 0, got {sasft_lambda}")
-    if sasft_lambda > 0 and penalty is None:
-        raise ValueError("sasft_lambda > 0 needs a SASFTPenalty (select language features first)")
-    if len(examples) < batch_size:
-        raise ValueError(f"{len(examples)} examples are fewer than one batch of {batch_size}")
-    torch.manual_seed(seed)
-    model = copy.deepcopy(base_model).train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_at(s, steps, warmup))
-    gen = torch.Generator().manual_seed(seed)
-    order: list[int] = []
-    dev = next(model.parameters()).device
-    log = []
-    ctx = penalty.attach(model) if penalty is not None else _null()
-    with ctx:
-        for step in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
-            if len(order) < batch_size:
-                order += torch.randperm(len(examples), generator=gen).tolist()
-            idx, order = order[:batch_size], order[batch_size:]
-            batch = [examples[i] for i in idx]
-            enc = encode_examples(tokenizer, batch)
-            out = model(input_ids=enc["input_ids"].to(dev), attention_mask=enc["attention_mask"].to(dev),
-                        use_cache=False)
-            ce, _ = _shifted_ce(out.logits, enc["labels"].to(dev))
-            loss = ce
-            pen = float("nan")
-            if penalty is not None:
-                p = penalty.loss(enc["predict_mask"], [ex.response_lang for ex in batch])
-                pen = float(p.detach())
-                if sasft_lambda > 0:
-                    loss = ce + sasft_lambda * p
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            opt.step()
-            sched.step()
-            log.append({"step": step, "lr": sched.get_last_lr()[0], "ce": float(ce.detach()), "penalty": pen,
-                        "loss": float(loss.detach())})
-            if callback is not None and every and (step + 1) % every == 0 and step + 1 < steps:
-                model.eval()
-                with _detached(penalty):
-                    callback(step + 1, model)
-                model.train()
-    return model.eval(), pd.DataFrame(log)
-
-
-@contextmanager
-def _detached(penalty: "SASFTPenalty | None"):
-    """Pause the penalty's capture (a callback's forward passes must not fill or need it)."""
-    if penalty is None:
-        yield
-        return
-    saved, penalty._paused = dict(penalty._pre), True
-    try:
-        yield
-    finally:
-        penalty._paused = False
-        penalty._pre = saved
-
-
-@contextmanager
-def _null():
-    yield None
 
 
 # ============================================================================ evaluation

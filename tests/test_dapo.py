@@ -1,4 +1,4 @@
-"""DAPO pieces against hand-computed cases, the log-prob alignment with generation, and the training loop."""
+"""DAPO reference pieces against hand-computed cases, configuration, paper data (training on TRL: test_dapo_trainer.py)."""
 from __future__ import annotations
 
 import math
@@ -9,8 +9,7 @@ from conftest_sources import dataset_hub  # noqa: F401
 import torch
 
 from qscope_utils.dapo import (DAPOConfig, answer_correct, dapo_loss, group_advantages, overlong_penalty, paper_compute,
-                               response_logprobs, steered_rows, task_rewards, train_dapo)
-from qscope_utils.repetition import RepetitionDetector, sample_rollouts
+                               steered_rows, task_rewards)
 
 
 
@@ -92,7 +91,7 @@ def test_task_rewards_and_steered_rows():
     torch.testing.assert_close(cor, torch.tensor([1.0, 1.0, 0.0, 0.0, 1.0]))
     torch.testing.assert_close(rew, torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0]))   # the loop hits L_max: 1 - 1
     torch.testing.assert_close(answer_correct([" 12"], [12]), torch.tensor([1.0]))
-    assert steered_rows(3, 4) == [3, 7, 11] and steered_rows(2, 4, 2) == [2, 3, 6, 7]
+    assert steered_rows(3, 4) == [0, 4, 8] and steered_rows(2, 4, 2) == [0, 1, 4, 5]
     with pytest.raises(ValueError):
         steered_rows(2, 4, 4)
 
@@ -113,111 +112,6 @@ def test_config_validation_and_paper():
         DAPOConfig.for_profile("paper", "30B")
 
 
-# ------------------------------------------------------------------ log-probs match the sampler
-def test_response_logprobs_match_generation_scores(tiny_model):
-    model, tok = tiny_model
-    prompts = ["The quick brown fox jumps", "1 +", "Bonjour tout"]   # different lengths: left padding
-    ro = sample_rollouts(model, tok, prompts, max_new_tokens=6, do_sample=False)
-    tok.padding_side = "left"
-    enc = tok(prompts, return_tensors="pt", padding=True)
-    out = model.generate(**enc, max_new_tokens=6, do_sample=False, output_scores=True, return_dict_in_generate=True,
-                         pad_token_id=tok.pad_token_id)
-    ref = torch.stack([torch.log_softmax(s.float(), -1) for s in out.scores], 1)      # (B, T', V)
-    T = ref.shape[1]
-    ref_tok = torch.gather(ref, 2, ro.responses[:, :T, None]).squeeze(2)
-    with torch.no_grad():
-        lp = response_logprobs(model, ro)
-    m = ro.response_mask[:, :T]
-    torch.testing.assert_close(lp[:, :T][m], ref_tok[m], atol=1e-4, rtol=0)
-
-
-# ------------------------------------------------------------------ training loop
-def test_update_raises_logprob_of_positive_advantage(tiny_model):
-    from qscope_utils.dapo import _update
-
-    model, tok = tiny_model
-    cfg = DAPOConfig(G=2, n_prompts=1, lr=1e-2, ppo_epochs=3, max_new_tokens=6, cache_len=2)
-    ro = sample_rollouts(model, tok, ["Hello world", "Hello world"], max_new_tokens=6, seed=0)
-    with torch.no_grad():
-        before = response_logprobs(model, ro)
-    _update(model.train(), torch.optim.AdamW(model.parameters(), lr=cfg.lr), ro, torch.tensor([1.0, -1.0]), cfg)
-    with torch.no_grad():
-        after = response_logprobs(model.eval(), ro)
-    m = ro.response_mask.float()
-    delta = ((after - before) * m).sum(1) / m.sum(1)
-    assert delta[0] > 0 and delta[0] > delta[1]
-
-
-def test_train_dapo_vanilla_and_steered_arms(tiny_model, monkeypatch):
-    from qscope_utils import dapo
-    from qscope_utils.mini.tasks import Problem
-
-    model, tok = tiny_model
-    probs = [Problem(f"{a} + {a} =", 2 * a, "math") for a in range(10)]
-    monkeypatch.setattr(dapo, "_problems", lambda cfg, split, n, seed: probs)
-    real = dapo.task_rewards
-
-    def varied(texts, answers, *args):                # a random model never answers right: give the groups
-        rew, cor = real(texts, answers, *args)        # some spread, from the text itself
-        return rew + torch.tensor([float(len(t) % 3) for t in texts]), cor
-
-    monkeypatch.setattr(dapo, "task_rewards", varied)
-    cfg = DAPOConfig(G=3, n_prompts=2, n_steps=2, max_new_tokens=6, cache_len=2, ppo_epochs=1, lr=1e-3)
-    det = RepetitionDetector(max_unit=2, min_span=4, min_repeats=2)
-    w0 = {k: v.clone() for k, v in model.state_dict().items()}
-    pol, cur = train_dapo(model, tok, cfg, det, progress=False)
-    assert len(cur) == 2 and {"reward", "accuracy", "repeat_ratio", "loss", "clip_high", "length"} <= set(cur.columns)
-    assert all(torch.equal(w0[k], v) for k, v in model.state_dict().items())          # base model untouched
-    assert any(not torch.equal(w0[k], v) for k, v in pol.state_dict().items())
-    vec = {1: 40.0 * torch.randn(model.config.hidden_size, generator=torch.Generator().manual_seed(0))}
-    _, cur_s = train_dapo(model, tok, cfg, det, steer_vectors=vec, progress=False)
-    assert "steered_repeat_ratio" in cur_s.columns and cur_s.steered_reward.notna().all()
-
-
-
-def test_train_dapo_first_ratio_is_one_for_steered_and_normal_rows(tiny_model, monkeypatch):
-    """Steered rows are sampled under steering but scored (old AND new log-probs) by the unsteered policy."""
-    from qscope_utils import dapo
-    from qscope_utils.mini.tasks import Problem
-    from qscope_utils.steering import steer
-
-    model, tok = tiny_model
-    probs = [Problem(f"{a} + {a} =", 2 * a, "math") for a in range(10)]
-    monkeypatch.setattr(dapo, "_problems", lambda cfg, split, n, seed: probs)
-    real_loss, real_sample = dapo.dapo_loss, dapo.sample_rollouts
-    seen, rolls = [], []
-
-    def rec_loss(logp, old, adv, mask, *a):
-        seen.append((logp.detach().clone(), old.clone(), mask.clone()))
-        return real_loss(logp, old, adv, mask, *a)
-
-    def rec_sample(*a, **k):
-        ro = real_sample(*a, **k)
-        rolls.append(ro)
-        return ro
-
-    monkeypatch.setattr(dapo, "dapo_loss", rec_loss)
-    monkeypatch.setattr(dapo, "sample_rollouts", rec_sample)
-    cfg = DAPOConfig(G=3, n_prompts=2, n_steps=2, max_new_tokens=6, cache_len=2, ppo_epochs=2, lr=1e-3)
-    vec = {1: 40.0 * torch.randn(model.config.hidden_size, generator=torch.Generator().manual_seed(0))}
-    det = RepetitionDetector(max_unit=2, min_span=4, min_repeats=2)
-    train_dapo(model, tok, cfg, det, steer_vectors=vec, progress=False)
-    assert len(seen) == cfg.n_steps * cfg.ppo_epochs
-    for step in range(cfg.n_steps):                       # first update of every batch: ratio exactly 1, all rows
-        logp, old, mask = seen[step * cfg.ppo_epochs]
-        assert torch.equal(torch.exp(logp - old)[mask], torch.ones(int(mask.sum())))
-    # step 0: the policy is still the base model, so old log-probs must be the UNSTEERED model's, for every row
-    ro = rolls[0]
-    rows = steered_rows(cfg.n_prompts, cfg.G, cfg.n_steered)
-    with torch.no_grad():
-        plain = response_logprobs(model.eval(), ro)
-        with steer(model, vec, rows=rows):
-            steered = response_logprobs(model, ro)
-    m = ro.response_mask
-    assert torch.allclose(seen[0][1][m], plain[m], atol=1e-5)
-    assert not torch.allclose(steered[rows][m[rows]], plain[rows][m[rows]], atol=1e-3)   # the test can tell them apart
-
-
 # ------------------------------------------------------------------ notebook
 @pytest.mark.slow
 def test_notebook_07_on_smoke(run_notebook_smoke, smoke_scope):
@@ -227,18 +121,24 @@ def test_notebook_07_on_smoke(run_notebook_smoke, smoke_scope):
 
     out, executed = run_notebook_smoke("07")
     comp = pd.read_csv(out / "07_comparison.csv")
-    assert list(comp.arm) == ["before RL", "vanilla DAPO", "DAPO + SAE rollouts"]
+    assert list(comp.arm)[:3] == ["before RL", "vanilla DAPO", "DAPO + SAE rollouts"] and len(comp) in (3, 4)
+    val = pd.read_csv(out / "07_variant_validation.csv")
+    assert val.chosen.sum() == 1 and "vanilla DAPO" in set(val.arm) and len(val) == 5      # vanilla + 4 variants
+    assert (val.loc[val.arm == "vanilla DAPO", "ppl_ratio_vs_vanilla"] == 1.0).all()
     for c in ("repeat_task", "repeat_text", "acc_greedy"):
         assert ((comp[f"{c}_lo"] <= comp[c] + 1e-9) & (comp[c] <= comp[f"{c}_hi"] + 1e-9)).all()
         assert comp[c].between(0, 1).all()
     assert (comp.ppl > 1).all()
     curves = pd.read_csv(out / "07_training_curves.csv")
-    assert set(curves.arm) == {"vanilla DAPO", "DAPO + SAE rollouts"}
+    assert {"vanilla DAPO", "DAPO + SAE rollouts"} <= set(curves.arm) and curves.arm.nunique() == 5
     assert curves[curves.arm == "DAPO + SAE rollouts"].steered_repeat_ratio.notna().all()
+    assert curves[curves.arm == "vanilla DAPO"].steered_reward.isna().all()
     sweep = pd.read_csv(out / "07_steering_sweep.csv")
     assert 0.0 in set(sweep.alpha) and set(sweep.direction) == {f"feature {int(sweep.direction.iloc[0].split()[-1])}",
                                                                  "random (same norm)"}
     s = json.loads((out / "07_summary.json").read_text())
+    assert s["sae_variant_chosen"] in set(val.arm) and "loss_type='dapo'" in s["trainer"]
+    assert "x vanilla" in s["sae_ppl_verdict"] and s["sae_ppl_ratio_vs_vanilla_test"] > 0
     assert s["_meta"]["seed"] == 0 and s["paper_claims"]["MGSM_gain_points"]["Qwen3-8B"] == 2.28
     for name in ("07_repetition_features", "07_steering_sweep", "07_training_curves", "07_comparison"):
         assert (out / f"{name}.png").stat().st_size > 5000

@@ -1,6 +1,6 @@
 """§7 SASFT: the code-switch detector on constructed strings, the bootstrap, nu on synthetic
 activations, the penalty (zero below alpha, gradient only into the model, SAE frozen, equal to
-the SAE's own pre-activations), the SFT loop's matched control, and notebook 06 on smoke."""
+the SAE's own pre-activations) and notebook 06 on smoke (the TRL trainer: test_sasft_trainer.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -154,7 +154,9 @@ def test_penalty_gradient_reaches_model_only(tiny_model):
         pre = pen.pre_acts().detach()
         p = pen.loss(enc["predict_mask"], ["en", "en"])
     m = enc["predict_mask"]
-    assert float(p) == pytest.approx(float((pre[m] + 1e3).mean()), rel=1e-5)  # mean over tokens x features
+    n = int(m.sum())                       # official: per layer sum / (tokens x 2 features + 1), summed over layers
+    want = sum(float((pre[m][:, sl] + 1e3).sum()) / (n * 2 + 1) for sl in (slice(0, 2), slice(2, 4)))
+    assert float(p.detach()) == pytest.approx(want, rel=1e-5)
     p.backward()
     opt.step()
     assert all(not q.requires_grad and q.grad is None for s in saes.values() for q in s.parameters())
@@ -184,35 +186,6 @@ def test_encode_examples_masks(tiny_model):
         assert int(rm.sum()) == n_r and rm[:n_p].sum() == 0 and bool(rm[n_p])
         assert int(enc["predict_mask"][i].sum()) == n_r and bool(enc["predict_mask"][i, n_p - 1])
         assert (enc["labels"][i] != -100).sum() == n_r
-
-
-def test_train_sft_control_is_matched_and_lambda_acts(tiny_model):
-    model, tok = tiny_model
-    d = model.config.hidden_size
-    saes = {2: TopKSAE.from_state_dict(make_sae_state(d, 64, seed=2), k=8)}
-    ex = [sasft.SFTExample(p, r, "fr", "en") for p, r in
-          [("Bonjour", "The quick brown fox."), ("Привет", "Sparse features."), ("床前明月光", "1 + 2 = 3"),
-           ("Bonjour tout", "def f(x): return x")]] * 2
-    w0 = model.model.embed_tokens.weight.detach().clone()
-    tab = pd.DataFrame([{"layer": 2, "feature": f, "target": "zh", "alpha_en": 0.0} for f in (3, 11)])
-    pen = sasft.SASFTPenalty(saes, tab)
-    enc = sasft.encode_examples(tok, ex[:4])
-    with pen.attach(model), torch.no_grad():                  # alpha a little below the typical pre-act
-        model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
-        pen.alpha["en"] = pen.pre_acts()[enc["predict_mask"]].mean(0) - 0.5
-    kw = dict(steps=12, batch_size=4, lr=3e-3, warmup=2, seed=0, penalty=pen, progress=False)
-    m0, log0 = sasft.train_sft(model, tok, ex, sasft_lambda=0.0, **kw)
-    m0b, log0b = sasft.train_sft(model, tok, ex, sasft_lambda=0.0, **kw)
-    m1, log1 = sasft.train_sft(model, tok, ex, sasft_lambda=5.0, **kw)
-    assert torch.equal(model.model.embed_tokens.weight, w0)                   # the base model is untouched
-    pd.testing.assert_frame_equal(log0, log0b)                                # fixed seeds: reproducible
-    assert log0.penalty.iloc[0] == pytest.approx(log1.penalty.iloc[0])       # same first batch, same weights
-    assert log1.penalty.iloc[-4:].mean() < log0.penalty.iloc[-4:].mean()     # the regulariser acts
-    assert not m1.training
-    with pytest.raises(ValueError, match="SASFTPenalty"):
-        sasft.train_sft(model, tok, ex, steps=1, batch_size=4, sasft_lambda=1.0)
-    with pytest.raises(ValueError, match="fewer than one batch"):
-        sasft.train_sft(model, tok, ex[:2], steps=1, batch_size=4)
 
 
 def test_respond_cuts_at_im_end_and_is_seeded(tiny_model):
@@ -262,30 +235,28 @@ def test_config_profiles():
     assert 0.0 in mini.lambdas and 0.0 in smoke.lambdas and paper.top_k == 2 and paper.layers is None
     assert paper.targets == ("zh", "ru", "ko") and set(paper.lambdas) >= {5e-4, 1e-3}
     assert smoke.steps < mini.steps
+    # the official schedule is the paper default (train.py of arXiv:2507.14894)
+    assert (paper.lr, paper.effective_batch, paper.batch_size, paper.weight_decay, paper.scheduler, paper.max_length,
+            paper.warmup) == (5e-5, 32, 1, 0.1, "cosine", 2048, 100)
+    assert sasft.SASFTConfig.for_profile("paper", paper_model="Qwen3-8B-Base").lr == 5e-6
     with pytest.raises(ValueError):
         sasft.SASFTConfig.for_profile("nope")
 
 
 # ----------------------------------------------------------------------------- notebook
 @pytest.mark.slow
-def test_notebook_06_runs_on_smoke(smoke_scope, tmp_path, monkeypatch):
+def test_notebook_06_runs_on_smoke(run_notebook_smoke):
     import json
-    import time
 
-    monkeypatch.setenv("QSCOPE_RESULTS", str(tmp_path / "results"))     # never into the repo's results/
-
-    import papermill as pm
-
-    from qscope_utils.paths import repo_root, results_dir
-
-    nb = repo_root() / "notebooks" / "06_sasft.ipynb"
-    t0 = time.perf_counter()
-    pm.execute_notebook(str(nb), str(tmp_path / nb.name), parameters={"profile": "smoke"}, kernel_name="python3",
-                        cwd=str(nb.parent), progress_bar=False)
-    assert time.perf_counter() - t0 < 90
-    out = results_dir("smoke")
+    out, executed = run_notebook_smoke("06")
     for name in ("06_features.csv", "06_code_switch.csv", "06_table4.csv", "06_perplexity.csv", "06_train_log.csv",
                  "06_code_switch_vs_lambda.png", "06_training.png", "06_summary.json"):
         assert (out / name).exists(), name
     s = json.loads((out / "06_summary.json").read_text())
     assert s["_meta"]["seed"] == 0 and 0.0 in s["lambdas"]
+    # one SASFT run per target language and lambda > 0, plus the lambda = 0 control
+    assert s["runs"] == ["SFT"] + [f"SASFT[{t}] λ={l:g}" for t in s["targets"] for l in s["lambdas"] if l > 0]
+    log = pd.read_csv(out / "06_train_log.csv")
+    assert set(log.target) == {"all", *s["targets"]} and log.penalty.notna().all()
+    t4 = pd.read_csv(out / "06_table4.csv")
+    assert list(t4.target) == s["targets"] and t4["lambda"].gt(0).all()

@@ -3,10 +3,15 @@
 #
 # SFT teaches a model to answer in one language; it may still slip into another ("code-switching").
 # SASFT adds to the cross-entropy a penalty on the SAE features of the unwanted languages:
-# `L = CE + λ · mean over response positions × features of ReLU(f_s(x) − α_j)`, where `f_s` is the
-# feature's PRE-activation computed from the live residual through the frozen encoder, and `α_j` its
-# mean pre-activation on the response language j. Features: top-2 per unwanted language by the
-# monolinguality score ν at the last two layers (docs/CONVENTIONS.md §7).
+# `L = CE + λ · Σ_layers [Σ_{response tokens × features} ReLU(f_s(x) − α_j) / (tokens × features + 1)]`
+# (the official code's normalisation), where `f_s` is the feature's PRE-activation computed from the live
+# residual through the frozen encoder, and `α_j` its mean pre-activation on the response language j.
+# Features: top-2 per unwanted language by the monolinguality score ν at the last two layers (docs/CONVENTIONS.md §7).
+# Training is TRL's `SFTTrainer` with this penalty added in `compute_loss`
+# (`qscope_utils.sasft_trainer.SASFTTrainer`); as in the official code, each SASFT run penalises ONE
+# target language's features (the report's Table 4 rows are separate runs); the plain-SFT control is the
+# same trainer with λ = 0 (same data order, steps and schedule). Paper runs take hours: `launch="launch"`
+# starts each with `accelerate launch` (`configs/accelerate/`), `launch="read"` reads finished runs.
 #
 # **Mini setup.** The assistant must answer in English. User prompts are held-out snippets of the
 # mini corpus in fr, de, es, it, zh, ru, ja; responses are English corpus texts. Like real
@@ -25,7 +30,19 @@
 # %% tags=["parameters"]
 profile = "mini"            # mini | smoke | paper
 lambdas = None              # None: the sweep of the profile (lambda 0, plain SFT, is always included); -y 'lambdas: [0.0005, 0.001]'
-steps = None                # None: the SFT steps of the profile
+steps = None                # None: the SFT steps of the profile (paper: one epoch)
+lr = None                   # None: the profile (paper: 5e-5 for 1.7B, 5e-6 for 8B, official)
+batch_size = None           # per-device micro-batch (None: profile; paper 1)
+effective_batch = None      # examples per optimizer step by accumulation (None: profile; paper 32)
+weight_decay = None         # None: profile (paper 0.1)
+scheduler = None            # None: profile (paper "cosine")
+warmup = None               # None: profile (paper 100)
+max_length = None           # truncation in tokens (None: profile; paper 2048)
+launch = "inline"           # inline (train here) | launch (accelerate launch per run) | read (finished runs)
+run_dir = None              # launch / read: folder with one sub-folder per run
+accelerate_config = None    # launch: a file in configs/accelerate (ddp_1.7b.yaml, zero3_8b.yaml, fsdp_8b.yaml)
+num_processes = None        # launch: processes (None: the config file)
+lora_r = 0                  # > 0: LoRA adapter of this rank (PEFT) instead of full fine-tuning
 threads = 1                 # torch CPU threads (tiny matrices: one thread is as fast, and shares the CPU)
 seed = 0
 paper_model = "Qwen3-1.7B-Base"   # paper profile: Qwen3-1.7B-Base | Qwen3-8B-Base (backbone + SAE group)
@@ -47,8 +64,10 @@ import pandas as pd
 import torch
 
 from qscope_utils import codeswitch as cs
+from qscope_utils import launch as LA
 from qscope_utils import sasft
 from qscope_utils.params import as_list, given, override_config
+from qscope_utils import sasft_trainer as ST
 from qscope_utils.profiles import get_profile
 from qscope_utils.report import save_fig, save_json, save_table
 from qscope_utils.scope import open_scope
@@ -58,8 +77,10 @@ if threads:
     torch.set_num_threads(threads)
 torch.manual_seed(seed)
 lambdas = as_list(lambdas, "lambdas")
-over = given(lambdas=tuple(float(x) for x in lambdas) if lambdas is not None else None, steps=steps,
-             sft_file=sft_file, eval_file=eval_file, stats_file=stats_file)
+over = given(lambdas=tuple(float(x) for x in lambdas) if lambdas is not None else None, steps=steps, lr=lr,
+             batch_size=batch_size, effective_batch=effective_batch, weight_decay=weight_decay,
+             scheduler=scheduler, warmup=warmup, max_length=max_length, sft_file=sft_file,
+             eval_file=eval_file, stats_file=stats_file)
 cfg = override_config(sasft.SASFTConfig.for_profile(profile, seed=seed, paper_model=paper_model, **over), config)
 if 0.0 not in cfg.lambdas:
     cfg.lambdas = (0.0,) + tuple(cfg.lambdas)
@@ -126,32 +147,42 @@ fig.tight_layout()
 save_fig(fig, profile, "06_language_features")
 
 # %% [markdown]
-# ## Base model, then plain SFT (λ = 0) and SASFT (λ > 0) with identical data, steps and seeds
+# ## Base model, then plain SFT (λ = 0) and one SASFT run per target language and λ > 0
+# Every run: the same TRL trainer, data order (sampler seed), steps and schedule. The control measures the
+# penalty of all targets' features; a SASFT run penalises (and logs) its own target's features only.
 
 # %%
-penalty = sasft.SASFTPenalty(saes, feats)
-names = {lam: ("SFT" if lam == 0 else f"SASFT λ={lam:g}") for lam in cfg.lambdas}
+on_cpu = not torch.cuda.is_available()
+targs = ST.SASFTTrainArgs.from_config(cfg, use_cpu=on_cpu, lora_r=lora_r)
+runs = [("SFT", None, 0.0)] + [(f"SASFT[{t}] λ={lam:g}", t, lam) for t in cfg.targets for lam in cfg.lambdas if lam > 0]
+names = {(t, lam): name for name, t, lam in runs}
 evals = {"base": sasft.evaluate_model(scope.model, tok, prompts, cfg, ppl_texts, heldout_ex)}
 logs = []
-for lam in cfg.lambdas:
-    model, log = sasft.train_sft(scope.model, tok, train_ex, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
-                                 warmup=cfg.warmup, weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip,
-                                 seed=cfg.seed, penalty=penalty, sasft_lambda=lam, desc=names[lam])
-    logs.append(log.assign(lam=lam))
-    evals[names[lam]] = sasft.evaluate_model(model, tok, prompts, cfg, ppl_texts, heldout_ex)
+for name, t, lam in runs:
+    tab = feats if t is None else ST.feature_table_for(feats, t)
+    penalty = sasft.SASFTPenalty(saes, tab)
+    slug = "sft" if t is None else f"sasft_{t}_{lam:g}"
+    inline = lambda: ST.train_sasft(scope.model, tok, train_ex, targs, penalty, lam)
+    job = lambda d: LA.write_sasft_job(d, prof.backbone, train_ex, tab, saes, targs, lam)
+    t0 = time.perf_counter()
+    model, log = LA.obtain(slug, launch, run_dir, "sasft_trainer", inline, job, accelerate_config, num_processes,
+                           cpu=on_cpu)
+    logs.append(log.assign(lam=lam, target=t or "all", run=name))
+    evals[name] = sasft.evaluate_model(model, tok, prompts, cfg, ppl_texts, heldout_ex)
+    print(f"{name}: {len(log)} steps, trained + evaluated in {time.perf_counter() - t0:.1f} s")
     del model
 train_log = pd.concat(logs, ignore_index=True)
 save_table(train_log, profile, "06_train_log")
-print(f"trained and evaluated {len(cfg.lambdas)} runs in {time.perf_counter() - t_start:.0f} s")
+print(f"trained and evaluated {len(runs)} runs in {time.perf_counter() - t_start:.0f} s")
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
-for lam, g in train_log.groupby("lam"):
+for run, g in train_log.groupby("run", sort=False):
     sm = g[["ce", "penalty"]].rolling(10, min_periods=1).mean()
-    axes[0].plot(g.step, sm.ce, label=names[lam])
-    axes[1].plot(g.step, sm.penalty, label=names[lam])
+    axes[0].plot(g.step, sm.ce, label=run)
+    axes[1].plot(g.step, sm.penalty, label=run)
 axes[0].set_title("response CE (nats, rolling mean)")
-axes[1].set_title("SASFT penalty (measured in every run)")
+axes[1].set_title("SASFT penalty (own features; SFT: all targets')")
 for ax in axes:
     ax.set_xlabel("step")
 axes[1].legend(fontsize=7)
@@ -159,21 +190,22 @@ fig.tight_layout()
 save_fig(fig, profile, "06_training")
 
 # %% [markdown]
-# ## Code-switch ratio: λ chosen on val prompts, reported on test prompts
+# ## Code-switch ratio: λ chosen per target on val prompts, reported on test prompts
 
 # %%
 val = sasft.ratio_table(evals, prompts, cfg, "val")
 test = sasft.ratio_table(evals, prompts, cfg, "test")
-lam_main = sasft.pick_lambda(val, cfg.lambdas, names)
+lam_main = {t: sasft.pick_lambda(val[val.target == t], cfg.lambdas, {l: names.get((t, l)) for l in cfg.lambdas})
+            for t in cfg.targets}
 cs_table = pd.concat([val, test], ignore_index=True)
 save_table(cs_table, profile, "06_code_switch")
-print(f"lambda chosen on val: {lam_main:g}")
+print("lambda chosen on val per target:", lam_main)
 test.pivot(index="model", columns="target", values="ratio").loc[list(evals)].round(3)
 
 # %%
 fig, axes = plt.subplots(1, len(cfg.targets), figsize=(4.2 * len(cfg.targets), 3.2), squeeze=False, sharey=True)
 for ax, t in zip(axes[0], cfg.targets):
-    sub = test[(test.target == t) & (test.model != "base")].set_index("model").loc[[names[l] for l in cfg.lambdas]]
+    sub = test[(test.target == t)].set_index("model").loc[[names[(None, 0.0)]] + [names[(t, l)] for l in cfg.lambdas if l > 0]]
     x = np.arange(len(cfg.lambdas))
     ax.errorbar(x, sub.ratio, yerr=[sub.ratio - sub.lo, sub.hi - sub.ratio], fmt="o-", capsize=3)
     b = test[(test.target == t) & (test.model == "base")].iloc[0]
@@ -196,13 +228,14 @@ save_fig(fig, profile, "06_code_switch_vs_lambda")
 ours = {}
 for t in cfg.targets:
     rows = sasft.target_rows(prompts, cfg, t, "test")
-    f = {k: evals[k]["flags"][t][rows] for k in ("base", "SFT", names[lam_main])}
+    best = names[(t, lam_main[t])]
+    f = {k: evals[k]["flags"][t][rows] for k in ("base", "SFT", best)}
     ours[t] = {"base": cs.bootstrap_ratio(f["base"], cfg.n_boot, cfg.seed),
                "sft": cs.bootstrap_ratio(f["SFT"], cfg.n_boot, cfg.seed),
-               "sasft": cs.bootstrap_ratio(f[names[lam_main]], cfg.n_boot, cfg.seed),
-               "diff": cs.paired_bootstrap_diff(f["SFT"], f[names[lam_main]], cfg.n_boot, cfg.seed)}
+               "sasft": cs.bootstrap_ratio(f[best], cfg.n_boot, cfg.seed),
+               "diff": cs.paired_bootstrap_diff(f["SFT"], f[best], cfg.n_boot, cfg.seed)}
 t4 = sasft.table4(ours, paper_model=cfg.paper_model, paper_target={"ja": "ko"} if prof.is_built else None)
-t4.insert(1, "lambda", lam_main)
+t4.insert(1, "lambda", [lam_main[t] for t in ours])
 save_table(t4, profile, "06_table4")
 t4
 
@@ -216,7 +249,7 @@ ppl.index.name = "model"
 save_table(ppl.reset_index(), profile, "06_perplexity")
 rel = ppl.drop(columns="response_ce").div(ppl.drop(columns="response_ce").loc["SFT"], axis=1)
 fig, ax = plt.subplots(figsize=(7, 3.2))
-for name in [names[l] for l in cfg.lambdas if l > 0]:
+for name, t, lam in runs[1:]:
     ax.plot(rel.columns, rel.loc[name], "o-", label=name)
 ax.axhline(1, c="gray", lw=1, ls="--")
 ax.set_ylabel("perplexity / plain SFT")
@@ -233,7 +266,7 @@ ppl.round(3)
 ex_rows = []
 for t in cfg.targets:
     i = int(np.flatnonzero(sasft.target_rows(prompts, cfg, t, "test"))[0])
-    for k in ("base", "SFT", names[lam_main]):
+    for k in ("base", "SFT", names[(t, lam_main[t])]):
         ex_rows.append({"target": t, "model": k, "prompt": prompts.prompt[i], "response": evals[k]["responses"][i][0]})
 examples = pd.DataFrame(ex_rows)
 save_table(examples, profile, "06_examples")
@@ -244,6 +277,9 @@ summary = {
     "backbone": prof.backbone, "sae_group": scope.group.repo_id, "layers": layers, "top_k": cfg.top_k,
     "response_lang": cfg.response_lang, "targets": list(cfg.targets), "lambdas": list(cfg.lambdas),
     "lambda_chosen_on_val": lam_main, "steps": cfg.steps, "batch_size": cfg.batch_size, "lr": cfg.lr,
+    "effective_batch": cfg.effective_batch, "scheduler": cfg.scheduler, "weight_decay": cfg.weight_decay,
+    "max_length": cfg.max_length, "trainer": "trl.SFTTrainer + SASFT penalty (official per-layer formula, summed)",
+    "runs": [r[0] for r in runs], "launch": launch,
     "n_train": len(train_ex), "n_seeds": cfg.n_seeds, "max_new_tokens": cfg.max_new_tokens,
     "temperature": cfg.temperature, "sft_response_contamination": contam,
     "features": feats[["target", "layer", "feature", "nu"]].to_dict("records"),

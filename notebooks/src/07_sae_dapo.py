@@ -7,24 +7,43 @@
 #    steered (`h <- h + alpha * W_dec[:, f]`, shared `steering.steer`, every position and decode step)
 #    on TRAINING prompts; the one whose steering raises the repeat ratio most, above a random direction
 #    of the same norm, is selected. Then the full alpha sweep of that feature (with the random control).
-# 3. **DAPO** (no dynamic sampling; clip-higher, token-level loss, overlong shaping, no KL) on the mini
-#    corpus's arithmetic with a verifiable reward, in two arms at matched steps, prompts and seeds:
-#    vanilla, and SAE-guided (one of the G rollouts per group steered toward the repetition feature,
-#    scored by the same reward).
-# 4. **Comparison** of before RL / vanilla DAPO / DAPO + SAE rollouts on held-out prompts: repeat ratio
-#    (several samples per prompt, bootstrap CI over prompts), accuracy, held-out perplexity.
+# 3. **DAPO** on TRL's `GRPOTrainer(loss_type="dapo", epsilon=0.2, epsilon_high=0.28, beta=0)`: no dynamic
+#    sampling, clip-higher, token-level loss, no KL; reward = correctness +1 / -1 plus the overlong penalty
+#    (DAPO Eq. 7 and 13); each rollout batch is split into `minibatches` optimizer steps, so the clip binds.
+#    Arms at matched steps, prompts and seeds: vanilla, and SAE-guided: the first of the G rollouts of
+#    every group is steered toward the repetition feature (TRL's `rollout_func`), scored by the same reward.
+# 4. **The SAE arm's variant, chosen on validation**: the report's recipe (steered rows weighed like any
+#    other, token-level) wrecked the mini model's perplexity before. Cause: where every normal rollout of a
+#    group is equally wrong, the steered row's advantage comes only from the overlong penalty, it is the
+#    group's only signal, and AdamW turns even a down-weighted push-down of these off-policy tokens into
+#    full-size steps. Variants (`sae_variants`): drop such steered rows (`drop_overlong_only`), drop
+#    truncated steered rows, a weight 0.25 with the normal rows normalised among themselves. Chosen on TRAINING-split problems and
+#    validation texts, never the test set: the variant with the lowest repeat ratio under steering stress
+#    among those whose validation perplexity is within `ppl_ratio_max` x vanilla's.
+# 5. **Comparison** of before RL / vanilla DAPO / the report's SAE recipe / the chosen SAE variant on
+#    held-out prompts: repeat ratio (bootstrap CI over prompts), accuracy, held-out perplexity.
 #
 # The report gives no detector, layer, feature, alpha or RL hyper-parameters: all are parameters here.
-# TRL is not used (not installed; its GRPO trainer has no hook to steer one rollout per group): the
-# DAPO loop is `qscope_utils.dapo`, unit-tested against hand-computed cases.
+# Long paper runs: `launch="launch"` starts each arm with `accelerate launch` (`accelerate_config`, e.g.
+# `zero3_8b.yaml`), `launch="read"` reads arms finished outside the notebook from `run_dir`.
 
 # %% tags=["parameters"]
 profile = "mini"        # mini | smoke | paper
 paper_model = "8B"      # paper profile only: "1.7B" or "8B"
-layer = None            # restrict candidates to this SAE layer (None: config's candidate layers / middle layer)
+layer = None            # restrict candidates to this SAE layer (None: the config candidate layers or the middle layer)
 feature = None          # force a feature id at `layer` (None: selected by the steering screen)
 alpha = None            # steering strength of the SAE arm (None: picked from the sweep)
 n_steps = None          # DAPO steps per arm (None: config)
+lr = None               # DAPO learning rate (None: config)
+minibatches = None      # optimizer steps per rollout batch (TRL steps_per_generation; None: config)
+sae_variants = [{"aggregation": "token", "weight": 1.0}, {"drop_overlong_only": True}, {"drop_truncated": True},
+                {"weight": 0.25, "baseline": "normal"}]   # first = the report recipe; fields of SteeredRowPolicy
+ppl_ratio_max = 1.5     # a variant is eligible if its validation perplexity <= this x vanilla
+launch = "inline"       # inline (train in this process) | launch (accelerate launch per arm) | read (finished runs)
+run_dir = None          # launch / read: folder with one sub-folder per arm
+accelerate_config = None  # launch: a file in configs/accelerate (ddp_1.7b.yaml, zero3_8b.yaml, fsdp_8b.yaml)
+num_processes = None    # launch: processes (None: the config file)
+lora_r = 0              # > 0: train a LoRA adapter of this rank instead of all weights
 n_threads = 1           # CPU threads: 1 is fastest for the tiny mini/smoke models on a shared 2-core machine
 repetition_config = None  # any RepetitionConfig field, e.g. -y 'repetition_config: {candidate_layers: [18, 24]}'
 dapo_config = None      # any DAPOConfig field, e.g. -y 'dapo_config: {G: 8, n_prompts: 64, lr: 1.0e-6}'
@@ -44,6 +63,8 @@ import pandas as pd
 import torch
 
 from qscope_utils import dapo as D
+from qscope_utils import dapo_trainer as DT
+from qscope_utils import launch as LA
 from qscope_utils import repetition as R
 from qscope_utils.hooks import capture_residuals, pad_ids
 from qscope_utils.params import override_config
@@ -58,7 +79,7 @@ torch.manual_seed(seed)
 rcfg = override_config(R.RepetitionConfig.for_profile(profile), repetition_config, "repetition_config")
 dcfg = D.DAPOConfig.for_profile(profile, paper_model) if profile == "paper" else D.DAPOConfig.for_profile(profile)
 dcfg = override_config(dcfg, dapo_config, "dapo_config")
-dcfg = replace(dcfg, seed=seed, **({"n_steps": n_steps} if n_steps else {}))
+dcfg = replace(dcfg, seed=seed, **{k: v for k, v in dict(n_steps=n_steps, lr=lr, minibatches=minibatches).items() if v})
 prof = get_profile(profile, **dcfg.profile_overrides())
 scope = open_scope(prof)
 model, tok = scope.model, scope.tokenizer
@@ -229,46 +250,115 @@ fig.tight_layout()
 save_fig(fig, profile, "07_steering_sweep")
 
 # %% [markdown]
-# ## 4 · DAPO, two arms at matched steps, prompts and seeds
+# ## 4 · DAPO on TRL: vanilla and the SAE arm's variants, at matched steps, prompts and seeds
+# Every arm: the same prompts per step (TRL's sampler, seed fixed), the same rollout function (one batched
+# `generate` per rollout batch; the SAE arm steers rows 0, G, 2G, ...), `minibatches` updates per batch.
+# Old log-probs of the steered rows are the UNSTEERED policy's (TRL recomputes them with a plain forward),
+# so their importance ratio starts at 1.
 
 # %%
 steer_vec = {layer: float(alpha) * direction}
-policy_v, curves_v = D.train_dapo(model, tok, dcfg, det, desc="vanilla DAPO")
-policy_s, curves_s = D.train_dapo(model, tok, dcfg, det, steer_vectors=steer_vec, desc="DAPO + SAE rollouts")
-curves = pd.concat([curves_v.assign(arm="vanilla DAPO"), curves_s.assign(arm="DAPO + SAE rollouts")])
-save_table(curves, profile, "07_training_curves")
-curves.groupby("arm")[["reward", "accuracy", "repeat_ratio", "length", "loss", "clip_high", "clip_low", "seconds"]].mean().round(3)
+on_cpu = not torch.cuda.is_available()
+
+
+def run_arm(name, steer=None, variant=None):
+    pol = DT.SteeredRowPolicy(**variant) if variant else None
+    inline = lambda: DT.train_dapo(model, tok, dcfg, det, steer_vectors=steer, policy=pol, use_cpu=on_cpu,
+                                   bf16=not on_cpu, lora_r=lora_r)
+    job = lambda d: LA.write_dapo_job(d, prof.backbone, dcfg, steer, {"policy": variant or {}, "detector": vars(det),
+                                      "use_cpu": on_cpu, "bf16": not on_cpu, "lora_r": lora_r})
+    t0 = time.perf_counter()
+    m, log = LA.obtain(name, launch, run_dir, "dapo_trainer", inline, job, accelerate_config, num_processes, cpu=on_cpu)
+    print(f"{name}: {time.perf_counter() - t0:.1f} s")
+    return m, log
+
+
+VANILLA = "vanilla DAPO"
+policies = {VANILLA: run_arm("vanilla")}
+variant_names = {}
+for i, v in enumerate(sae_variants):
+    vname = f"SAE arm ({DT.SteeredRowPolicy(**v).name})"
+    variant_names[vname] = v
+    policies[vname] = run_arm(f"sae_{i}", steer_vec, v)
+curves = pd.concat([log.assign(arm=name) for name, (_, log) in policies.items()], ignore_index=True)
+curves.groupby("arm", sort=False)[["reward", "accuracy", "repeat_ratio", "length", "loss", "clip_high", "clip_low",
+                                   "steered_reward", "steered_advantage", "seconds"]].mean().round(3)
+
+# %% [markdown]
+# ## 5 · Choosing the SAE arm's variant on validation (training-split problems, validation texts)
+# Validation perplexity on held-out texts disjoint from the test texts, and the repeat ratio under steering
+# stress on TRAINING-split problems (the SAE arm's purpose: a policy that is hard to push into a loop).
+# Eligible: validation perplexity <= `ppl_ratio_max` x vanilla's; chosen: the lowest stress repeat ratio among
+# the eligible (ties: lower perplexity). If none is eligible, the lowest perplexity, said plainly.
 
 # %%
+all_texts = eval_texts(prof, n=dcfg.n_ppl_texts + dcfg.n_val_texts, seed=seed + 1)
+ppl_texts, val_texts = all_texts[:dcfg.n_ppl_texts], all_texts[dcfg.n_ppl_texts:]
+val_problems = D._problems(dcfg, "train", dcfg.n_val_problems, seed + 5)
+val_rows = []
+for name, (m, _) in policies.items():
+    sv = D._loops(m, tok, [p.prompt for p in val_problems], det, rcfg.n_samples, dcfg.max_new_tokens, dcfg.temperature,
+                  seed + 99, rcfg.n_boot, steer_vectors=steer_vec)
+    pp = D.heldout_perplexity(m, tok, val_texts)
+    val_rows.append({"arm": name, "val_ppl": pp["ppl"], "val_ppl_lo": pp["lo"], "val_ppl_hi": pp["hi"],
+                     "val_stress": sv["ratio"], "val_stress_lo": sv["lo"], "val_stress_hi": sv["hi"]})
+val = pd.DataFrame(val_rows)
+van_ppl = float(val.set_index("arm").loc[VANILLA, "val_ppl"])
+val["ppl_ratio_vs_vanilla"] = val.val_ppl / van_ppl
+cand = val[val.arm != VANILLA]
+ok = cand[cand.ppl_ratio_vs_vanilla <= ppl_ratio_max]
+if len(ok):
+    chosen = ok.sort_values(["val_stress", "val_ppl"]).iloc[0].arm
+    choice_rule = f"lowest validation stress repeat ratio among variants with perplexity <= {ppl_ratio_max} x vanilla"
+else:
+    chosen = cand.sort_values("val_ppl").iloc[0].arm
+    choice_rule = f"NO variant within {ppl_ratio_max} x vanilla's validation perplexity: the lowest perplexity"
+val["chosen"] = val.arm == chosen
+save_table(val, profile, "07_variant_validation")
+RECIPE = next(iter(variant_names))                   # the report's recipe: first variant (token-level, weight 1)
+print(f"chosen SAE-arm variant: {chosen} ({choice_rule})")
+val.round(3)
+
+# %%
+SAE_ARM = "DAPO + SAE rollouts"
+curves["arm"] = curves.arm.replace({chosen: SAE_ARM})
+save_table(curves, profile, "07_training_curves")
+
+
 def smooth(s, w=5):
     return s.rolling(w, min_periods=1).mean()
 
 
 fig, axes = plt.subplots(1, 4, figsize=(16, 3.2))
 for arm, df in curves.groupby("arm", sort=False):
+    if arm not in (VANILLA, SAE_ARM, RECIPE):
+        continue
     for ax, col in zip(axes, ("reward", "repeat_ratio", "length", "loss")):
         ax.plot(df.step, smooth(df[col]), label=f"{arm} (normal rollouts)")
     if "steered_repeat_ratio" in df and df.steered_repeat_ratio.notna().any():
         axes[1].plot(df.step, smooth(df.steered_repeat_ratio), "--", label=f"{arm} (steered rollout)")
         axes[0].plot(df.step, smooth(df.steered_reward), "--", label=f"{arm} (steered rollout)")
-for ax, t in zip(axes, ("reward (acc + overlong)", "repeat ratio of rollouts", "response length (tokens)",
+for ax, t in zip(axes, ("reward (correct +-1 + overlong)", "repeat ratio of rollouts", "response length (tokens)",
                         "DAPO loss")):
-    ax.set_title(t); ax.set_xlabel("step")
+    ax.set_title(t); ax.set_xlabel("step (rollout batch)")
 axes[0].legend(fontsize=6); axes[1].legend(fontsize=6)
-fig.suptitle(f"training curves (rolling mean of 5 steps), G={dcfg.G}, {dcfg.n_prompts} prompts/step")
+fig.suptitle(f"training curves (rolling mean of 5 steps), G={dcfg.G}, {dcfg.n_prompts} prompts/step, "
+             f"{dcfg.minibatches} updates/step")
 fig.tight_layout()
 save_fig(fig, profile, "07_training_curves")
 
 # %% [markdown]
-# ## 5 · Before RL vs vanilla DAPO vs DAPO + SAE rollouts (held-out)
+# ## 6 · Before RL vs vanilla DAPO vs the SAE arm (held-out test prompts)
 # Held-out arithmetic problems (never in the pretraining corpus), `n_samples` sampled responses each;
 # repeat ratio also on held-out corpus text prefixes (general prompts); perplexity on held-out corpus
-# texts. Intervals: 95% percentile bootstrap over prompts (texts for perplexity).
+# texts. Intervals: 95% percentile bootstrap over prompts (texts for perplexity). Arms: before RL, vanilla,
+# the chosen SAE variant and, if different, the report's recipe (token-level, weight 1).
 
 # %%
 heldout = D._problems(dcfg, "heldout", dcfg.n_eval_problems, seed)
-ppl_texts = eval_texts(prof, n=dcfg.n_ppl_texts, seed=seed + 1)
-arms = {"before RL": model, "vanilla DAPO": policy_v, "DAPO + SAE rollouts": policy_s}
+arms = {"before RL": model, VANILLA: policies[VANILLA][0], SAE_ARM: policies[chosen][0]}
+if chosen != RECIPE:
+    arms[f"{SAE_ARM} ({DT.SteeredRowPolicy(**variant_names[RECIPE]).name}, report's recipe)"] = policies[RECIPE][0]
 evals = {name: D.evaluate_policy(m, tok, heldout, det, rcfg.n_samples, dcfg.max_new_tokens, dcfg.temperature,
                                  seed=seed + 1234, n_boot=rcfg.n_boot, ppl_texts=ppl_texts, extra_prompts=text_prompts,
                                  answer_rule=dcfg.answer_rule, stress_vectors=steer_vec) for name, m in arms.items()}
@@ -300,8 +390,10 @@ fig, axes = plt.subplots(2, 3, figsize=(14, 6.4))
 x = np.arange(len(comp))
 for ax, col in zip(axes.ravel(), panels):
     ax.bar(x, comp[col], yerr=[comp[col] - comp[f"{col}_lo"], comp[f"{col}_hi"] - comp[col]], capsize=4,
-           color=["C7", "C0", "C3"])
-    ax.set_xticks(x, comp.arm, rotation=10, fontsize=8); ax.set_title(METRICS[col], fontsize=9)
+           color=["C7", "C0", "C3", "C1"][:len(comp)])
+    ax.set_xticks(x, [a.replace(" (", "\n(") for a in comp.arm], rotation=10, fontsize=7); ax.set_title(METRICS[col], fontsize=9)
+    if col == "ppl":
+        ax.set_yscale("log")
 fig.suptitle(f"{len(heldout)} held-out problems / {len(text_prompts)} text prefixes x {rcfg.n_samples} samples; "
              f"{dcfg.n_steps} DAPO steps per arm, seed {seed}; 95% bootstrap CIs over prompts")
 fig.tight_layout()
@@ -314,7 +406,7 @@ save_fig(fig, profile, "07_comparison")
 # directions and intervals, not magnitudes.
 
 # %%
-base, van, sae_arm = (comp.set_index("arm").loc[k] for k in arms)
+base, van, sae_arm = (comp.set_index("arm").loc[k] for k in ("before RL", VANILLA, SAE_ARM))
 summary = {
     "layer": layer, "feature": feature, "alpha": float(alpha),
     "alpha_rule": {**alpha_rule, "description": "smallest positive sweep alpha (training arithmetic prompts, sampled) whose "
@@ -328,6 +420,14 @@ summary = {
     "screen_seconds": t_screen,
     "sweeps": sweeps[["prompts", "direction", "alpha", "ratio", "lo", "hi"]].to_dict("records"),
     "dapo": {k: v for k, v in vars(dcfg).items()},
+    "trainer": "trl.GRPOTrainer(loss_type='dapo', epsilon=0.2, epsilon_high=0.28, beta=0.0, scale_rewards='group'); "
+               f"steps_per_generation={dcfg.minibatches}, num_iterations={dcfg.ppo_epochs}; rollout_func steers rows 0, G, 2G",
+    "sae_variant_chosen": chosen, "sae_variant_rule": choice_rule, "sae_variants": val.to_dict("records"),
+    "sae_ppl_ratio_vs_vanilla_test": float(sae_arm["ppl"] / van["ppl"]),
+    "sae_ppl_verdict": (f"SAE arm held-out perplexity {sae_arm['ppl']:.1f} = {sae_arm['ppl'] / van['ppl']:.2f} x vanilla "
+                        f"{van['ppl']:.1f} ({'within' if sae_arm['ppl'] <= ppl_ratio_max * van['ppl'] else 'NOT within'} "
+                        f"{ppl_ratio_max} x); variant {chosen}: {choice_rule}"),
+    "launch": launch,
     "detector": vars(det),
     "arms": {n: {k: v for k, v in e.items() if k != "examples"} for n, e in evals.items()},
     "examples": {n: e["examples"] for n, e in evals.items()},
@@ -336,12 +436,13 @@ summary = {
     "paper_claims": {"repeat_ratio": "drops sharply (no number given)",
                      "MGSM_gain_points": {"Qwen3-1.7B": 5.56, "Qwen3-8B": 2.28, "Qwen3-30B-A3B": 5.84}},
     "paper_compute_estimate": {m: D.paper_compute(m) for m in D.PAPER_MODELS},
-    "train_seconds": {"vanilla": float(curves_v.seconds.sum()), "sae": float(curves_s.seconds.sum())},
+    "train_seconds": {a: float(g.seconds.sum()) for a, g in curves.groupby("arm", sort=False)},
     "total_seconds": time.perf_counter() - t_start,
 }
 save_json(summary, profile, "07_summary", seed=seed)
-print(json.dumps({k: summary[k] for k in ("layer", "feature", "alpha", "alpha_rule", "screen_verdict", "delta_sae_minus_vanilla", "paper_claims",
-                                          "total_seconds")}, indent=2))
+print(json.dumps({k: summary[k] for k in ("layer", "feature", "alpha", "alpha_rule", "screen_verdict", "sae_variant_chosen",
+                                          "sae_variant_rule", "sae_ppl_verdict", "delta_sae_minus_vanilla",
+                                          "paper_claims", "total_seconds")}, indent=2))
 
 # %% [markdown]
 # ## What we found vs the report

@@ -1,0 +1,179 @@
+"""Run the §7 / §8 trainers under ``accelerate launch`` from a notebook, or read a finished run.
+
+A job is a folder: ``job.json`` (everything the trainer needs: model path, settings, data, SAE layer
+files) written here, then ``accelerate launch --config_file configs/accelerate/<cfg>.yaml -m
+qscope_utils.<sasft|dapo>_trainer --job <dir>/job.json``. The trainer writes ``<dir>/model`` (the trained
+weights), ``<dir>/train_log.csv`` and, last, ``<dir>/DONE``. A notebook with ``launch=False`` only reads a
+folder that has ``DONE`` (runs of hours are started outside and read back), so papermill stays the front door.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import pandas as pd
+import torch
+
+__all__ = ["ACCELERATE_CONFIGS", "accelerate_command", "run_launch", "obtain", "finished", "read_run",
+           "write_sasft_job", "load_sasft_job", "write_dapo_job", "load_dapo_job"]
+
+ACCELERATE_CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "accelerate"
+
+
+def accelerate_command(module: str, job: str | Path, config: str | None = None, num_processes: int | None = None,
+                       cpu: bool = False) -> list[str]:
+    """argv that runs ``python -m qscope_utils.<module> --job <job>`` on several processes.
+
+    GPUs: ``accelerate launch --config_file configs/accelerate/<config>`` (``ddp_1.7b.yaml``, ``zero3_8b.yaml``,
+    ``fsdp_8b.yaml``, or a path). CPU (``cpu=True``): ``torch.distributed.run`` with ``num_processes`` workers;
+    accelerate's state picks up its environment and joins a gloo group (``accelerate launch --cpu`` alone
+    starts a single process)."""
+    if cpu:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={num_processes or 2}",
+                "-m", f"qscope_utils.{module}", "--job", str(job)]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
+    if config:
+        p = Path(config)
+        p = p if p.is_file() else ACCELERATE_CONFIGS / config
+        if not p.is_file():
+            raise FileNotFoundError(f"accelerate config {config!r} not found; choose one of "
+                                    f"{sorted(x.name for x in ACCELERATE_CONFIGS.glob('*.yaml'))}")
+        cmd += ["--config_file", str(p)]
+    if num_processes:
+        cmd += ["--num_processes", str(num_processes)]
+    return cmd + ["-m", f"qscope_utils.{module}", "--job", str(job)]
+
+
+def run_launch(cmd: Sequence[str], log: str | Path, timeout: float | None = None) -> None:
+    """Run a launch command (stdout + stderr to ``log``); raise with the log's tail on failure."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent),
+                                                                      os.environ.get("PYTHONPATH")]))}
+    with open(log, "w") as fh:
+        rc = subprocess.run(list(cmd), stdout=fh, stderr=subprocess.STDOUT, env=env, timeout=timeout).returncode
+    if rc:
+        tail = Path(log).read_text()[-3000:]
+        raise RuntimeError(f"launch failed (exit {rc}): {' '.join(cmd)}\n--- log tail ---\n{tail}")
+
+
+def obtain(name: str, mode: str, run_dir: str | Path | None, module: str, inline, write_job,
+           config: str | None = None, num_processes: int | None = None, cpu: bool = False):
+    """(model, train_log) of one run, by ``mode``:
+
+    ``"inline"``: ``inline()`` in this process (mini / smoke, one GPU); ``"launch"``: ``write_job(dir)`` then
+    ``accelerate launch`` (or a CPU gloo launch with ``cpu=True``) of ``qscope_utils.<module>``, then read the
+    result; ``"read"``: read a finished run from ``run_dir/name`` (started outside the notebook)."""
+    if mode == "inline":
+        return inline()
+    if run_dir is None:
+        raise ValueError(f"launch={mode!r} needs run_dir (a folder for the run's job, model and log)")
+    d = Path(run_dir) / name
+    if mode == "launch":
+        job = write_job(d)
+        run_launch(accelerate_command(module, job, config, num_processes, cpu), d / "launch.log")
+    elif mode != "read":
+        raise ValueError(f"launch must be 'inline', 'launch' or 'read', not {mode!r}")
+    model, _, log = read_run(d)
+    return model, log
+
+
+def finished(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / "DONE").is_file()
+
+
+def read_run(run_dir: str | Path, device: str = "cpu"):
+    """(model, tokenizer, train_log DataFrame) of a finished run folder."""
+    from .generation import load_backbone
+
+    d = Path(run_dir)
+    if not finished(d):
+        raise FileNotFoundError(f"{d} has no DONE marker: the run is not finished (launch it, or set launch=True)")
+    model, tok = load_backbone(str(d / "model"), device=device)
+    return model, tok, pd.read_csv(d / "train_log.csv")
+
+
+def _write(job: dict, run_dir: str | Path) -> Path:
+    d = Path(run_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "DONE").unlink(missing_ok=True)
+    tmp = d / "job.json.tmp"
+    tmp.write_text(json.dumps(job, indent=1))
+    tmp.replace(d / "job.json")
+    return d / "job.json"
+
+
+def _sae_files(saes: Mapping[int, object], layers: Sequence[int], run_dir: Path) -> dict:
+    from .sae import save_layer_file
+
+    out = {}
+    for l in layers:
+        sae = saes[l]
+        src = getattr(sae, "source_path", None)
+        out[str(l)] = {"path": str(src) if src else str(save_layer_file(sae, run_dir / f"layer{l}.sae.pt")),
+                       "k": int(sae.k)}
+    return out
+
+
+# --------------------------------------------------------------------------------------------- SASFT
+def write_sasft_job(run_dir: str | Path, model_dir: str, examples, features: pd.DataFrame, saes: Mapping[int, object],
+                    args, sasft_lambda: float) -> Path:
+    """job.json of one SASFT / SFT run (examples inline, feature table, SAE layer files of the hooked layers)."""
+    d = Path(run_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    job = {"kind": "sasft", "model_dir": str(model_dir), "lambda": float(sasft_lambda), "args": asdict(args),
+           "examples": [asdict(e) for e in examples], "features": features.to_dict("records"),
+           "saes": _sae_files(saes, sorted({int(l) for l in features.layer}), d), "out": str(d)}
+    return _write(job, d)
+
+
+def _load_sae(spec: dict):
+    from .sae import TopKSAE
+
+    sd = torch.load(spec["path"], map_location="cpu", weights_only=True)
+    return TopKSAE.from_state_dict(sd, k=int(spec["k"]))
+
+
+def load_sasft_job(path: str | Path) -> dict:
+    from .generation import load_backbone
+    from .sasft import SASFTPenalty, SFTExample
+    from .sasft_trainer import SASFTTrainArgs
+
+    job = json.loads(Path(path).read_text())
+    model, tok = load_backbone(job["model_dir"])
+    feats = pd.DataFrame(job["features"])
+    saes = {int(l): _load_sae(s) for l, s in job["saes"].items()}
+    return {"model": model, "tokenizer": tok, "examples": [SFTExample(**e) for e in job["examples"]],
+            "args": SASFTTrainArgs(**job["args"]), "penalty": SASFTPenalty(saes, feats) if len(feats) else None,
+            "lambda": job["lambda"], "out": job["out"]}
+
+
+# --------------------------------------------------------------------------------------------- DAPO
+def write_dapo_job(run_dir: str | Path, model_dir: str, cfg, steer: Mapping[int, torch.Tensor] | None,
+                   variant: Mapping | None = None) -> Path:
+    """job.json of one DAPO arm: the DAPOConfig, the steering vectors (saved beside it) and the SAE-arm variant."""
+    d = Path(run_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    if steer:
+        torch.save({int(k): v.detach().cpu() for k, v in steer.items()}, d / "steer.pt")
+    job = {"kind": "dapo", "model_dir": str(model_dir), "cfg": asdict(cfg), "steer": bool(steer),
+           "variant": dict(variant or {}), "out": str(d)}
+    return _write(job, d)
+
+
+def load_dapo_job(path: str | Path) -> dict:
+    from .dapo import DAPOConfig
+    from .generation import load_backbone
+
+    job = json.loads(Path(path).read_text())
+    model, tok = load_backbone(job["model_dir"])
+    cfg = job["cfg"]
+    for k in ("styles", "train_data", "eval_data"):
+        if isinstance(cfg.get(k), list):
+            cfg[k] = tuple(cfg[k])
+    steer = torch.load(Path(job["out"]) / "steer.pt", weights_only=True) if job["steer"] else None
+    return {"model": model, "tokenizer": tok, "cfg": DAPOConfig(**cfg), "steer": steer, "variant": job["variant"],
+            "out": job["out"]}
