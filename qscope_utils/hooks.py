@@ -129,9 +129,11 @@ def position_mask(attention_mask: torch.Tensor, exclude_first: bool = True,
     Works for left and right padding.
     """
     mask = attention_mask.bool().clone()
+    if hidden is not None:                # one device for the mask and the norms (GPU runs)
+        mask = mask.to(hidden.device)
     if exclude_first:
         first = mask.int().argmax(dim=1)  # index of first real token per row
-        mask[torch.arange(mask.shape[0]), first] = False
+        mask[torch.arange(mask.shape[0], device=mask.device), first] = False
     if hidden is not None and norm_ratio is not None:
         norms = hidden.float().norm(dim=-1)
         med = norms[mask].median() if mask.any() else norms.new_tensor(0.0)

@@ -58,7 +58,7 @@ SIZES = {
         "n_candidates": 2, "screen_mults": [1.0], "n_screen_prompts": 2, "screen_samples": 1, "n_contexts": 4,
         "chunk_tokens": 8, "n_repeats": 3, "alphas": [0.0, 4.0], "n_sweep_prompts": 2, "n_eval_prompts": 2,
         "n_samples": 1, "n_boot": 20},
-        "dapo_config": {"G": 2, "n_prompts": 1, "max_new_tokens": 12, "cache_len": 4, "n_train_problems": 4,
+        "dapo_config": {"G": 2, "n_prompts": 1, "minibatches": 1, "max_new_tokens": 12, "cache_len": 4, "n_train_problems": 4,
                         "n_eval_problems": 2, "n_ppl_texts": 2}},
 }
 

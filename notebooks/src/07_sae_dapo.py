@@ -209,7 +209,7 @@ text_prompts = [tok.decode(tok(t)["input_ids"][:12], skip_special_tokens=True)
                 for t in eval_texts(prof, n=rcfg.n_eval_prompts, seed=seed + 2)]
 direction = sae.direction(feature).detach()
 g = torch.Generator().manual_seed(seed)
-rand_dir = torch.randn(direction.shape, generator=g)
+rand_dir = torch.randn(direction.shape, generator=g).to(direction.device)   # drawn on the CPU: same control on every device
 rand_dir = rand_dir / rand_dir.norm() * direction.norm()
 kw = dict(layer=layer, alphas=rcfg.alphas, detector=det, n_samples=rcfg.n_samples, max_new_tokens=dcfg.max_new_tokens,
           temperature=dcfg.temperature, seed=seed, n_boot=rcfg.n_boot)
