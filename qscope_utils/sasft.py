@@ -169,14 +169,19 @@ def default_layers(n_layers: int, layers: Sequence[int] | None = None) -> list[i
 
 # ============================================================================ language features
 def language_stats(model, tokenizer, saes: Mapping[int, TopKSAE], texts_by_lang: Mapping[str, list[str]],
-                   batch_size: int = 16, max_length: int = 128, progress: bool = True) -> dict[str, dict[int, dict]]:
-    """lang -> layer -> {'mean', 'mean_pre', 'rate': (d_sae,), 'n_tokens'} via features.mean_activations."""
+                   batch_size: int = 16, max_length: int = 128, progress: bool = True,
+                   norm_ratio: float | None = None) -> dict[str, dict[int, dict]]:
+    """lang -> layer -> {'mean', 'mean_pre', 'rate': (d_sae,), 'n_tokens'} via features.mean_activations.
+
+    ``norm_ratio``: tokens whose residual norm exceeds this multiple of the batch median are left out
+    (massive-norm exclusion, docs/CONVENTIONS.md §2; None keeps them), besides position 0."""
     out = {}
     for lang, texts in texts_by_lang.items():
         if not texts:
             raise ValueError(f"no texts for language {lang!r}: language statistics need some")
         out[lang] = mean_activations(model, tokenizer, saes, list(texts), with_pre=True, batch_size=batch_size,
-                                     max_length=max_length, progress=progress, desc=f"stats {lang}")
+                                     max_length=max_length, progress=progress, desc=f"stats {lang}",
+                                     norm_ratio=norm_ratio)
     return out
 
 

@@ -180,6 +180,7 @@ def test_paper_06(paper_hub, tmp_path):
     s = _summary(res, "06")
     assert (s["backbone"], s["sae_group"]) == ("Qwen/Qwen3-1.7B-Base", "Qwen/SAE-Res-Qwen3-1.7B-Base-W32K-L0_50")
     assert s["layers"] == [26, 27] and s["lambdas"] == [0.0, 0.0005, 0.001] and s["steps"] == 2
+    assert s["norm_ratio"] == 10.0                    # massive-norm exclusion in the language statistics
     assert {f["layer"] for f in s["features"]} == {26, 27} and set(s["test"]) == set(s["targets"])
 
 

@@ -136,6 +136,9 @@ def test_massive_norm_token_is_excluded_from_pooled_statistics(tiny_model, tiny_
         got = mean_activations(model, tok, {L: sae}, texts, batch_size=8, max_length=32, progress=False,
                                norm_ratio=ratio)[L]
         keep_all = mean_activations(model, tok, {L: sae}, texts, batch_size=8, max_length=32, progress=False)[L]
+        from qscope_utils.sasft import language_stats      # §7's per-language statistics pool the same way
+        lang = language_stats(model, tok, {L: sae}, {"en": texts}, batch_size=8, max_length=32, progress=False,
+                              norm_ratio=ratio)["en"][L]
         (_, enc), = list(iter_batches(tok, texts, batch_size=8, max_length=32))
         h = capture_residuals(model, enc["input_ids"], enc["attention_mask"], [L])[L]
     finally:
@@ -147,6 +150,8 @@ def test_massive_norm_token_is_excluded_from_pooled_statistics(tiny_model, tiny_
     assert got["n_tokens"] == int(am.sum()) == keep_all["n_tokens"] - 1
     torch.testing.assert_close(got["mean"].double(), want, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(keep_all["mean"].double(), want, atol=1e-4)
+    assert lang["n_tokens"] == got["n_tokens"]
+    torch.testing.assert_close(lang["mean"].double(), want, rtol=1e-5, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- §3 given feature ids

@@ -49,6 +49,7 @@ paper_model = "Qwen3-1.7B-Base"   # paper profile: Qwen3-1.7B-Base | Qwen3-8B-Ba
 sft_file = None             # paper: JSONL {prompt, response, response_lang}
 eval_file = None            # paper: JSONL {text, lang} evaluation prompts
 stats_file = None           # paper: JSONL {text, lang} for nu / alpha / perplexity
+norm_ratio = "profile"      # massive-norm exclusion in the language statistics (x median token norm); "profile": paper 10, mini/smoke off
 config = None               # any other SASFTConfig field, e.g. -y 'config: {layers: [26, 27], targets: [zh, ru, ko]}'
 
 # %%
@@ -68,7 +69,7 @@ from qscope_utils import launch as LA
 from qscope_utils import sasft
 from qscope_utils.params import as_list, given, override_config
 from qscope_utils import sasft_trainer as ST
-from qscope_utils.profiles import get_profile
+from qscope_utils.profiles import get_profile, massive_norm_ratio
 from qscope_utils.report import save_fig, save_json, save_table
 from qscope_utils.scope import open_scope
 
@@ -128,7 +129,8 @@ print("example:", train_ex[0])
 # languages; `α_en(s)` = mean pre-activation of s on English (the response language).
 
 # %%
-stats = sasft.language_stats(scope.model, tok, saes, stat_texts, max_length=cfg.stat_max_length)
+norm_ratio = massive_norm_ratio(prof, norm_ratio)
+stats = sasft.language_stats(scope.model, tok, saes, stat_texts, max_length=cfg.stat_max_length, norm_ratio=norm_ratio)
 feats = sasft.select_language_features(stats, cfg.targets, layers, cfg.top_k, alpha_langs=list(cfg.stat_langs))
 save_table(feats, profile, "06_features")
 feats[["target", "layer", "feature", "nu", "mean_target", "rate_target", f"alpha_{cfg.response_lang}"]].round(3)
@@ -276,7 +278,7 @@ examples
 summary = {
     "backbone": prof.backbone, "sae_group": scope.group.repo_id, "layers": layers, "top_k": cfg.top_k,
     "response_lang": cfg.response_lang, "targets": list(cfg.targets), "lambdas": list(cfg.lambdas),
-    "lambda_chosen_on_val": lam_main, "steps": cfg.steps, "batch_size": cfg.batch_size, "lr": cfg.lr,
+    "lambda_chosen_on_val": lam_main, "norm_ratio": norm_ratio, "steps": cfg.steps, "batch_size": cfg.batch_size, "lr": cfg.lr,
     "effective_batch": cfg.effective_batch, "scheduler": cfg.scheduler, "weight_decay": cfg.weight_decay,
     "max_length": cfg.max_length, "trainer": "trl.SFTTrainer + SASFT penalty (official per-layer formula, summed)",
     "runs": [r[0] for r in runs], "launch": launch,
