@@ -21,6 +21,7 @@ export QSCOPE_HOME="$root" TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1 PYTHO
 set -- ${args[@]+"${args[@]}"}
 case "${1:-}" in
   --figures) shift; exec "$py" -m qscope_utils.figures "$@" ;;
-  --lab) shift; exec "$py" -m jupyterlab --notebook-dir="$root" "$@" ;;
+  --lab) shift; [[ "$(id -u)" == 0 ]] && set -- --allow-root "$@"    # containers often run as root
+         exec "$py" -m jupyterlab --notebook-dir="$root" "$@" ;;
 esac
 exec "$py" -m qscope_utils.runner "$@"

@@ -490,8 +490,11 @@ def fig_05_downstream(d: Path, meta: dict | None = None):
 
 # ----------------------------------------------------------------------------- 06 SASFT
 
-def _lambda_names(lambdas) -> dict:
-    return {float(l): ("SFT" if float(l) == 0 else f"SASFT λ={float(l):g}") for l in lambdas}
+def _lambda_names(lambdas, target: str | None = None) -> dict:
+    """lambda -> run name as notebook 06 saves it: ``SFT`` (lambda 0, the shared control) and
+    ``SASFT[<target>] λ=<lambda>`` (one run per target language); without a target, ``SASFT λ=<lambda>``."""
+    tag = f"[{target}]" if target else ""
+    return {float(l): ("SFT" if float(l) == 0 else f"SASFT{tag} λ={float(l):g}") for l in lambdas}
 
 
 @figure("06_language_features", "06_features.csv")
@@ -518,12 +521,13 @@ def fig_06_language_features(d: Path, meta: dict | None = None):
 @figure("06_training", "06_train_log.csv")
 def fig_06_training(d: Path, meta: dict | None = None):
     log = _read(d, "06_train_log.csv")
-    names = _lambda_names(log.lam.unique())
+    if "run" not in log:                      # tables of the single-run-per-lambda layout
+        log = log.assign(run=log.lam.map(_lambda_names(log.lam.unique())))
     fig, axes = _subplots(1, 2, figsize=(11, 3.2))
-    for lam, g in log.groupby("lam"):
+    for run, g in log.groupby("run", sort=False):
         sm = g[["ce", "penalty"]].rolling(10, min_periods=1).mean()
-        axes[0, 0].plot(g.step, sm.ce, label=names[float(lam)])
-        axes[0, 1].plot(g.step, sm.penalty, label=names[float(lam)])
+        axes[0, 0].plot(g.step, sm.ce, label=run)
+        axes[0, 1].plot(g.step, sm.penalty, label=run)
     axes[0, 0].set(title="response CE (rolling mean of 10)", ylabel="nats/token")
     axes[0, 1].set(title="SASFT penalty (measured in every run)", ylabel="penalty")
     for ax in axes[0]:
@@ -538,12 +542,13 @@ def fig_06_code_switch_vs_lambda(d: Path, meta: dict | None = None):
     cs, s = _read(d, "06_code_switch.csv"), _summary(d, "06", meta)
     test = cs[cs.part == "test"]
     lambdas = [float(l) for l in s["lambdas"]]
-    names = _lambda_names(lambdas)
+    per_target = test.model.str.startswith("SASFT[").any()     # one SASFT run per target language
     targets = list(dict.fromkeys(test.target))
     paper_model = s.get("paper_model", "Qwen3-1.7B-Base")     # the report's row drawn as markers
     fig, axes = _subplots(1, len(targets), figsize=(4.2 * len(targets), 3.2), sharey=True)
     x = np.arange(len(lambdas))
     for ax, t in zip(axes[0], targets):
+        names = _lambda_names(lambdas, t if per_target else None)
         sub = test[(test.target == t) & (test.model != "base")].set_index("model").loc[[names[l] for l in lambdas]]
         ax.errorbar(x, sub.ratio, yerr=[sub.ratio - sub.lo, sub.hi - sub.ratio], fmt="o-", capsize=3, label="ours")
         b = test[(test.target == t) & (test.model == "base")]
@@ -662,11 +667,13 @@ def fig_07_comparison(d: Path, meta: dict | None = None):
     x = np.arange(len(comp))
     for ax, (col, t) in zip(axes.ravel(), titles.items()):
         ax.bar(x, comp[col], yerr=[comp[col] - comp[f"{col}_lo"], comp[f"{col}_hi"] - comp[col]], capsize=4,
-               color=["C7", "C0", "C3"][: len(comp)])
-        ax.set_xticks(x, comp.arm, rotation=10, fontsize=8)
+               color=(["C7", "C0", "C3"] + [f"C{i}" for i in range(4, 10)])[: len(comp)])
+        ax.set_xticks(x, [a.replace(" (", "\n(") for a in comp.arm], rotation=10, fontsize=7)
         ax.set_title(t, fontsize=9)
+        if col == "ppl":
+            ax.set_yscale("log")
     g = s.get("dapo", {})
-    fig.suptitle(f"before RL vs vanilla DAPO vs DAPO + SAE rollouts; {g.get('n_steps', '?')} DAPO steps per arm; "
+    fig.suptitle(f"{' vs '.join(comp.arm)}; {g.get('n_steps', '?')} DAPO steps per arm; "
                  f"95% bootstrap CIs over prompts")
     fig.tight_layout()
     return fig

@@ -109,9 +109,11 @@ def s06(d):
     for lang, r in d["test"].items():
         out.append(f"{lang} {r['sft']['value']:.2f} → {r['sasft']['value']:.2f} (paired Δ {r['diff']['value']:+.2f} "
                    f"[{r['diff']['lo']:+.2f}, {r['diff']['hi']:+.2f}])")
+    lam = d["lambda_chosen_on_val"]
+    lam = ", ".join(f"{t} {v:g}" for t, v in lam.items()) if isinstance(lam, dict) else f"{lam:g}"
+    how = "one SASFT run per target (TRL SFTTrainer + penalty), " if isinstance(d["lambda_chosen_on_val"], dict) else ""
     return [("§7 SASFT code-switch ratio", "1.7B: zh .81→.22, ru .19→.03, ko .36→.00 (SFT → SASFT)",
-             "; ".join(out), f"λ={d['lambda_chosen_on_val']} chosen on val, layers {d['layers']}, "
-                             f"{d['n_seeds']} seeds")]
+             "; ".join(out), f"{how}λ chosen on val ({lam}), layers {d['layers']}, {d['n_seeds']} seeds")]
 
 
 def s07(d):
@@ -120,12 +122,15 @@ def s07(d):
     acc = "; ".join(f"{a}: {v['acc_greedy']['mean']:.3f}" for a, v in arms.items())
     ppl = "; ".join(f"{a}: {v['ppl']['ppl']:.1f}" for a, v in arms.items() if isinstance(v.get("ppl"), dict))
     rs = next(iter(arms.values()))["repeat_stress"]
+    top = max(v["repeat_task"]["ratio"] for v in arms.values())
+    unsteered = "unsteered sampling never loops" if top == 0 else f"unsteered sampling loops in up to {top:.2f} of responses"
+    variant = f"; SAE arm = {d['sae_variant_chosen']} (chosen on validation)" if d.get("sae_variant_chosen") else ""
     return [("§8 repeat ratio", "drops sharply after SAE-guided DAPO",
-             f"with the repetition feature (#{d['feature']}) steered in at eval: {rr}; unsteered sampling never loops",
+             f"with the repetition feature (#{d['feature']}) steered in at eval: {rr}; {unsteered}",
              f"{rs['n_prompts']} held-out problems × {rs['n_samples']} samples"),
             ("§8 task accuracy", "MGSM +5.56 / +2.28 / +5.84 points (1.7B / 8B / 30B-A3B)",
              f"greedy accuracy {acc}", "mini arithmetic, matched steps and seeds"),
-            ("§8 general metric", "(not reported)", f"held-out perplexity {ppl}", "mini corpus held-out text")]
+            ("§8 general metric", "(not reported)", f"held-out perplexity {ppl}", f"mini corpus held-out text{variant}")]
 
 
 def build_table(profile: str) -> list[str]:

@@ -19,9 +19,9 @@ force = False
 # %%
 import json
 
-import matplotlib.pyplot as plt
 import pandas as pd
 
+from qscope_utils import figures as F
 from qscope_utils.mini.build import build_scope
 from qscope_utils.mini.corpus import read_manifest
 from qscope_utils.mini.sae_train import read_train_log
@@ -30,6 +30,7 @@ from qscope_utils.profiles import get_profile
 
 prof = get_profile(profile)
 out = results_dir(profile)
+print("CJK font for figures:", F.apply_style(fetch_font=True))   # fetched like the corpus (apt-get download, no root)
 report = build_scope(profile, force=force)
 pd.DataFrame([{"stage": s, **{k: v for k, v in r.items() if k in ("status", "seconds", "hash")}}
               for s, r in report["stages"].items()])
@@ -64,16 +65,8 @@ ppl
 
 # %%
 log = pd.read_csv(models / "train_log.csv")
-fig, ax = plt.subplots(1, 2, figsize=(11, 3.5))
-for mix, g in log.groupby("mixture"):
-    ax[0].plot(g.step, g.loss, label=mix)
-ax[0].set(xlabel="step", ylabel="train loss (nats/token)", title="pretraining")
-ax[0].legend()
-lang = ppl[ppl.level == "lang"].sort_values("bits_per_char")
-ax[1].bar(lang.name, lang.bits_per_char)
-ax[1].set(ylabel="bits per char (held-out)", title="main checkpoint, per language")
-fig.tight_layout()
-fig.savefig(out / "00_pretraining.png", dpi=120)
+log.to_csv(out / "00_train_log.csv", index=False)
+fig = F.render(profile, "00_pretraining")
 
 # %% [markdown]
 # ## A few continuations (greedy) from the main checkpoint
@@ -101,14 +94,6 @@ sae_table = pd.DataFrame([{"layer": l["layer"], "heldout_fvu": l["heldout"]["fvu
                            "train_tokens": l["train_tokens"], "tokens_per_s": l["tokens_per_s"],
                            "dropped_norm": l["filter"]["dropped_norm"]} for l in logs])
 sae_table.to_csv(out / "00_sae_quality.csv", index=False)
-fig, ax = plt.subplots(1, 2, figsize=(11, 3.5))
-for l in logs:
-    c = pd.DataFrame(l["curve"])
-    ax[0].plot(c.tokens, c.fvu, label=f"layer {l['layer']}")
-    ax[1].plot(c.tokens, c.dead_frac, label=f"layer {l['layer']}")
-ax[0].set(xlabel="training tokens", ylabel="batch FVU", yscale="log", title=f"{prof.sae_repo}")
-ax[1].set(xlabel="training tokens", ylabel="dead fraction")
-ax[0].legend()
-fig.tight_layout()
-fig.savefig(out / "00_sae_training.png", dpi=120)
+pd.concat([pd.DataFrame(l["curve"]).assign(layer=l["layer"]) for l in logs]).to_csv(out / "00_sae_curves.csv", index=False)
+fig = F.render(profile, "00_sae_training")
 sae_table

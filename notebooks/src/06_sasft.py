@@ -59,7 +59,6 @@ require_languages(profile, "06")  # a custom QSCOPE_CORPUS_DIR must hold what 06
 import json
 import time
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
@@ -70,7 +69,8 @@ from qscope_utils import sasft
 from qscope_utils.params import as_list, given, override_config
 from qscope_utils import sasft_trainer as ST
 from qscope_utils.profiles import get_profile, massive_norm_ratio
-from qscope_utils.report import save_fig, save_json, save_table
+from qscope_utils import figures as F
+from qscope_utils.report import save_json, save_table
 from qscope_utils.scope import open_scope
 
 t_start = time.perf_counter()
@@ -136,17 +136,10 @@ save_table(feats, profile, "06_features")
 feats[["target", "layer", "feature", "nu", "mean_target", "rate_target", f"alpha_{cfg.response_lang}"]].round(3)
 
 # %%
-fig, axes = plt.subplots(1, len(layers), figsize=(5.5 * len(layers), 3.2), squeeze=False)
-for ax, l in zip(axes[0], layers):
-    sub = feats[feats.layer == l]
-    M = np.array([[float(stats[g][l]["mean"][f]) for g in cfg.stat_langs] for f in sub.feature])
-    im = ax.imshow(M, aspect="auto", cmap="viridis")
-    ax.set_xticks(range(len(cfg.stat_langs)), cfg.stat_langs)
-    ax.set_yticks(range(len(sub)), [f"{t}:{f}" for t, f in zip(sub.target, sub.feature)])
-    ax.set_title(f"layer {l}: mean activation of selected features")
-    fig.colorbar(im, ax=ax, shrink=0.8)
-fig.tight_layout()
-save_fig(fig, profile, "06_language_features")
+for g in cfg.stat_langs:          # mean activation per language of every selected feature (the figure's table)
+    feats[f"mean_{g}"] = [float(stats[g][l]["mean"][f]) for l, f in zip(feats.layer, feats.feature)]
+save_table(feats, profile, "06_features")
+fig = F.render(profile, "06_language_features")
 
 # %% [markdown]
 # ## Base model, then plain SFT (λ = 0) and one SASFT run per target language and λ > 0
@@ -178,18 +171,7 @@ save_table(train_log, profile, "06_train_log")
 print(f"trained and evaluated {len(runs)} runs in {time.perf_counter() - t_start:.0f} s")
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
-for run, g in train_log.groupby("run", sort=False):
-    sm = g[["ce", "penalty"]].rolling(10, min_periods=1).mean()
-    axes[0].plot(g.step, sm.ce, label=run)
-    axes[1].plot(g.step, sm.penalty, label=run)
-axes[0].set_title("response CE (nats, rolling mean)")
-axes[1].set_title("SASFT penalty (own features; SFT: all targets')")
-for ax in axes:
-    ax.set_xlabel("step")
-axes[1].legend(fontsize=7)
-fig.tight_layout()
-save_fig(fig, profile, "06_training")
+fig = F.render(profile, "06_training")
 
 # %% [markdown]
 # ## Code-switch ratio: λ chosen per target on val prompts, reported on test prompts
@@ -205,20 +187,7 @@ print("lambda chosen on val per target:", lam_main)
 test.pivot(index="model", columns="target", values="ratio").loc[list(evals)].round(3)
 
 # %%
-fig, axes = plt.subplots(1, len(cfg.targets), figsize=(4.2 * len(cfg.targets), 3.2), squeeze=False, sharey=True)
-for ax, t in zip(axes[0], cfg.targets):
-    sub = test[(test.target == t)].set_index("model").loc[[names[(None, 0.0)]] + [names[(t, l)] for l in cfg.lambdas if l > 0]]
-    x = np.arange(len(cfg.lambdas))
-    ax.errorbar(x, sub.ratio, yerr=[sub.ratio - sub.lo, sub.hi - sub.ratio], fmt="o-", capsize=3)
-    b = test[(test.target == t) & (test.model == "base")].iloc[0]
-    ax.axhline(b.ratio, ls="--", c="gray", lw=1, label=f"base {b.ratio:.2f}")
-    ax.set_xticks(x, [f"{l:g}" for l in cfg.lambdas])
-    ax.set_xlabel("λ (0 = plain SFT)")
-    ax.set_title(f"code-switch into {t} (test prompts)")
-    ax.legend(fontsize=7)
-axes[0][0].set_ylabel("ratio (95% bootstrap CI)")
-fig.tight_layout()
-save_fig(fig, profile, "06_code_switch_vs_lambda")
+fig = F.render(profile, "06_code_switch_vs_lambda", {"lambdas": list(cfg.lambdas), "paper_model": cfg.paper_model})
 
 # %% [markdown]
 # ## Table 4 shape: ours (test prompts) beside the report's Qwen3 numbers
@@ -249,16 +218,7 @@ ppl = pd.DataFrame({k: v["ppl"] for k, v in evals.items()}).T
 ppl["response_ce"] = [v["response_ce"] for v in evals.values()]
 ppl.index.name = "model"
 save_table(ppl.reset_index(), profile, "06_perplexity")
-rel = ppl.drop(columns="response_ce").div(ppl.drop(columns="response_ce").loc["SFT"], axis=1)
-fig, ax = plt.subplots(figsize=(7, 3.2))
-for name, t, lam in runs[1:]:
-    ax.plot(rel.columns, rel.loc[name], "o-", label=name)
-ax.axhline(1, c="gray", lw=1, ls="--")
-ax.set_ylabel("perplexity / plain SFT")
-ax.set_title("held-out perplexity per language, relative to plain SFT")
-ax.legend(fontsize=7)
-fig.tight_layout()
-save_fig(fig, profile, "06_perplexity")
+fig = F.render(profile, "06_perplexity")
 ppl.round(3)
 
 # %% [markdown]

@@ -57,8 +57,6 @@ import json
 import time
 from dataclasses import replace
 
-import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import torch
 
@@ -69,7 +67,8 @@ from qscope_utils import repetition as R
 from qscope_utils.hooks import capture_residuals, pad_ids
 from qscope_utils.params import override_config
 from qscope_utils.profiles import get_profile
-from qscope_utils.report import save_fig, save_json, save_table
+from qscope_utils import figures as F
+from qscope_utils.report import save_json, save_table
 from qscope_utils.scope import open_scope
 from qscope_utils.texts import eval_texts
 
@@ -166,28 +165,8 @@ print(f"screen: {len(screen)} generate calls x {len(screen_prompts) * rcfg.scree
 screen[["candidate", "layer", "rank", "mult", "alpha", "ratio", "control", "lift"]].round(3)
 
 # %%
-top = pooled.head(15)
-labels = [f"L{L}/{f}" for L, f in zip(top.layer, top.feature)]
-fig, axes = plt.subplots(1, 2, figsize=(13, 3.6))
-axes[0].bar(range(len(top)), top.mean_increase, yerr=1.96 * top.se, capsize=2,
-            color=["C3" if (L, f) == (layer, feature) else "C0" for L, f in zip(top.layer, top.feature)])
-axes[0].set_xticks(range(len(top)), labels, rotation=60, fontsize=7)
-axes[0].set_title(f"top features by mean increase (last - first), layers {cand_layers}; red: selected", fontsize=9)
-axes[0].set_ylabel("mean code increase")
-fs = screen[screen.kind == "feature"]
-mults = sorted(fs.mult.unique())
-x = np.arange(len(cands))
-for j, m in enumerate(mults):
-    d = fs[fs.mult == m].set_index("rank").loc[cands["rank"]]
-    axes[1].bar(x + (j - (len(mults) - 1) / 2) * 0.8 / len(mults), d.ratio, 0.8 / len(mults), label=f"feature, mult {m:g}")
-    axes[1].scatter(x + (j - (len(mults) - 1) / 2) * 0.8 / len(mults), d.control, marker="_", s=120, c="k",
-                    label="random dir., same norm" if j == 0 else None, zorder=3)
-axes[1].axhline(sel["baseline"], ls=":", c="k", lw=1, label="unsteered")
-axes[1].set_xticks(x, [f"#{r} L{L}/{f}" for r, L, f in zip(cands["rank"], cands.layer, cands.feature)], rotation=60, fontsize=7)
-axes[1].set_title(f"steering screen: {len(screen_prompts)} train prompts x {rcfg.screen_samples}", fontsize=9)
-axes[1].set_ylabel("repeat ratio"); axes[1].legend(fontsize=7)
-fig.tight_layout()
-save_fig(fig, profile, "07_repetition_features")
+fig = F.render(profile, "07_repetition_features", {"layer": layer, "feature": feature, "candidate_layers": list(cand_layers),
+                                                   "selection": {"baseline": sel["baseline"]}})
 
 # %% [markdown]
 # ## 3 · Causal check of the selected feature: repeat ratio of steered generations against alpha
@@ -236,18 +215,8 @@ print(f"steering alpha for the SAE arm: {alpha} ({alpha_rule['rule']}; min ratio
 sweeps[["prompts", "direction", "alpha", "ratio", "lo", "hi", "mean_len"]].round(3)
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(12, 3.4), sharey=True)
-for ax, (pset, dfp) in zip(axes, sweeps.groupby("prompts", sort=False)):
-    for (dname, df), c in zip(dfp.groupby("direction", sort=False), ("C3", "C7")):
-        ax.errorbar(df.alpha, df.ratio, yerr=[df.ratio - df.lo, df.hi - df.ratio], fmt="o-", c=c, capsize=3, label=dname)
-    ax.axvline(alpha, ls=":", c="k", lw=1, label=f"alpha used in DAPO ({alpha:g})")
-    ax.set_xlabel("alpha (h += alpha W_dec[:, f])"); ax.set_title(f"{pset}: {dfp.n_prompts.iloc[0]} prompts x {dfp.n_samples.iloc[0]}")
-    ax.legend(fontsize=7)
-axes[0].set_ylabel("repeat ratio (95% CI)")
-fig.suptitle(f"steering layer {layer}, feature {feature} (selected by the screen)" if sel["causal"] else
-             f"steering layer {layer}, feature {feature}: NOT above the random control in the screen")
-fig.tight_layout()
-save_fig(fig, profile, "07_steering_sweep")
+fig = F.render(profile, "07_steering_sweep", {"layer": layer, "feature": feature, "alpha": float(alpha),
+                                              "screen_causal": bool(sel["causal"])})
 
 # %% [markdown]
 # ## 4 · DAPO on TRL: vanilla and the SAE arm's variants, at matched steps, prompts and seeds
@@ -325,27 +294,7 @@ curves["arm"] = curves.arm.replace({chosen: SAE_ARM})
 save_table(curves, profile, "07_training_curves")
 
 
-def smooth(s, w=5):
-    return s.rolling(w, min_periods=1).mean()
-
-
-fig, axes = plt.subplots(1, 4, figsize=(16, 3.2))
-for arm, df in curves.groupby("arm", sort=False):
-    if arm not in (VANILLA, SAE_ARM, RECIPE):
-        continue
-    for ax, col in zip(axes, ("reward", "repeat_ratio", "length", "loss")):
-        ax.plot(df.step, smooth(df[col]), label=f"{arm} (normal rollouts)")
-    if "steered_repeat_ratio" in df and df.steered_repeat_ratio.notna().any():
-        axes[1].plot(df.step, smooth(df.steered_repeat_ratio), "--", label=f"{arm} (steered rollout)")
-        axes[0].plot(df.step, smooth(df.steered_reward), "--", label=f"{arm} (steered rollout)")
-for ax, t in zip(axes, ("reward (correct +-1 + overlong)", "repeat ratio of rollouts", "response length (tokens)",
-                        "DAPO loss")):
-    ax.set_title(t); ax.set_xlabel("step (rollout batch)")
-axes[0].legend(fontsize=6); axes[1].legend(fontsize=6)
-fig.suptitle(f"training curves (rolling mean of 5 steps), G={dcfg.G}, {dcfg.n_prompts} prompts/step, "
-             f"{dcfg.minibatches} updates/step")
-fig.tight_layout()
-save_fig(fig, profile, "07_training_curves")
+fig = F.render(profile, "07_training_curves", {"dapo": {"G": dcfg.G, "n_prompts": dcfg.n_prompts}})
 
 # %% [markdown]
 # ## 6 · Before RL vs vanilla DAPO vs the SAE arm (held-out test prompts)
@@ -385,19 +334,7 @@ for n, e in evals.items():
 comp[["arm"] + list(METRICS) + ["mean_len"]].round(3)
 
 # %%
-panels = ["repeat_task", "repeat_text", "repeat_text_greedy", "repeat_stress", "acc_greedy", "ppl"]
-fig, axes = plt.subplots(2, 3, figsize=(14, 6.4))
-x = np.arange(len(comp))
-for ax, col in zip(axes.ravel(), panels):
-    ax.bar(x, comp[col], yerr=[comp[col] - comp[f"{col}_lo"], comp[f"{col}_hi"] - comp[col]], capsize=4,
-           color=["C7", "C0", "C3", "C1"][:len(comp)])
-    ax.set_xticks(x, [a.replace(" (", "\n(") for a in comp.arm], rotation=10, fontsize=7); ax.set_title(METRICS[col], fontsize=9)
-    if col == "ppl":
-        ax.set_yscale("log")
-fig.suptitle(f"{len(heldout)} held-out problems / {len(text_prompts)} text prefixes x {rcfg.n_samples} samples; "
-             f"{dcfg.n_steps} DAPO steps per arm, seed {seed}; 95% bootstrap CIs over prompts")
-fig.tight_layout()
-save_fig(fig, profile, "07_comparison")
+fig = F.render(profile, "07_comparison", {"alpha": float(alpha), "feature": feature, "dapo": {"n_steps": dcfg.n_steps}})
 
 # %% [markdown]
 # ## Summary beside the report's claims
