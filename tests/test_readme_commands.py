@@ -166,9 +166,9 @@ def test_committed_results_name_no_absolute_path():
 
 def test_no_tracked_file_cites_a_spec_or_path_outside_the_repository():
     files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
-    outside = [re.escape(s) for s in ("SPEC.md", "../shared/", str(ROOT))]
-    if ROOT.parent != Path("/"):
-        outside.append(re.escape(str(ROOT.parent) + "/"))
+    # the checkout's own absolute path, and the spec beside it (not its parent folder: CI clones anywhere,
+    # e.g. under /tmp, where README's example output paths would then match)
+    outside = [re.escape(s) for s in ("SPEC.md", "../shared/", str(ROOT) + "/")]
     pat = re.compile("|".join(outside))
     bad = []
     for f in files:
