@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .dapo import DAPOConfig, _problems, extract_int, steered_rows
-from .repetition import RepetitionDetector, _eos_ids
+from .repetition import RepetitionDetector, left_padded_batch
 from .steering import steer
 
 __all__ = ["SteeredRowPolicy", "CorrectnessReward", "reward_functions", "SteeredRollouts", "grpo_config",
@@ -214,14 +214,7 @@ def sample_with_logprobs(model: nn.Module, tokenizer, prompts: list[str], max_ne
     logprobs (the sampler's log-prob of each completion token) and hit_limit (no end-of-text)."""
     was_training = model.training
     model.eval()
-    old = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        enc = tokenizer(prompts, return_tensors="pt", padding=True).to(model.device)
-    finally:
-        tokenizer.padding_side = old
-    eos = _eos_ids(model, tokenizer)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(eos))
+    enc, eos, pad = left_padded_batch(model, tokenizer, prompts)
     torch.manual_seed(seed)
     kw = dict(max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
               pad_token_id=pad, eos_token_id=sorted(eos), use_cache=True, output_scores=True,

@@ -194,6 +194,19 @@ def _response_mask(gen: torch.Tensor, eos_ids: set[int]) -> tuple[torch.Tensor, 
     return ~after, ~is_eos.any(1)
 
 
+def left_padded_batch(model, tokenizer, prompts: list[str]):
+    """(encoding on the model's device, left-padded for generation; end-of-text ids; pad id)."""
+    old = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        enc = tokenizer(prompts, return_tensors="pt", padding=True).to(model.device)
+    finally:
+        tokenizer.padding_side = old
+    eos = _eos_ids(model, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(eos))
+    return enc, eos, pad
+
+
 def _eos_ids(model, tokenizer) -> set[int]:
     ids = model.generation_config.eos_token_id if getattr(model, "generation_config", None) else None
     ids = ids if ids is not None else tokenizer.eos_token_id
@@ -214,14 +227,7 @@ def sample_rollouts(model: nn.Module, tokenizer, prompts: list[str], max_new_tok
     """
     if not prompts:
         raise ValueError("no prompts to sample from")
-    old = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        enc = tokenizer(prompts, return_tensors="pt", padding=True).to(model.device)
-    finally:
-        tokenizer.padding_side = old
-    eos = _eos_ids(model, tokenizer)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(eos))
+    enc, eos, pad = left_padded_batch(model, tokenizer, prompts)
     torch.manual_seed(seed)
     kw = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=pad, eos_token_id=sorted(eos),
               use_cache=True)
