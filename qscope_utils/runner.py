@@ -7,6 +7,7 @@ into ``results/<profile>/timings.json``. ``python -m qscope_utils.runner --profi
     -p layer 18 -p alpha 20               notebook parameters, values read as YAML (as papermill -p)
     -y "layer: 18"  /  -y params.yaml     notebook parameters as a YAML string or file
     --quiet                               no per-cell progress lines
+    --plan                                print downloads, peak GPU memory and GPU-hours per notebook; run nothing
 
 Notebooks that do not apply to a profile (``APPLIES``) are skipped with a message. Progress bars
 inside notebooks are off in these batch runs (``QSCOPE_PROGRESS=1`` keeps them): the executed
@@ -29,7 +30,7 @@ import yaml
 
 from .paths import rel, repo_root, results_dir
 
-__all__ = ["APPLIES", "RunnerError", "NotebookFailed", "make_portable", "list_notebooks", "applies", "parse_parameters", "run_notebook", "run_all"]
+__all__ = ["APPLIES", "RunnerError", "NotebookFailed", "make_portable", "list_notebooks", "applies", "parse_parameters", "run_notebook", "run_all", "print_plan"]
 
 PROFILES = ("mini", "smoke", "paper")
 
@@ -293,6 +294,21 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
+def print_plan(profile: str, only: list[str] | None, parameters: dict) -> None:
+    """``--plan``: the cost table of the selected notebooks that have a plan (01..07); nothing runs."""
+    from .plan import NOTEBOOKS, PlanError, format_table, plan_all
+
+    ids = [p.name[:2] for p in list_notebooks(only) if p.name[:2] in NOTEBOOKS]
+    if not ids:
+        raise RunnerError(f"--plan covers notebooks {', '.join(NOTEBOOKS)}; none selected")
+    try:
+        plans = plan_all(profile, parameters, ids)
+    except PlanError as e:
+        raise RunnerError(str(e)) from None
+    print(f"[run_all] plan for profile {profile} (nothing is run or downloaded):")
+    print(format_table(plans), flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = _Parser(prog="./run_all.sh", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="mini", choices=list(PROFILES))
@@ -301,10 +317,15 @@ def main(argv: list[str] | None = None) -> None:
                     help="notebook parameter (repeatable); VALUE is read as YAML: 18 -> int, true -> bool")
     ap.add_argument("-y", "--parameters-yaml", metavar="YAML", help="notebook parameters as a YAML string or file")
     ap.add_argument("--quiet", action="store_true", help="no per-cell progress lines")
+    ap.add_argument("--plan", action="store_true",
+                    help="print each notebook's downloads, peak GPU memory and GPU-hours (qscope_utils.plan); run nothing")
     args = ap.parse_args(argv)
 
     try:
         params = parse_parameters(args.parameters, args.parameters_yaml)
+        if args.plan:
+            print_plan(args.profile, args.only, params)
+            return
         run_all(args.profile, args.only, params, quiet=args.quiet)
     except RunnerError as e:
         print(f"[run_all] error: {e}", file=sys.stderr)

@@ -21,6 +21,7 @@ seed = 0
 # %%
 from qscope_utils.texts import require_languages
 require_languages(profile, "01")  # a custom QSCOPE_CORPUS_DIR must hold what 01 reads (data/README.md)
+from qscope_utils.plan import show_plan; show_plan("01", globals())  # downloads, peak GPU memory, GPU time (nothing runs)
 
 import json
 import torch

@@ -39,6 +39,7 @@ correctness_dir = None    # folder with <benchmark>.csv|.parquet per-sample resu
 # %%
 from qscope_utils.texts import require_languages
 require_languages(profile, "03")  # a custom QSCOPE_CORPUS_DIR must hold what 03 reads (data/README.md)
+from qscope_utils.plan import show_plan; show_plan("03", globals())  # downloads, peak GPU memory, GPU time (nothing runs)
 
 import json
 import time

@@ -34,6 +34,7 @@ seed = 0
 # %%
 from qscope_utils.texts import require_languages
 require_languages(profile, "04")  # a custom QSCOPE_CORPUS_DIR must hold what 04 reads (data/README.md)
+from qscope_utils.plan import show_plan; show_plan("04", globals())  # downloads, peak GPU memory, GPU time (nothing runs)
 
 import dataclasses
 import json

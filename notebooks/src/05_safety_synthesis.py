@@ -35,6 +35,7 @@ seed = 0
 # %%
 from qscope_utils.texts import require_languages
 require_languages(profile, "05")  # a custom QSCOPE_CORPUS_DIR must hold what 05 reads (data/README.md)
+from qscope_utils.plan import show_plan; show_plan("05", globals())  # downloads, peak GPU memory, GPU time (nothing runs)
 
 import json
 from dataclasses import replace

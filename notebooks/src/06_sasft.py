@@ -55,6 +55,7 @@ config = None               # any other SASFTConfig field, e.g. -y 'config: {lay
 # %%
 from qscope_utils.texts import require_languages
 require_languages(profile, "06")  # a custom QSCOPE_CORPUS_DIR must hold what 06 reads (data/README.md)
+from qscope_utils.plan import show_plan; show_plan("06", globals())  # downloads, peak GPU memory, GPU time (nothing runs)
 
 import json
 import time
