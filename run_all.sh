@@ -6,6 +6,7 @@
 #   ./run_all.sh --only 00 1            # a subset, by number (1 = 01)
 #   ./run_all.sh --only 02 -p layer 18  # notebook parameters, as papermill's -p / -y
 #   ./run_all.sh --no-venv ...          # run in the current environment (conda, ...) instead of ./.venv
+#   ./run_all.sh --profile paper --plan # per notebook: downloads, peak GPU memory, GPU time; runs nothing
 #   ./run_all.sh --figures [--profile P] [--formats png svg]   # redraw every figure from saved tables (no models)
 #   ./run_all.sh --lab [--no-browser]   # JupyterLab at the repo root on this environment's kernel
 # Outputs: results/<profile>/ (executed notebooks, figures, tables, timings.json).

@@ -283,6 +283,18 @@ class NotebookPlan:
         return max(peaks, default=self.weights + sae)
 
     @property
+    def peak_stage(self) -> str:
+        """The stage that sets :attr:`peak_bytes` (``weights + SAE layers`` when no stage adds memory)."""
+        sae = self.sae_alive * self.sae_bytes
+        best, name = self.weights + sae, "weights + SAE layers"
+        for s in self.stages:
+            b = (self.train_bytes + sae if self.train_bytes is not None else -1) if s.kind == "train" else \
+                self.weights + sae + stage_transient_bytes(self.shape, self.d_sae, s)
+            if b > best:
+                best, name = b, s.name
+        return name
+
+    @property
     def peak_unknown(self) -> bool:
         """True when a training stage's memory could not be computed (see the notes)."""
         return self.trains and self.train_bytes is None
@@ -322,7 +334,9 @@ def _hours(h: float) -> str:
     s = h * 3600
     if s < 120:
         return f"{s:.0f} s" if s >= 1 else f"{s:.2g} s"
-    return f"{s / 60:.0f} min" if s < 7200 else f"{h:.0f} h"
+    if s < 7200:
+        return f"{s / 60:.0f} min"
+    return f"{h:.1f} h" if h < 10 else f"{h:.0f} h"
 
 
 # ----------------------------------------------------------------------------------- parameters
@@ -713,6 +727,8 @@ def format_table(plans: Sequence[NotebookPlan]) -> str:
         items = "; ".join(f"{w} {_gb(b)}" for w, b in pl.downloads)
         if items:
             out.append(f"{pl.notebook} downloads: {items}")
+        out.append(f"{pl.notebook} peak memory at: {pl.peak_stage} ({pl.sae_alive} SAE layer(s) of "
+                   f"{_gb(pl.sae_bytes)} alive)")
         for n in pl.notes:
             out.append(f"{pl.notebook} note: {n}")
     out.append(f"constants (qscope_utils.plan): bf16 {H100_BF16_FLOPS / 1e12:.0f} TFLOP/s x MFU {MFU_FORWARD} "
