@@ -218,6 +218,8 @@ def stage_seconds(shape: BackboneShape, d_sae: int, st: Stage, bytes_per_el: int
 def stage_transient_bytes(shape: BackboneShape, d_sae: int, st: Stage, bytes_per_el: int = 2) -> int:
     """Memory one batch of a stage adds on top of weights and SAE layers: KV cache (generation: prompt +
     new tokens; forward passes keep no cache), float32 logits (chunked) and float32 SAE pre-activations."""
+    if st.rows == 0 or st.passes == 0:
+        return 0
     b = st.batch_rows if st.rows is None else min(st.batch_rows, st.rows)
     ctx = st.length + st.new_tokens
     kv = kv_cache_bytes(shape, b * ctx, bytes_per_el) if st.kind == "generate" else 0
@@ -358,7 +360,12 @@ def notebook_defaults(nb: str) -> dict:
     out = {}
     for node in ast.parse(src).body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            out[node.targets[0].id] = ast.literal_eval(node.value)
+            name = node.targets[0].id
+            try:
+                out[name] = ast.literal_eval(node.value)
+            except ValueError:
+                raise PlanError(f"notebook {nb}: parameter {name} has no literal default; the parameters cell "
+                                f"must hold plain values (papermill reads it the same way)") from None
     return out
 
 
