@@ -204,3 +204,11 @@ def test_cli_plan_on_smoke_and_bad_parameter(tmp_path):
     assert sum(ln[:2] in P.NOTEBOOKS and "- (built)" in ln for ln in r.stdout.splitlines()) == 7
     bad = _cli(tmp_path, "--profile", "paper", "--plan", "--only", "01", "-p", "n_texts", "lots")
     assert bad.returncode == 2 and "n_texts='lots' must be an integer" in bad.stderr
+
+
+def test_every_section_notebook_shows_its_own_plan_first():
+    for nb in P.NOTEBOOKS:
+        (src,) = (ROOT / "notebooks" / "src").glob(f"{nb}_*.py")
+        lines = [ln for ln in src.read_text().splitlines() if "show_plan(" in ln]
+        assert lines == [f'from qscope_utils.plan import show_plan; show_plan("{nb}", globals())  '
+                         f'# downloads, peak GPU memory, GPU time (nothing runs)'], src.name
