@@ -30,7 +30,7 @@ from typing import NamedTuple
 from .model_shapes import BackboneShape, backbone_shape
 
 __all__ = ["TrainingMemory", "TrainingDoesNotFit", "lora_params", "activation_bytes_per_token",
-           "training_peak_bytes", "check_training_fits", "fits_for", "MULTI_GPU_CONFIGS", "GB"]
+           "training_peak_bytes", "check_training_fits", "fits_for", "shape_from_config", "MULTI_GPU_CONFIGS", "GB"]
 
 GB = 1e9
 FP32, BF16 = 4, 2
@@ -62,6 +62,15 @@ class TrainingMemory(NamedTuple):
 
 class TrainingDoesNotFit(ValueError):
     """A fine-tuning configuration whose peak memory exceeds the GPU (raised before any step)."""
+
+
+def shape_from_config(config) -> BackboneShape:
+    """The :class:`BackboneShape` of a loaded model's ``config`` (a Qwen3-style decoder)."""
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return BackboneShape(config.hidden_size, config.intermediate_size, config.num_hidden_layers,
+                         config.num_attention_heads, config.num_key_value_heads, head_dim, config.vocab_size,
+                         bool(getattr(config, "tie_word_embeddings", False)),
+                         getattr(config, "max_position_embeddings", 32_768))
 
 
 def lora_params(shape: BackboneShape, r: int) -> int:

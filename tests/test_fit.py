@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from qscope_utils import fit
-from qscope_utils.model_shapes import BACKBONE_SHAPES, BackboneShape
+from qscope_utils.model_shapes import BACKBONE_SHAPES
 
 S8 = BACKBONE_SHAPES["Qwen/Qwen3-8B-Base"]
 S17 = BACKBONE_SHAPES["Qwen/Qwen3-1.7B-Base"]
@@ -60,9 +60,7 @@ def test_lora_params_equal_peft_count(tiny_model):
     from peft import LoraConfig, get_peft_model
 
     model, _ = tiny_model
-    c = model.config
-    shape = BackboneShape(c.hidden_size, c.intermediate_size, c.num_hidden_layers, c.num_attention_heads,
-                          c.num_key_value_heads, c.head_dim, c.vocab_size, c.tie_word_embeddings)
+    shape = fit.shape_from_config(model.config)
     assert shape.n_params == sum(p.numel() for p in model.parameters())
     pm = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))
     assert fit.lora_params(shape, 4) == sum(p.numel() for p in pm.parameters() if p.requires_grad)
