@@ -275,7 +275,7 @@ def grpo_config(cfg: DAPOConfig, output_dir: str | Path, use_cpu: bool = True, n
     if (per * cfg.minibatches) % cfg.G:
         raise ValueError(f"each process's generation batch ({per * cfg.minibatches}) must hold whole groups of "
                          f"G={cfg.G}: change n_prompts or the number of processes")
-    micro = cfg.micro_batch or per
+    micro = min(cfg.micro_batch or per, per)        # a mini-batch smaller than micro_batch is one pass
     if micro < 1 or per % micro:
         raise ValueError(f"micro_batch={cfg.micro_batch} must divide the {per} rows each process trains per "
                          f"mini-batch (n_prompts x G / (minibatches x processes)): choose a divisor of {per}")

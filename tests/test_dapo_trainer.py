@@ -46,6 +46,8 @@ def test_grpo_config_is_dapo(tmp_path):
     one = DT.grpo_config(p, tmp_path)                                   # one GPU: 128 rows per mini-batch
     assert (one.per_device_train_batch_size, one.gradient_accumulation_steps, one.steps_per_generation) == (4, 32, 128)
     assert one.generation_batch_size == 512 and one.max_steps == p.n_steps * 4
+    small = DT.grpo_config(D.DAPOConfig(**{**p.__dict__, "n_prompts": 1, "G": 2, "minibatches": 1}), tmp_path)
+    assert (small.per_device_train_batch_size, small.gradient_accumulation_steps) == (2, 1)   # 2 rows < micro_batch
     with pytest.raises(ValueError, match="micro_batch=5 must divide"):
         DT.grpo_config(D.DAPOConfig(**{**p.__dict__, "micro_batch": 5}), tmp_path)
     with pytest.raises(ValueError, match="mini-batches"):
