@@ -12,7 +12,7 @@ accumulation window, when gradients from the first are already held):
 * ``autocast``: the bf16 copies autocast makes of float32 weights for the forward (2 B per float32
   parameter; kept by autograd until the backward has used them; 0 without autocast or for a bf16 base);
 * ``activations``: tensors saved for the backward, ``tokens_per_micro_batch`` x
-  :func:`activation_bytes_per_token` (an approximation, see there);
+  :func:`activation_bytes_per_token` (counted on a real Qwen3 layer, see there);
 * ``workspace``: one tile of TRL's fused LM head (4,096 tokens x 32,768 vocabulary entries in float32):
   the trainers never materialise (tokens x vocabulary) logits.
 
@@ -83,22 +83,23 @@ def lora_params(shape: BackboneShape, r: int) -> int:
 
 
 def activation_bytes_per_token(shape: BackboneShape, grad_checkpointing: bool = True) -> int:
-    """Approximate bytes saved for the backward per token under bf16 autocast over float32 weights.
+    """Bytes saved for the backward per token under bf16 autocast over float32 weights (SDPA attention).
 
-    Per decoder layer, with SDPA / flash attention (no T x T term), d = hidden, q = heads x head_dim,
-    kv = KV heads x head_dim, f = MLP width:
-    attention: RMSNorm input in float32 (4d) + its bf16 output (2d) + q, k, v (2(q + 2kv)) + rotated
-    q, k (2(q + kv)) + attention output (2q) = 6d + 6q + 6kv; MLP: RMSNorm input (4d) + bf16 output (2d)
-    + gate and up (4f) + SiLU(gate) (2f) + their product (2f) = 6d + 8f. Layer: 12d + 6q + 6kv + 8f.
-    Final norm and fused LM head input: 6d. With gradient checkpointing (per decoder layer) only each
-    layer's float32 input (4d) is kept, plus one layer's full set while it is recomputed.
+    Per decoder layer, d = hidden, q = heads x head_dim, kv = KV heads x head_dim, f = MLP width, as the
+    tensors autograd saves in a Qwen3 layer (counted with ``torch.autograd.graph.saved_tensors_hooks``,
+    ``tests/test_fit.py``): two RMSNorms, each a float32 input and normalised output (2 x 8d); the bf16
+    input autocast makes for each of q, k, v, gate and up (5 x 2d); QK-norms in float32 in and bf16 out
+    (6q + 6kv); SDPA's bf16 q, k, v (2q + 4kv) and the o-projection input (2q); RoPE cos / sin (8 x
+    head_dim); gate, up, SiLU and product in bf16 (8f): ``26d + 10q + 10kv + 8f + 8 head_dim``. Final norm
+    and LM-head input: 10d. With gradient checkpointing per decoder layer the forward keeps each layer's
+    float32 input (4d), plus one layer's full set while that layer is recomputed.
     """
     d, f = shape.hidden_size, shape.intermediate_size
     q, kv = shape.n_heads * shape.head_dim, shape.n_kv_heads * shape.head_dim
-    layer = 12 * d + 6 * q + 6 * kv + 8 * f
-    head = 6 * d
+    layer = 26 * d + 10 * q + 10 * kv + 8 * f + 8 * shape.head_dim
+    head = 10 * d
     if grad_checkpointing:
-        return shape.n_layers * FP32 * d + layer + head
+        return shape.n_layers * 4 * d + layer + head
     return shape.n_layers * layer + head
 
 

@@ -14,11 +14,53 @@ GPU80 = 80e9
 
 
 def test_activation_bytes_per_token_hand_computed():
-    # 8B: d 4096, q 32 x 128 = 4096, kv 8 x 128 = 1024, f 12288, 36 layers.
-    layer = 12 * 4096 + 6 * 4096 + 6 * 1024 + 8 * 12288              # 178,176 B per token and layer
-    assert layer == 178_176
-    assert fit.activation_bytes_per_token(S8, grad_checkpointing=False) == 36 * layer + 6 * 4096
-    assert fit.activation_bytes_per_token(S8, grad_checkpointing=True) == 36 * 4 * 4096 + layer + 6 * 4096 == 792_576
+    # 8B: d 4096, q 32 x 128 = 4096, kv 8 x 128 = 1024, f 12288, head_dim 128, 36 layers.
+    layer = 26 * 4096 + 10 * 4096 + 10 * 1024 + 8 * 12288 + 8 * 128          # 257,024 B per token and layer
+    assert layer == 257_024
+    assert fit.activation_bytes_per_token(S8, grad_checkpointing=False) == 36 * layer + 10 * 4096 == 9_293_824
+    assert fit.activation_bytes_per_token(S8, grad_checkpointing=True) == 36 * 4 * 4096 + layer + 10 * 4096 == 887_808
+
+
+def _saved_bytes_per_token(model, ckpt: bool) -> float:
+    """Bytes autograd saves per token in a forward under bf16 autocast (float32 weights), by the difference of
+    two lengths (weight copies cancel), counted with saved_tensors_hooks (distinct storages, parameters excluded)."""
+    if ckpt:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+
+    def saved(T):
+        seen = {}
+
+        def pack(t):
+            st = t.untyped_storage()
+            seen[st.data_ptr()] = st.nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                model.model(input_ids=torch.randint(0, 64, (1, T)), use_cache=False).last_hidden_state.float().sum()
+        return sum(v for k, v in seen.items() if k not in params)
+
+    return (saved(160) - saved(32)) / 128
+
+
+def test_activation_formula_matches_autograd_saved_tensors():
+    """The per-token formula against what autograd actually saves in a real (random) Qwen3 forward."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(0)
+    c = Qwen3Config(hidden_size=256, intermediate_size=768, num_hidden_layers=3, num_attention_heads=4,
+                    num_key_value_heads=2, head_dim=64, vocab_size=64, tie_word_embeddings=True,
+                    attn_implementation="sdpa")
+    model = Qwen3ForCausalLM(c).float().train()
+    shape = fit.shape_from_config(c)
+    want = fit.activation_bytes_per_token(shape, grad_checkpointing=False)
+    assert _saved_bytes_per_token(model, ckpt=False) == pytest.approx(want, rel=0.05)
+    # checkpointed: the forward keeps ~4d per layer + the head; the formula adds one layer's recompute
+    d = c.hidden_size
+    one_layer = (want - 10 * d) // 3
+    fwd = fit.activation_bytes_per_token(shape, grad_checkpointing=True) - one_layer
+    assert _saved_bytes_per_token(model, ckpt=True) == pytest.approx(fwd, rel=0.15)
 
 
 def test_full_finetune_8b_parts_and_total():
@@ -27,9 +69,9 @@ def test_full_finetune_8b_parts_and_total():
     assert S8.n_params == N
     assert mem.weights + mem.grads + mem.optimizer == N * (4 + 4 + 8)     # fp32 master + grads + 2 AdamW moments
     assert (mem.weights, mem.grads, mem.optimizer, mem.autocast) == (4 * N, 4 * N, 8 * N, 2 * N)
-    assert mem.activations == 2048 * 792_576
+    assert mem.activations == 2048 * 887_808
     assert mem.workspace == 4096 * 32768 * 4
-    assert mem.total == 18 * N + 2048 * 792_576 + 4096 * 32768 * 4 == sum(mem[:6])
+    assert mem.total == 18 * N + 2048 * 887_808 + 4096 * 32768 * 4 == sum(mem[:6])
     assert mem.trainable_params == N
     # no autocast: no bf16 weight copies
     assert fit.training_peak_bytes(S8, bf16_autocast=False).autocast == 0
@@ -40,7 +82,7 @@ def test_sharding_and_ddp():
     sh = fit.training_peak_bytes(S8, n_gpus=8, sharded=True, tokens_per_micro_batch=1024)
     assert sh.grads == -(-4 * N // 8) and sh.optimizer == -(-8 * N // 8) and sh.autocast == -(-2 * N // 8)
     assert sh.weights == -(-4 * N // 8) + 151_936 * 4096 * 4               # + the embedding gathered whole
-    assert sh.activations == 1024 * 792_576                                # activations are not sharded
+    assert sh.activations == 1024 * 887_808                               # activations are not sharded
     ddp = fit.training_peak_bytes(S8, n_gpus=8, sharded=False)
     assert ddp.total == fit.training_peak_bytes(S8).total                  # a full replica per GPU
 
