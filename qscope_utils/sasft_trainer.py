@@ -268,17 +268,15 @@ def _zero3() -> bool:
     return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
 
 
-def master_weights(model: nn.Module, lora_r: int = 0) -> int:
-    """Put ``model`` in training precision; returns the frozen base's bytes per parameter (0 if none).
+def master_weights(model: nn.Module, lora_r: int = 0) -> None:
+    """Put ``model`` (in place) in training precision.
 
     Full fine-tuning: every parameter float32 (a bf16-loaded backbone is up-cast; ``bf16=True`` only
     autocasts), so AdamW never updates bf16 weights. LoRA: the frozen base keeps its loaded dtype and PEFT
     creates float32 adapters (``autocast_adapter_dtype``); under DeepSpeed ZeRO-3, where TRL would make the
     adapters bf16, the base is up-cast too so that they stay float32."""
-    if lora_r and not _zero3():
-        return next(model.parameters()).element_size()
-    model.float()
-    return 4 if lora_r else 0
+    if not lora_r or _zero3():
+        model.float()
 
 
 def check_fits(model: nn.Module, *, lora_r: int, base_bytes: int, tokens_per_micro_batch: int, use_cpu: bool,
