@@ -164,6 +164,10 @@ class DAPOConfig:
     temperature: float = 1.0
     ppo_epochs: int = 1
     minibatches: int = 2
+    micro_batch: int | None = None             # rows per forward / backward pass (TRL per_device_train_batch_size);
+                                               # a mini-batch is reached by gradient accumulation; None: one pass
+    grad_checkpointing: bool = False           # recompute each decoder layer in the backward (paper: on)
+    gpu_memory_gb: float | None = None         # check the run fits a GPU of this size first (None: the CUDA device's)
     max_grad_norm: float = 1.0
     weight_decay: float = 0.0
     n_steered: int = 1
@@ -199,9 +203,11 @@ class DAPOConfig:
                 raise ValueError(f"paper_model must be one of {list(PAPER_MODELS)}, not {paper_model!r}")
             # DAPO paper: eps 0.2 / 0.28, lr 1e-6, L_cache 4096 of L_max 20480, G = 16, 512 prompts per step,
             # mini-batch 512 of 8,192 rollouts (16 updates per batch); here 512 rollouts in 4 mini-batches of 128
-            # data: GSM8K train for RL, MGSM (en; the report's benchmark, other languages via eval_data) for eval
+            # data: GSM8K train for RL, MGSM (en; the report's benchmark, other languages via eval_data) for eval;
+            # each mini-batch of 128 rollouts is 32 accumulated passes of 4 rows (<= 4 x (prompt + 4,096) tokens)
             return cls(G=8, n_prompts=64, n_steps=200, lr=1e-6, max_new_tokens=4096, cache_len=1024,
-                       ppo_epochs=1, minibatches=4, n_train_problems=7473, n_eval_problems=250, n_ppl_texts=1000,
+                       ppo_epochs=1, minibatches=4, micro_batch=4, grad_checkpointing=True,
+                       n_train_problems=7473, n_eval_problems=250, n_ppl_texts=1000,
                        paper_model=paper_model, answer_rule="last", train_data=("openai/gsm8k", "main", "train"),
                        eval_data=("juletxara/mgsm", "en", "test"))
         raise ValueError(f"unknown profile {name!r}: choose mini, smoke or paper")

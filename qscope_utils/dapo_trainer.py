@@ -5,12 +5,19 @@
   stay with advantage 0). Group-normalised advantages (``scale_rewards="group"``).
 * Rewards (:func:`reward_functions`): correctness +1 / -1 (DAPO Eq. 7; :class:`CorrectnessReward`) and
   TRL's soft overlong punishment (DAPO Eq. 13, ``trl.rewards.get_soft_overlong_punishment``), summed.
-* Several mini-batch updates per rollout batch, so the clip binds: TRL's ``steps_per_generation``
-  (``DAPOConfig.minibatches``): one generation batch of ``n_prompts x G`` rollouts is split into that
-  many mini-batches, each one optimizer step (gradient accumulation 1); ``num_iterations``
-  (``DAPOConfig.ppo_epochs``) repeats the pass. The old policy's log-probs are computed ONCE per
-  generation batch (TRL does this whenever accumulation is not a multiple of
+* Several mini-batch updates per rollout batch, so the clip binds: one generation batch of
+  ``n_prompts x G`` rollouts is split into ``DAPOConfig.minibatches`` mini-batches, each one optimizer
+  step; ``num_iterations`` (``DAPOConfig.ppo_epochs``) repeats the pass. Memory is bounded by
+  ``DAPOConfig.micro_batch``: a mini-batch is ``accumulation`` passes of ``micro_batch`` rows (TRL's
+  ``per_device_train_batch_size``; ``steps_per_generation = minibatches x accumulation``), and TRL's
+  log-prob passes (old policy, and the loss) run ``micro_batch`` rows at a time through its fused LM head
+  (no rows x length x vocabulary logits). The DAPO loss is normalised by the generation batch's tokens,
+  so the split changes no gradient (``tests/test_dapo_trainer.py``). The old policy's log-probs are
+  computed ONCE per generation batch (TRL does this whenever accumulation is not a multiple of
   ``steps_per_generation x num_iterations``), so from the second mini-batch on the ratio moves.
+* Precision: float32 master weights under bf16 autocast (LoRA: float32 adapters over the loaded base,
+  :func:`qscope_utils.sasft_trainer.master_weights`); :func:`qscope_utils.fit.check_training_fits` refuses
+  a run that cannot fit before the trainer is built.
 * Rollouts (:class:`SteeredRollouts`, TRL's ``rollout_func``): one batched HF ``generate`` per
   generation batch; TRL passes the prompts already repeated G times in consecutive groups. In the SAE
   arm the FIRST row of each group (rows 0, G, 2G, ...) is generated with ``h <- h + alpha W_dec[:, f]``
@@ -52,7 +59,7 @@ from .repetition import RepetitionDetector, left_padded_batch
 from .steering import steer
 
 __all__ = ["SteeredRowPolicy", "CorrectnessReward", "reward_functions", "SteeredRollouts", "grpo_config",
-           "steered_advantages", "train_dapo", "problem_dataset"]
+           "steered_advantages", "train_dapo", "build_dapo_trainer", "problem_dataset"]
 
 
 # --------------------------------------------------------------------------------------------- rewards
@@ -255,8 +262,9 @@ def problem_dataset(problems) -> "datasets.Dataset":
 def grpo_config(cfg: DAPOConfig, output_dir: str | Path, use_cpu: bool = True, num_processes: int = 1,
                 bf16: bool = False):
     """TRL ``GRPOConfig`` for a DAPOConfig: one generation batch = n_prompts x G rollouts, split into
-    ``cfg.minibatches`` optimizer steps (``steps_per_generation``), ``cfg.ppo_epochs`` passes
-    (``num_iterations``); ``max_steps = n_steps x minibatches x ppo_epochs``."""
+    ``cfg.minibatches`` optimizer steps, each ``accumulation`` passes of ``cfg.micro_batch`` rows
+    (``per_device_train_batch_size``; ``steps_per_generation = minibatches x accumulation``),
+    ``cfg.ppo_epochs`` passes (``num_iterations``); ``max_steps = n_steps x minibatches x ppo_epochs``."""
     from trl import GRPOConfig
 
     rollouts = cfg.n_prompts * cfg.G
@@ -267,10 +275,16 @@ def grpo_config(cfg: DAPOConfig, output_dir: str | Path, use_cpu: bool = True, n
     if (per * cfg.minibatches) % cfg.G:
         raise ValueError(f"each process's generation batch ({per * cfg.minibatches}) must hold whole groups of "
                          f"G={cfg.G}: change n_prompts or the number of processes")
+    micro = min(cfg.micro_batch or per, per)        # a mini-batch smaller than micro_batch is one pass
+    if micro < 1 or per % micro:
+        raise ValueError(f"micro_batch={cfg.micro_batch} must divide the {per} rows each process trains per "
+                         f"mini-batch (n_prompts x G / (minibatches x processes)): choose a divisor of {per}")
+    accum = per // micro
     return GRPOConfig(
         output_dir=str(output_dir), loss_type="dapo", epsilon=cfg.eps_low, epsilon_high=cfg.eps_high, beta=0.0,
-        scale_rewards="group", num_generations=cfg.G, per_device_train_batch_size=per,
-        steps_per_generation=cfg.minibatches, num_iterations=cfg.ppo_epochs, gradient_accumulation_steps=1,
+        scale_rewards="group", num_generations=cfg.G, per_device_train_batch_size=micro,
+        steps_per_generation=cfg.minibatches * accum, num_iterations=cfg.ppo_epochs, gradient_accumulation_steps=accum,
+        gradient_checkpointing=cfg.grad_checkpointing,
         max_steps=cfg.n_steps * cfg.minibatches * cfg.ppo_epochs, max_completion_length=cfg.max_new_tokens,
         temperature=cfg.temperature, top_k=0, top_p=1.0, learning_rate=cfg.lr, lr_scheduler_type="constant",
         warmup_steps=0, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, mask_truncated_completions=False,
@@ -328,6 +342,39 @@ def __getattr__(name):  # DAPOTrainer is built lazily so that importing this mod
     raise AttributeError(name)
 
 
+def build_dapo_trainer(model: nn.Module, tokenizer, cfg: DAPOConfig, detector: RepetitionDetector | None = None,
+                       steer_vectors: Mapping[int, torch.Tensor] | None = None, policy: SteeredRowPolicy | None = None,
+                       output_dir: str | Path | None = None, use_cpu: bool = True, bf16: bool = False,
+                       copy_model: bool = True, lora_r: int = 0, progress: bool = False):
+    """The :class:`DAPOTrainer` of one arm on (a copy of) ``model`` in training precision, after the memory
+    check (one pass = ``micro_batch`` rows x (longest training prompt + L_max) tokens)."""
+    from .sasft_trainer import _lora, _zero3, check_fits, master_weights, quiet
+
+    nproc = int(os.environ.get("WORLD_SIZE", "1"))
+    out = output_dir or tempfile.mkdtemp(prefix="dapo_")
+    args = grpo_config(cfg, out, use_cpu=use_cpu, num_processes=nproc, bf16=bf16)
+    problems = _problems(cfg, "train", cfg.n_train_problems, cfg.seed)
+    check_fits(model, lora_r=lora_r, base_bytes=4 if _zero3() else next(model.parameters()).element_size(),
+               tokens_per_micro_batch=args.per_device_train_batch_size * (
+                   _longest_prompt(tokenizer, problems) + cfg.max_new_tokens),
+               use_cpu=use_cpu, gpu_memory_gb=cfg.gpu_memory_gb, grad_checkpointing=cfg.grad_checkpointing, what="DAPO")
+    tr = _trainer_class()
+    m = copy.deepcopy(model) if copy_model else model
+    master_weights(m, lora_r)       # float32 master weights (bf16 only autocasts); LoRA: fp32 adapters
+    for p in m.parameters():
+        p.requires_grad_(True)
+    m.train()
+    rollout = SteeredRollouts(tokenizer, cfg.G, cfg.max_new_tokens, cfg.temperature, steer_vectors, cfg.n_steered,
+                              cfg.seed, detector)
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    trainer = tr(model=m, reward_funcs=reward_functions(cfg), args=args, train_dataset=problem_dataset(problems),
+                 processing_class=tokenizer, rollout_func=rollout, steered_policy=policy,
+                 peft_config=_lora(lora_r) if lora_r else None)
+    if not progress:
+        quiet(trainer)
+    return trainer
+
+
 def train_dapo(model: nn.Module, tokenizer, cfg: DAPOConfig, detector: RepetitionDetector | None = None,
                steer_vectors: Mapping[int, torch.Tensor] | None = None, policy: SteeredRowPolicy | None = None,
                output_dir: str | Path | None = None, use_cpu: bool = True, bf16: bool = False, copy_model: bool = True,
@@ -338,26 +385,8 @@ def train_dapo(model: nn.Module, tokenizer, cfg: DAPOConfig, detector: Repetitio
     normal rollouts, the steered rollouts' reward / repeat ratio / raw advantage, and TRL's loss, clip
     fractions (low / high), grad norm averaged over the batch's mini-batch updates; seconds.
     """
-    from .sasft_trainer import _lora, quiet
-
-    tr = _trainer_class()
-    m = copy.deepcopy(model) if copy_model else model
-    m.float()                       # float32 master weights (a bf16-loaded backbone is up-cast; bf16 only autocasts)
-    for p in m.parameters():
-        p.requires_grad_(True)
-    m.train()
-    out = output_dir or tempfile.mkdtemp(prefix="dapo_")
-    nproc = int(os.environ.get("WORLD_SIZE", "1"))
-    args = grpo_config(cfg, out, use_cpu=use_cpu, num_processes=nproc, bf16=bf16)
-    problems = _problems(cfg, "train", cfg.n_train_problems, cfg.seed)
-    rollout = SteeredRollouts(tokenizer, cfg.G, cfg.max_new_tokens, cfg.temperature, steer_vectors, cfg.n_steered,
-                              cfg.seed, detector)
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    trainer = tr(model=m, reward_funcs=reward_functions(cfg), args=args, train_dataset=problem_dataset(problems),
-                 processing_class=tokenizer, rollout_func=rollout, steered_policy=policy,
-                 peft_config=_lora(lora_r) if lora_r else None)
-    if not progress:
-        quiet(trainer)
+    trainer = build_dapo_trainer(model, tokenizer, cfg, detector, steer_vectors, policy, output_dir, use_cpu, bf16,
+                                 copy_model, lora_r, progress)
     t0 = time.perf_counter()
     trainer.train()
     curves = _curves(trainer.curves, trainer.state.log_history, cfg.minibatches * cfg.ppo_epochs)
@@ -366,6 +395,11 @@ def train_dapo(model: nn.Module, tokenizer, cfg: DAPOConfig, detector: Repetitio
     if lora_r:
         policy_model = policy_model.merge_and_unload()
     return policy_model.eval(), curves
+
+
+def _longest_prompt(tokenizer, problems) -> int:
+    """Tokens of the longest training prompt (with the micro-batch and L_max: one pass's padded length)."""
+    return max((len(tokenizer(p.prompt)["input_ids"]) for p in problems), default=0)
 
 
 def _curves(batches: list[dict], history: list[dict], per_batch: int) -> pd.DataFrame:

@@ -110,7 +110,9 @@ class SASFTConfig:
     warmup: int = 20
     weight_decay: float = 0.0
     scheduler: str = "linear"                # official: cosine
-    max_length: int = 2048                   # truncation of prompt + response (official 2,048)
+    max_length: int = 2048                   # tokens: prompt + response cut to this (official 2,048); one
+                                             # micro-batch is batch_size x max_length tokens at most
+    gpu_memory_gb: float | None = None       # check the run fits a GPU of this size first (None: the CUDA device's)
     grad_clip: float = 1.0
     lambdas: tuple[float, ...] = (0.0, 1.0, 10.0)
     eval_prompts_per_lang: int = 40          # split in half: validation (picks lambda) / test (reported)

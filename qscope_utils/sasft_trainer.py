@@ -13,8 +13,18 @@ the same design on TRL 1.16 / accelerate:
   steps and schedule; the penalty is still measured and logged (``penalty`` column of the log).
 * One run per target language (the report's Table 4 rows are separate runs), each with its own
   feature table (:func:`feature_table_for`).
-* Master weights stay in float32 (load the model in float32; ``bf16=True`` only turns on autocast):
-  no pure-bf16 AdamW.
+* Master weights stay in float32 (:func:`master_weights`: full fine-tuning up-casts the model; ``bf16=True``
+  only turns on autocast): no pure-bf16 AdamW. LoRA trains float32 adapters over the frozen base in its
+  loaded dtype (bf16 on a GPU). Before the trainer is built, :func:`qscope_utils.fit.check_training_fits`
+  refuses a run that cannot fit the GPU (8B full fine-tuning on one 80 GB GPU), naming LoRA and the
+  sharded multi-GPU configurations.
+* Memory: prompt + response are cut to ``max_length`` tokens (:func:`truncation_count` says how many
+  were); one micro-batch is ``batch_size`` x at most ``max_length`` tokens whatever ``effective_batch``
+  (gradient accumulation); TRL's fused LM head scores the response tokens in tiles, so no
+  (batch x length x vocabulary) logits exist, in float32 or otherwise. The penalty is the official
+  per-MICRO-batch term: with accumulation it is summed over the window's micro-batches (like the
+  official ``batch 1 x 32`` schedule), so ``batch_size`` is part of its definition; the CE is not (TRL
+  normalises it over the window's tokens), see ``tests/test_sasft_trainer.py``.
 
 Entry points: :func:`train_sasft` (in-process; mini / smoke and one GPU) and ``python -m
 qscope_utils.sasft_trainer --job job.json`` (the same function under ``accelerate launch``, see
@@ -28,7 +38,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import pandas as pd
 import torch
@@ -38,7 +48,8 @@ from .hooks import pad_ids
 from .sasft import CHAT_END, SASFTPenalty, SFTExample, format_prompt
 
 __all__ = ["SASFTTrainArgs", "SASFTCollator", "SASFTTrainer", "sft_dataset", "feature_table_for", "train_sasft",
-           "sft_config", "quiet", "training_log"]
+           "build_sasft_trainer", "sft_config", "quiet", "training_log", "truncation_count", "TruncationCount",
+           "master_weights", "check_fits"]
 
 
 @dataclass
@@ -73,6 +84,9 @@ class SASFTTrainArgs:
     """Data order and initialisation seed: identical for every lambda (matched control)."""
     peft_lora_r: int = 0
     """> 0: train a LoRA adapter of this rank (PEFT ``LoraConfig`` on all linear layers) instead of all weights."""
+    gpu_memory_gb: float | None = None
+    """Check before training that the run fits a GPU of this many GB (:mod:`qscope_utils.fit`); None: the CUDA
+    device's own memory when training on CUDA, no check on the CPU."""
 
     @classmethod
     def for_paper(cls, paper_model: str = "Qwen3-1.7B-Base", **over) -> "SASFTTrainArgs":
@@ -88,10 +102,37 @@ class SASFTTrainArgs:
         """The settings of a :class:`qscope_utils.sasft.SASFTConfig` (bf16 autocast off the CPU)."""
         return cls(steps=cfg.steps, batch_size=cfg.batch_size, effective_batch=cfg.effective_batch, lr=cfg.lr,
                    weight_decay=cfg.weight_decay, scheduler=cfg.scheduler, warmup=cfg.warmup, grad_clip=cfg.grad_clip,
-                   max_length=cfg.max_length, bf16=not use_cpu, use_cpu=use_cpu, seed=cfg.seed, peft_lora_r=lora_r)
+                   max_length=cfg.max_length, bf16=not use_cpu, use_cpu=use_cpu, seed=cfg.seed, peft_lora_r=lora_r,
+                   gpu_memory_gb=cfg.gpu_memory_gb)
 
 
 # --------------------------------------------------------------------------------------------- data
+class TruncationCount(NamedTuple):
+    """What cutting to ``max_length`` tokens did to a set of SFT examples."""
+
+    n_examples: int
+    truncated: int
+    """Examples longer than max_length (cut at the end: their response loses its tail)."""
+    dropped: int
+    """Examples whose prompt alone fills max_length (no response token left: not trained on)."""
+    longest: int
+    """Tokens of the longest example before cutting."""
+
+
+def _tokenized(tokenizer, examples: Sequence[SFTExample]):
+    """(prompt ids, response ids) per example: ``tok(format_prompt(prompt))``, ``tok(response + <|im_end|>)``."""
+    for ex in examples:
+        yield (tokenizer(format_prompt(ex.prompt))["input_ids"],
+               tokenizer(ex.response + CHAT_END, add_special_tokens=False)["input_ids"])
+
+
+def truncation_count(tokenizer, examples: Sequence[SFTExample], max_length: int) -> TruncationCount:
+    """How many examples :func:`sft_dataset` cuts (and drops) at ``max_length`` tokens."""
+    lens = [(len(p), len(p) + len(r)) for p, r in _tokenized(tokenizer, examples)]
+    return TruncationCount(len(lens), sum(t > max_length for _, t in lens), sum(p >= max_length for p, _ in lens),
+                           max((t for _, t in lens), default=0))
+
+
 def sft_dataset(tokenizer, examples: Sequence[SFTExample], max_length: int):
     """A ``datasets.Dataset`` of tokenised examples: input_ids, labels (-100 off the response), response_lang.
 
@@ -99,10 +140,10 @@ def sft_dataset(tokenizer, examples: Sequence[SFTExample], max_length: int):
     only the response tokens are labelled (completion-only loss, as the official collator)."""
     import datasets
 
+    if max_length < 1:
+        raise ValueError(f"max_length must be >= 1 token, got {max_length}")
     rows = {"input_ids": [], "labels": [], "response_lang": []}
-    for ex in examples:
-        p = tokenizer(format_prompt(ex.prompt))["input_ids"]
-        r = tokenizer(ex.response + CHAT_END, add_special_tokens=False)["input_ids"]
+    for ex, (p, r) in zip(examples, _tokenized(tokenizer, examples)):
         ids = (p + r)[:max_length]
         lab = ([-100] * len(p) + r)[:max_length]
         if all(x == -100 for x in lab):
@@ -223,20 +264,56 @@ def _lora(r: int):
     return LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
 
 
-def train_sasft(model: nn.Module, tokenizer, examples: Sequence[SFTExample], args: SASFTTrainArgs,
-                penalty: SASFTPenalty | None = None, sasft_lambda: float = 0.0, output_dir: str | Path | None = None,
-                copy_model: bool = True) -> tuple[nn.Module, pd.DataFrame]:
-    """Fine-tune (a copy of) ``model`` with TRL; returns (model in eval mode, per-step log).
+def _zero3() -> bool:
+    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
 
-    Log columns: step, lr, loss (CE + lambda x penalty as TRL logs it), ce (TRL's response CE, ``loss``
-    minus the penalty term), penalty (measured in every run, also at lambda = 0), grad_norm.
-    """
+
+def master_weights(model: nn.Module, lora_r: int = 0) -> None:
+    """Put ``model`` (in place) in training precision.
+
+    Full fine-tuning: every parameter float32 (a bf16-loaded backbone is up-cast; ``bf16=True`` only
+    autocasts), so AdamW never updates bf16 weights. LoRA: the frozen base keeps its loaded dtype and PEFT
+    creates float32 adapters (``autocast_adapter_dtype``); under DeepSpeed ZeRO-3, where TRL would make the
+    adapters bf16, the base is up-cast too so that they stay float32."""
+    if not lora_r or _zero3():
+        model.float()
+
+
+def check_fits(model: nn.Module, *, lora_r: int, base_bytes: int, tokens_per_micro_batch: int, use_cpu: bool,
+               gpu_memory_gb: float | None, grad_checkpointing: bool = False, what: str = "fine-tuning"):
+    """:func:`qscope_utils.fit.check_training_fits` for this model and process layout, before any step.
+
+    Checked against ``gpu_memory_gb`` when given, else against the CUDA device's memory when training on
+    CUDA; returns the :class:`qscope_utils.fit.TrainingMemory` or None (CPU run, no size given)."""
+    from .fit import check_training_fits, shape_from_config
+
+    if gpu_memory_gb is not None:
+        gpu_bytes = float(gpu_memory_gb) * 1e9
+    elif not use_cpu and torch.cuda.is_available():
+        gpu_bytes = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+    else:
+        return None
+    n = int(os.environ.get("WORLD_SIZE", "1"))
+    sharded = _zero3() or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    return check_training_fits(shape_from_config(model.config), gpu_bytes, lora_r=lora_r, n_gpus=n, sharded=sharded,
+                               tokens_per_micro_batch=tokens_per_micro_batch, grad_checkpointing=grad_checkpointing,
+                               base_bytes=base_bytes or 2, what=what)
+
+
+def build_sasft_trainer(model: nn.Module, tokenizer, examples: Sequence[SFTExample], args: SASFTTrainArgs,
+                        penalty: SASFTPenalty | None = None, sasft_lambda: float = 0.0,
+                        output_dir: str | Path | None = None, copy_model: bool = True):
+    """The :class:`SASFTTrainer` for one run on (a copy of) ``model``, in training precision
+    (:func:`master_weights`), after the memory check (:func:`check_fits`, micro-batch = batch_size x max_length)."""
     import copy
     import tempfile
 
+    check_fits(model, lora_r=args.peft_lora_r, base_bytes=4 if _zero3() else next(model.parameters()).element_size(),
+               tokens_per_micro_batch=args.batch_size * args.max_length, use_cpu=args.use_cpu,
+               gpu_memory_gb=args.gpu_memory_gb, what="SASFT")
     tr = _trainer_class()
     m = copy.deepcopy(model) if copy_model else model
-    m.float()                       # float32 master weights (a bf16-loaded backbone is up-cast; bf16 only autocasts)
+    master_weights(m, args.peft_lora_r)
     m.train()
     out = output_dir or tempfile.mkdtemp(prefix="sasft_")
     nproc = int(os.environ.get("WORLD_SIZE", "1"))
@@ -246,6 +323,18 @@ def train_sasft(model: nn.Module, tokenizer, examples: Sequence[SFTExample], arg
                  processing_class=tokenizer, data_collator=SASFTCollator(pad), penalty=penalty,
                  sasft_lambda=sasft_lambda, peft_config=_lora(args.peft_lora_r) if args.peft_lora_r else None)
     quiet(trainer)
+    return trainer
+
+
+def train_sasft(model: nn.Module, tokenizer, examples: Sequence[SFTExample], args: SASFTTrainArgs,
+                penalty: SASFTPenalty | None = None, sasft_lambda: float = 0.0, output_dir: str | Path | None = None,
+                copy_model: bool = True) -> tuple[nn.Module, pd.DataFrame]:
+    """Fine-tune (a copy of) ``model`` with TRL; returns (model in eval mode, per-step log).
+
+    Log columns: step, lr, loss (CE + lambda x penalty as TRL logs it), ce (TRL's response CE, ``loss``
+    minus the penalty term), penalty (measured in every run, also at lambda = 0), grad_norm.
+    """
+    trainer = build_sasft_trainer(model, tokenizer, examples, args, penalty, sasft_lambda, output_dir, copy_model)
     try:
         trainer.train()
     finally:

@@ -35,9 +35,21 @@ def test_grpo_config_is_dapo(tmp_path):
     assert a.max_steps == cfg.n_steps * cfg.minibatches * cfg.ppo_epochs
     # TRL computes old log-probs once per generation batch exactly when accumulation % (spg x iterations) != 0
     assert a.gradient_accumulation_steps % (a.steps_per_generation * a.num_iterations) != 0
+    assert a.gradient_checkpointing is False
+    # paper: 512 rollouts, 4 mini-batches of 128; each process trains 16 rows per mini-batch in passes of 4
     p = D.DAPOConfig.for_profile("paper", "1.7B")
     ap = DT.grpo_config(p, tmp_path, num_processes=8)
-    assert ap.per_device_train_batch_size == 16 and ap.steps_per_generation == 4 and ap.max_completion_length == 4096
+    assert (ap.per_device_train_batch_size, ap.gradient_accumulation_steps, ap.steps_per_generation) == (4, 4, 16)
+    assert 8 * ap.per_device_train_batch_size * ap.steps_per_generation == 512           # rollouts over 8 processes
+    assert ap.max_completion_length == 4096 and ap.gradient_checkpointing
+    assert ap.gradient_accumulation_steps % (ap.steps_per_generation * ap.num_iterations) != 0   # old log-probs kept
+    one = DT.grpo_config(p, tmp_path)                                   # one GPU: 128 rows per mini-batch
+    assert (one.per_device_train_batch_size, one.gradient_accumulation_steps, one.steps_per_generation) == (4, 32, 128)
+    assert one.generation_batch_size == 512 and one.max_steps == p.n_steps * 4
+    small = DT.grpo_config(D.DAPOConfig(**{**p.__dict__, "n_prompts": 1, "G": 2, "minibatches": 1}), tmp_path)
+    assert (small.per_device_train_batch_size, small.gradient_accumulation_steps) == (2, 1)   # 2 rows < micro_batch
+    with pytest.raises(ValueError, match="micro_batch=5 must divide"):
+        DT.grpo_config(D.DAPOConfig(**{**p.__dict__, "micro_batch": 5}), tmp_path)
     with pytest.raises(ValueError, match="mini-batches"):
         DT.grpo_config(_cfg(minibatches=4), tmp_path)
     with pytest.raises(ValueError, match="whole groups"):
@@ -185,6 +197,73 @@ def test_old_policy_of_steered_rows_is_the_unsteered_policy(tiny_model, monkeypa
     ms, mn = m & s[:, None], m & ~s[:, None]
     torch.testing.assert_close(samp[mn], plain[mn], atol=1e-4, rtol=1e-4)    # normal rows: on-policy
     assert (samp[ms] - plain[ms]).abs().max() > 1e-2                         # steered rows: the sampler differs
+
+
+# ----------------------------------------------------------------------------- micro-batches, precision, fit
+def _first_update_grads(model, tok, cfg, tmp_path):
+    from transformers import TrainerCallback
+
+    grads = {}
+
+    class Grab(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
+            if not grads:
+                grads.update({n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None})
+
+    tr = DT.build_dapo_trainer(model, tok, cfg, output_dir=tmp_path)
+    tr.add_callback(Grab())
+    tr.train()
+    return grads, tr
+
+
+def test_micro_batches_give_the_same_update(tiny_model, monkeypatch, tmp_path):
+    """The first mini-batch (3 of the 6 rollouts) as one pass or as 3 accumulated passes of 1 row: same rollouts,
+    same gradient (TRL's DAPO normaliser is the generation batch's token count, rescaled per accumulation window)."""
+    model, tok = tiny_model
+    monkeypatch.setattr(DT, "_problems", lambda cfg, split, n, seed: [Problem(f"{a} + {a} =", 2 * a, "m") for a in range(6)])
+    # a random tiny policy is never right: score text lengths instead so that advantages are not all 0
+    monkeypatch.setattr(DT.CorrectnessReward, "__call__", lambda self, completions, answer, **_:
+                        [float(sum(map(ord, c)) % 5) for c in completions])
+    g1, t1 = _first_update_grads(model, tok, _cfg(max_grad_norm=1e9), tmp_path / "a")
+    g3, t3 = _first_update_grads(model, tok, _cfg(max_grad_norm=1e9, micro_batch=1), tmp_path / "b")
+    assert (t1.args.gradient_accumulation_steps, t3.args.gradient_accumulation_steps) == (1, 3)
+    assert torch.equal(t1.last_batch["completion_ids"], t3.last_batch["completion_ids"])     # same rollouts
+    assert g1.keys() == g3.keys() and g1
+    for n in g1:
+        torch.testing.assert_close(g3[n], g1[n], rtol=1e-4, atol=1e-6, msg=n)
+    assert max(float(g.abs().max()) for g in g1.values()) > 1e-4
+    assert t1.state.global_step == t3.state.global_step == 2                                   # 2 mini-batch updates
+
+
+def test_fp32_master_weights_and_refusal(tiny_model, monkeypatch, tmp_path):
+    from qscope_utils import fit
+
+    model, tok = tiny_model
+    monkeypatch.setattr(DT, "_problems", lambda cfg, split, n, seed: [Problem(f"{a} + {a} =", 2 * a, "m") for a in range(6)])
+    tr = DT.build_dapo_trainer(model.to(torch.bfloat16), tok, _cfg(), output_dir=tmp_path / "a")
+    assert all(p.dtype == torch.float32 and p.requires_grad for p in tr.model.parameters())   # AdamW on fp32
+    # refused before the trainer is built when the given GPU is too small, naming LoRA and the 8-GPU configs
+    longest = max(len(tok(f"{a} + {a} =")["input_ids"]) for a in range(6))
+    need = fit.training_peak_bytes(fit.shape_from_config(model.config), tokens_per_micro_batch=3 * (longest + 6),
+                                   grad_checkpointing=False).total
+    built = []
+
+    class Built(Exception):
+        pass
+
+    def stub():
+        built.append(1)
+        raise Built
+
+    monkeypatch.setattr(DT, "_trainer_class", stub)
+    with pytest.raises(fit.TrainingDoesNotFit, match="zero3_8b.yaml") as e:
+        DT.build_dapo_trainer(model, tok, _cfg(gpu_memory_gb=need / 1.2e9), output_dir=tmp_path / "b")
+    assert "DAPO" in str(e.value) and "lora_r=16" in str(e.value) and built == []
+    with pytest.raises(fit.TrainingDoesNotFit):                  # the micro-batch sizes the check: 3 rows do not fit
+        DT.build_dapo_trainer(model, tok, _cfg(gpu_memory_gb=need / 0.95e9), output_dir=tmp_path / "c")
+    with pytest.raises(Built):                                   # fits: the trainer is built
+        DT.build_dapo_trainer(model, tok, _cfg(gpu_memory_gb=need / 0.85e9), output_dir=tmp_path / "d")
+    assert built == [1]
 
 
 # ----------------------------------------------------------------------------- 2-process launch

@@ -132,3 +132,120 @@ def test_two_process_cpu_launch(tiny_model_dir, tmp_path):
     m, _, log = launch.read_run(tmp_path / "run")
     assert len(log) == 2 and log.penalty.notna().all()
     assert any(not torch.equal(a, b) for a, b in zip(m.parameters(), model.parameters()))
+
+
+# ----------------------------------------------------------------------------- memory: truncation, micro-batches, logits
+def test_truncation_count_and_cut_rows(tiny_model):
+    _, tok = tiny_model
+    ex = [sasft.SFTExample("Bonjour", "The quick brown fox jumps over the lazy dog. " * 3, "fr", "en"),
+          sasft.SFTExample("Hi", "1 + 2", "fr", "en"),
+          sasft.SFTExample("Bonjour tout le monde. " * 8, "Yes.", "fr", "en")]
+    P = [len(tok(sasft.format_prompt(e.prompt))["input_ids"]) for e in ex]
+    R = [len(tok(e.response + sasft.CHAT_END, add_special_tokens=False)["input_ids"]) for e in ex]
+    L = P[0] + 20                                  # example 0 keeps 20 response tokens; example 2's prompt fills L
+    assert P[1] + R[1] <= L < P[0] + R[0] and P[2] >= L, (P, R, L)
+    tc = st.truncation_count(tok, ex, L)
+    assert tc == st.TruncationCount(n_examples=3, truncated=2, dropped=1, longest=max(p + r for p, r in zip(P, R)))
+    ds = st.sft_dataset(tok, ex, L)
+    assert len(ds) == 2                            # the dropped one is not trained on
+    assert len(ds[0]["input_ids"]) == L and sum(x != -100 for x in ds[0]["labels"]) == 20
+    full = tok(ex[0].response + sasft.CHAT_END, add_special_tokens=False)["input_ids"]
+    assert ds[0]["labels"][-20:] == full[:20]       # the response's head survives, its tail is cut
+    assert len(ds[1]["input_ids"]) == P[1] + R[1]
+    assert st.truncation_count(tok, ex, 10_000) == (3, 0, 0, tc.longest)
+
+
+class _GradGrab:
+    """Trainer callback: a copy of every gradient just before the first optimizer step."""
+
+    def __init__(self):
+        from transformers import TrainerCallback
+
+        grab = self
+
+        class CB(TrainerCallback):
+            def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
+                if not grab.grads:
+                    grab.grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+        self.cb, self.grads = CB(), {}
+
+
+def _first_step_grads(model, tok, ex, batch_size, effective, tmp_path, pen=None, lam=0.0):
+    args = st.SASFTTrainArgs(steps=1, batch_size=batch_size, effective_batch=effective, lr=1e-3, warmup=0,
+                             max_length=64, grad_clip=1e9)
+    trainer = st.build_sasft_trainer(model, tok, ex, args, pen, lam, output_dir=tmp_path)
+    g = _GradGrab()
+    trainer.add_callback(g.cb)
+    try:
+        trainer.train()
+    finally:
+        trainer.detach()
+    return g.grads, trainer
+
+
+def test_micro_batches_accumulate_to_the_same_gradient(tiny_model, tmp_path):
+    """One optimizer step of 4 examples: 1 micro-batch of 4 == 4 micro-batches of 1 (accumulation), for the CE.
+
+    TRL normalises the CE by the response tokens of the whole accumulation window, so splitting the batch
+    changes nothing; a wrong normalisation (mean per micro-batch, then / 4) would differ by the token shares."""
+    model, tok, ex, pen = _setup(tiny_model)
+    g4, _ = _first_step_grads(model, tok, ex, 4, 4, tmp_path / "a", pen, 0.0)
+    g1, tr1 = _first_step_grads(model, tok, ex, 1, 4, tmp_path / "b", pen, 0.0)
+    assert tr1.args.gradient_accumulation_steps == 4 and len(tr1.penalty_log) == 4
+    assert g4.keys() == g1.keys() and len(g4) == len(list(model.parameters()))
+    for n in g4:
+        torch.testing.assert_close(g1[n], g4[n], rtol=1e-4, atol=1e-6, msg=n)
+    assert max(float(g.abs().max()) for g in g4.values()) > 1e-3          # a real gradient, not zeros
+
+
+def test_training_never_builds_vocabulary_logits(tiny_model, tmp_path):
+    """TRL's fused LM head scores response tokens in tiles: the LM head module never runs in a training step,
+    so no (batch x length x vocabulary) logits (nor a float32 copy of them) are made."""
+    model, tok, ex, pen = _setup(tiny_model)
+    args = st.SASFTTrainArgs(steps=2, batch_size=2, effective_batch=4, lr=1e-3, warmup=0, max_length=64)
+    trainer = st.build_sasft_trainer(model, tok, ex, args, pen, 1.0, output_dir=tmp_path)
+    calls = []
+    h = trainer.model.lm_head.register_forward_hook(lambda m, i, o: calls.append(tuple(o.shape)))
+    try:
+        trainer.train()
+    finally:
+        trainer.detach()
+        h.remove()
+    assert calls == [] and len(trainer.penalty_log) == 4
+
+
+def test_master_weights_fp32_full_and_lora_over_bf16_base(tiny_model, tmp_path):
+    model, tok, ex, pen = _setup(tiny_model)
+    bf = model.to(torch.bfloat16)
+    args = st.SASFTTrainArgs(steps=1, batch_size=2, effective_batch=2, warmup=0, max_length=64)
+    full = st.build_sasft_trainer(bf, tok, ex, args, output_dir=tmp_path / "a")
+    assert all(p.dtype == torch.float32 for p in full.model.parameters())          # AdamW on float32 weights
+    assert next(bf.parameters()).dtype == torch.bfloat16                           # the caller's model untouched
+    lora = st.build_sasft_trainer(bf, tok, ex, st.SASFTTrainArgs(**{**args.__dict__, "peft_lora_r": 2}),
+                                  output_dir=tmp_path / "b")
+    train = [p for p in lora.model.parameters() if p.requires_grad]
+    frozen = [p for p in lora.model.parameters() if not p.requires_grad]
+    assert train and all(p.dtype == torch.float32 for p in train)                  # float32 adapters
+    assert frozen and all(p.dtype == torch.bfloat16 for p in frozen)               # frozen base stays bf16
+
+
+def test_refused_before_any_step_when_it_cannot_fit(tiny_model, tmp_path, monkeypatch):
+    from qscope_utils import fit
+
+    model, tok, ex, pen = _setup(tiny_model)
+    shape = fit.shape_from_config(model.config)
+    args = st.SASFTTrainArgs(steps=1, batch_size=2, effective_batch=2, warmup=0, max_length=64)
+    need = fit.training_peak_bytes(shape, tokens_per_micro_batch=2 * 64, grad_checkpointing=False,
+                                   base_bytes=4).total
+    built = []
+    monkeypatch.setattr(st, "_trainer_class", lambda: built.append(1))
+    with pytest.raises(fit.TrainingDoesNotFit, match="lora_r=16"):
+        st.build_sasft_trainer(model, tok, ex, st.SASFTTrainArgs(**{**args.__dict__, "gpu_memory_gb": need / 2e9}),
+                               output_dir=tmp_path)
+    assert built == []                                                              # refused before the trainer
+    mem = st.check_fits(model, lora_r=0, base_bytes=4, tokens_per_micro_batch=128, use_cpu=True,
+                        gpu_memory_gb=need / 0.8e9)
+    assert mem.total == need
+    assert st.check_fits(model, lora_r=0, base_bytes=4, tokens_per_micro_batch=128, use_cpu=True,
+                         gpu_memory_gb=None) is None                                # CPU run, no size given

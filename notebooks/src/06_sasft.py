@@ -150,6 +150,10 @@ fig = F.render(profile, "06_language_features")
 # %%
 on_cpu = not torch.cuda.is_available()
 targs = ST.SASFTTrainArgs.from_config(cfg, use_cpu=on_cpu, lora_r=lora_r)
+trunc = ST.truncation_count(tok, train_ex, cfg.max_length)   # prompt + response cut to max_length tokens
+print(f"max_length {cfg.max_length}: {trunc.truncated} of {trunc.n_examples} SFT examples cut, {trunc.dropped} "
+      f"dropped (prompt alone too long), longest {trunc.longest} tokens; micro-batch {cfg.batch_size} x "
+      f"<= {cfg.max_length} tokens, {cfg.effective_batch} examples per optimizer step")
 runs = [("SFT", None, 0.0)] + [(f"SASFT[{t}] λ={lam:g}", t, lam) for t in cfg.targets for lam in cfg.lambdas if lam > 0]
 names = {(t, lam): name for name, t, lam in runs}
 evals = {"base": sasft.evaluate_model(scope.model, tok, prompts, cfg, ppl_texts, heldout_ex)}
@@ -241,7 +245,7 @@ summary = {
     "response_lang": cfg.response_lang, "targets": list(cfg.targets), "lambdas": list(cfg.lambdas),
     "lambda_chosen_on_val": lam_main, "norm_ratio": norm_ratio, "steps": cfg.steps, "batch_size": cfg.batch_size, "lr": cfg.lr,
     "effective_batch": cfg.effective_batch, "scheduler": cfg.scheduler, "weight_decay": cfg.weight_decay,
-    "max_length": cfg.max_length, "trainer": "trl.SFTTrainer + SASFT penalty (official per-layer formula, summed)",
+    "max_length": cfg.max_length, "truncation": trunc._asdict(), "trainer": "trl.SFTTrainer + SASFT penalty (official per-layer formula, summed)",
     "runs": [r[0] for r in runs], "launch": launch,
     "n_train": len(train_ex), "n_seeds": cfg.n_seeds, "max_new_tokens": cfg.max_new_tokens,
     "temperature": cfg.temperature, "sft_response_contamination": contam,

@@ -359,7 +359,8 @@ summary = {
     "sweeps": sweeps[["prompts", "direction", "alpha", "ratio", "lo", "hi"]].to_dict("records"),
     "dapo": {k: v for k, v in vars(dcfg).items()},
     "trainer": "trl.GRPOTrainer(loss_type='dapo', epsilon=0.2, epsilon_high=0.28, beta=0.0, scale_rewards='group'); "
-               f"steps_per_generation={dcfg.minibatches}, num_iterations={dcfg.ppo_epochs}; rollout_func steers rows 0, G, 2G",
+               f"{dcfg.minibatches} optimizer steps per generation batch in passes of micro_batch={dcfg.micro_batch} rows "
+               f"(None: one pass), num_iterations={dcfg.ppo_epochs}; rollout_func steers rows 0, G, 2G",
     "sae_variant_chosen": chosen, "sae_variant_rule": choice_rule, "sae_variants": val.to_dict("records"),
     "sae_ppl_ratio_vs_vanilla_test": float(sae_arm["ppl"] / van["ppl"]),
     "sae_ppl_verdict": (f"SAE arm held-out perplexity {sae_arm['ppl']:.1f} = {sae_arm['ppl'] / van['ppl']:.2f} x vanilla "
