@@ -15,7 +15,6 @@ from qscope_utils.model_shapes import BACKBONE_SHAPES
 ROOT = Path(__file__).resolve().parents[1]
 S8 = BACKBONE_SHAPES["Qwen/Qwen3-8B-Base"]
 S17 = BACKBONE_SHAPES["Qwen/Qwen3-1.7B-Base"]
-HAS_FIT = __import__("importlib").util.find_spec("qscope_utils.fit") is not None
 
 
 # --- pure arithmetic, hand-computed ---------------------------------------------------------------
@@ -119,8 +118,6 @@ def test_notebook_07_paper_rollout_batch_does_not_fit_one_h100():
     assert pl.dominant.startswith("DAPO rollouts")
 
 
-@pytest.mark.skipif(not HAS_FIT, reason="qscope_utils.fit arrives with the training-precision branch (lead: "
-                                        "remove this skip at merge)")
 def test_training_rows_use_the_fit_memory_model():
     from qscope_utils import fit
 
