@@ -7,6 +7,9 @@ into ``results/<profile>/timings.json``. ``python -m qscope_utils.runner --profi
     -p layer 18 -p alpha 20               notebook parameters, values read as YAML (as papermill -p)
     -y "layer: 18"  /  -y params.yaml     notebook parameters as a YAML string or file
     --quiet                               no per-cell progress lines
+    --seed N                              build seed N (mini/smoke): data/<profile>-seedN, results/<profile>-seedN
+    --seeds N                             every notebook for build seeds 0..N-1, then the across-seed summary
+                                          (results/<profile>-seeds/; N times a default run's time)
 
 Notebooks that do not apply to a profile (``APPLIES``) are skipped with a message. Progress bars
 inside notebooks are off in these batch runs (``QSCOPE_PROGRESS=1`` keeps them): the executed
@@ -28,6 +31,7 @@ from typing import Callable
 import yaml
 
 from .paths import rel, repo_root, results_dir
+from .seeds import check_seed_options, run_seeds, seed_env
 
 __all__ = ["APPLIES", "RunnerError", "NotebookFailed", "make_portable", "list_notebooks", "applies", "parse_parameters", "run_notebook", "run_all"]
 
@@ -301,11 +305,19 @@ def main(argv: list[str] | None = None) -> None:
                     help="notebook parameter (repeatable); VALUE is read as YAML: 18 -> int, true -> bool")
     ap.add_argument("-y", "--parameters-yaml", metavar="YAML", help="notebook parameters as a YAML string or file")
     ap.add_argument("--quiet", action="store_true", help="no per-cell progress lines")
+    ap.add_argument("--seed", type=int, metavar="N", help="build seed of mini/smoke (seed N>0: data/<profile>-seedN)")
+    ap.add_argument("--seeds", type=int, metavar="N", help="run for build seeds 0..N-1, then aggregate across seeds")
     args = ap.parse_args(argv)
+    if (problem := check_seed_options(args.profile, args.seed, args.seeds)) is not None:
+        ap.error(problem)
 
     try:
         params = parse_parameters(args.parameters, args.parameters_yaml)
-        run_all(args.profile, args.only, params, quiet=args.quiet)
+        if args.seeds is not None:
+            run_seeds(args.profile, args.seeds, lambda: run_all(args.profile, args.only, params, quiet=args.quiet))
+        else:
+            with seed_env(args.seed):
+                run_all(args.profile, args.only, params, quiet=args.quiet)
     except RunnerError as e:
         print(f"[run_all] error: {e}", file=sys.stderr)
         sys.exit(2)
