@@ -32,7 +32,7 @@ from qscope_utils import stats as S  # noqa: E402
 
 COLUMNS = ["section", "notebook", "claim", "design", "unit", "n", "estimate", "se", "mde", "target_effect",
            "target_basis", "n_needed", "source"]
-RELATIVE_CUT = 0.5   # "drops sharply" / a code-switch cut, read as a 50% relative reduction (the report's SASFT cuts are 73-100%)
+RELATIVE_CUT = 0.5   # "drops sharply" / a code-switch cut, read as a 50% relative reduction (the report's 1.7B SASFT cuts are 73-100%)
 
 
 def results_root() -> Path:
@@ -151,7 +151,7 @@ def p06(d: dict) -> list[dict]:
         out.append(_row("§7", "06", f"SASFT cuts the {lang} code-switch ratio",
                         f"paired difference over prompts (SFT − SASFT, per-prompt ratio over {df['n_seeds']} samples)",
                         "prompts", df["n_prompts"], df["value"], _se(df), target,
-                        f"a {RELATIVE_CUT:.0%} cut of our SFT ratio {r['sft']['value']:.2f} (report: 73-100% cuts)",
+                        f"a {RELATIVE_CUT:.0%} cut of our SFT ratio {r['sft']['value']:.2f} (report, 1.7B: 73-100% cuts)",
                         f"06_summary.json test.{lang}.diff"))
     return out
 
