@@ -185,19 +185,25 @@ def load_seeds(results_root: str | Path, profile: str, seeds: list[int]) -> dict
 
 
 def _verdicts(nn: str, d: dict) -> list[tuple[str, str]]:
-    """(claim label, verdict) for each bullet of :mod:`findings` that carries a verdict."""
+    """(claim label, verdict) for each bullet of :mod:`findings` that carries a verdict. The label is the
+    bullet's opening words; bullets sharing them (one per language) add the word after ``"): "`` (``es``)."""
     try:
         bullets = FINDINGS[nn][1](d)
     except _MISSING:
         return []
-    out, seen = [], Counter()
+    found = []
     for b in bullets:
         m = re.search(r"\*\*(.+?)\*\*\.\s*$", b)
-        if not m:
-            continue
-        label = re.split(r" \(|:", b.strip().lstrip("- ").strip())[0]
-        seen[label] += 1
-        out.append((label if seen[label] == 1 else f"{label} #{seen[label]}", m.group(1)))
+        if m:
+            text = b.strip().lstrip("- ").strip()
+            tail = re.search(r"\): (\S+)", text)
+            found.append((re.split(r" \(|:", text)[0], tail.group(1) if tail else None, m.group(1)))
+    counts = Counter(base for base, _, _ in found)
+    out, seen = [], Counter()
+    for base, tail, verdict in found:
+        seen[base] += 1
+        label = base if counts[base] == 1 else f"{base} ({tail})" if tail else f"{base} #{seen[base]}"
+        out.append((label, verdict))
     return out
 
 

@@ -263,6 +263,7 @@ def across_seeds(profile: str, n_seeds: int) -> str:
     """Aggregate build seeds 0..n_seeds-1 into results/<profile>-seeds/ (SUMMARY.md, seeds.json); the markdown."""
     sys.path.insert(0, str(ROOT))
     from qscope_utils import across_seeds as A
+    from qscope_utils.paths import seeded
 
     agg = A.aggregate(A.load_seeds(results_root(), profile, list(range(n_seeds))))
     if not any(r["per_seed"] for r in agg["headlines"]):
@@ -271,7 +272,16 @@ def across_seeds(profile: str, n_seeds: int) -> str:
         sys.exit(1)
     out = results_root() / f"{profile}-seeds"
     out.mkdir(parents=True, exist_ok=True)
-    md = A.render(agg, profile)
+    lines = [A.render(agg, profile).rstrip("\n")]
+    walls = []
+    for s in agg["seeds"]:
+        t = results_root() / seeded(profile, s) / "timings.json"
+        if t.exists():
+            walls.append(f"seed {s}: {sum(json.loads(t.read_text()).get('notebooks', {}).values()):.0f}")
+    if walls:
+        lines += ["", f"Notebook wall time per seed (s, {_cores(profile)}; build cached or not): " + ", ".join(walls)]
+    lines += build_table(profile) + perf_table()        # seed 0's build and the machine benchmarks
+    md = "\n".join(lines) + "\n"
     (out / "seeds.json").write_text(json.dumps(agg, indent=1, default=str))
     (out / "SUMMARY.md").write_text(md)
     return md

@@ -87,6 +87,15 @@ def test_aggregate_known_answers(tmp_path):
     assert asym["verdicts"] == {"reproduced": 3} and asym["across_seeds"] == "reproduced"
 
 
+def test_claims_of_one_kind_are_labelled_by_language():
+    from qscope_utils.across_seeds import _verdicts
+
+    ks = lambda f1, lo, hi: {"K=1": {"layer": 1, "features": [5], "f1": f1, "f1_ci95": [lo, hi]}}
+    d = {"or_rule_at_top1diff_layer": {"es": ks(0.95, 0.92, 0.97), "it": ks(0.6, 0.5, 0.7)},
+         "data_efficiency_macro_f1": []}
+    assert _verdicts("04", d) == [("OR-rule held-out F1 (es)", "reproduced"), ("OR-rule held-out F1 (it)", "not reproduced")]
+
+
 def test_a_claim_missing_in_one_seed_is_incomplete(tmp_path):
     from qscope_utils.across_seeds import aggregate
 
