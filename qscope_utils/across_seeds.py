@@ -215,6 +215,7 @@ def aggregate(per_seed: dict[int, dict[str, dict]]) -> dict:
     """Across-seed aggregate of ``{seed: {nn: summary}}``::
 
         {"seeds": [...], "missing": {seed: [notebooks without a summary]},
+         "unreadable": {seed: [notebooks whose summary lacks the headline fields]},
          "headlines": [{"nn", "section", "quantity", "n_seeds", "mean", "min", "max", "diff",
                         "n_excluding_0", "fmt", "per_seed": [{"seed", "value", "lo", "hi"}]}],
          "picks": [{"nn", "section", "what", "comparable", "modal", "fraction", "n_seeds",
@@ -265,7 +266,8 @@ def aggregate(per_seed: dict[int, dict[str, dict]]) -> dict:
         c.update(n_seeds=len(c["per_seed"]), verdicts=dict(counts),
                  across_seeds=("mixed" if len(counts) > 1 else next(iter(counts))) if whole else "incomplete")
     missing = {s: [nn for nn in NOTEBOOKS if nn not in per_seed[s]] for s in seeds}
-    return {"seeds": seeds, "missing": missing, "headlines": list(rows.values()), "picks": list(sel.values()),
+    unreadable = {s: [nn for nn, d in per_seed[s].items() if not headlines(nn, d)] for s in seeds}
+    return {"seeds": seeds, "missing": missing, "unreadable": unreadable, "headlines": list(rows.values()), "picks": list(sel.values()),
             "claims": list(claims.values())}
 
 
@@ -283,8 +285,12 @@ def _per_seed(r: dict) -> str:
 
 
 def _missing_note(agg: dict) -> list[str]:
-    miss = [f"seed {s}: {', '.join(nn)}" for s, nn in agg.get("missing", {}).items() if nn]
-    return [f"Not run yet (left out of the means): {'; '.join(miss)}.", ""] if miss else []
+    out = []
+    for key, what in (("missing", "Not run yet"), ("unreadable", "Summary without the headline fields (an older schema?)")):
+        items = [f"seed {s}: {', '.join(nn)}" for s, nn in agg.get(key, {}).items() if nn]
+        if items:
+            out += [f"{what}, left out of the means: {'; '.join(items)}.", ""]
+    return out
 
 
 def render(agg: dict, profile: str) -> str:

@@ -99,9 +99,12 @@ def test_claims_of_one_kind_are_labelled_by_language():
 def test_a_claim_missing_in_one_seed_is_incomplete(tmp_path):
     from qscope_utils.across_seeds import aggregate
 
-    agg = aggregate({0: {"03": s03(2, (0.5, 0.2, 0.7))}, 1: {}})
+    from qscope_utils.across_seeds import render
+
+    agg = aggregate({0: {"03": s03(2, (0.5, 0.2, 0.7))}, 1: {"03": {"layer": 2}}})
     c = next(c for c in agg["claims"] if c["claim"] == "Asymmetric overlap")
     assert c["verdicts"] == {"reproduced": 1} and c["across_seeds"] == "incomplete"
+    assert agg["unreadable"] == {0: [], 1: ["03"]} and "seed 1: 03" in render(agg, "mini")
 
 
 def test_summarize_seeds_writes_the_table(tmp_path):
