@@ -4,6 +4,9 @@
 #   ./run_all.sh --profile smoke        # micro sizes, for CI and quick checks
 #   QSCOPE_TORCH=cuda ./run_all.sh --profile paper   # real Qwen3 + Qwen-Scope on a GPU (00 is skipped)
 #   ./run_all.sh --only 00 1            # a subset, by number (1 = 01)
+#   ./run_all.sh --seed 1               # build seed 1: data/mini-seed1, results/mini-seed1 (seed 0 = data/mini)
+#   ./run_all.sh --seeds 3              # seeds 0, 1, 2 (build + every notebook each, 3x the time), then the
+#                                       # across-seed summary in results/mini-seeds/ (scripts/summarize.py --seeds)
 #   ./run_all.sh --only 02 -p layer 18  # notebook parameters, as papermill's -p / -y
 #   ./run_all.sh --no-venv ...          # run in the current environment (conda, ...) instead of ./.venv
 #   ./run_all.sh --profile paper --plan # per notebook: downloads, peak GPU memory, GPU time; runs nothing

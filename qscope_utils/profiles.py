@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .paths import data_dir
+from .paths import build_seed, data_dir
 
 __all__ = ["MiniScopeConfig", "Profile", "get_profile", "require_device", "PROFILES", "PAPER_NORM_RATIO",
            "massive_norm_ratio"]
@@ -43,7 +43,7 @@ class MiniScopeConfig:
     sae_train_tokens: int = 1_000_000
     sae_batch_tokens: int = 1024
     sae_lr: float = 1e-3
-    seed: int = 0
+    seed: int = 0                           # build seed (corpus split, init, batches, SAEs); $QSCOPE_SEED sets it
 
 
 SMOKE_SCOPE = MiniScopeConfig(
@@ -149,12 +149,14 @@ PROFILES = ("mini", "smoke", "paper")
 def get_profile(name: str = "mini", **overrides) -> Profile:
     """Resolve a profile by name; keyword overrides replace fields (e.g. ``device="cuda"``).
 
-    ``QSCOPE_DEVICE`` in the environment overrides the device for every profile.
+    ``QSCOPE_DEVICE`` in the environment overrides the device for every profile; ``QSCOPE_SEED``
+    selects the build seed of mini/smoke (its scope lives in ``data/<profile>-seedN``, see
+    :func:`qscope_utils.paths.seeded`; seed 0 is the default build in ``data/<profile>``).
     """
     if name == "mini":
-        prof = _built("mini", MiniScopeConfig())
+        prof = _built("mini", replace(MiniScopeConfig(), seed=build_seed()))
     elif name == "smoke":
-        prof = _built("smoke", SMOKE_SCOPE)
+        prof = _built("smoke", replace(SMOKE_SCOPE, seed=build_seed()))
     elif name == "paper":
         prof = _paper()
     else:

@@ -1,28 +1,26 @@
 """Writing results: figures (PNG), tables (CSV) and records (JSON) under results/<profile>/.
 
-Every JSON record gets a ``_meta`` block with the profile, seed, timestamp and library versions,
-so a number in results/ can be traced to how it was made. Paths are written relative to the
-repository root (``paths.rel``), never as this machine's absolute paths.
+Every JSON record gets a ``_meta`` block with the profile, the notebook's seed, a timestamp and the
+provenance of :func:`qscope_utils.provenance.provenance` (build seed, library versions, CPU model,
+torch threads, device), so a number in results/ can be traced to how and where it was made. Paths
+are written relative to the repository root (``paths.rel``), never as this machine's absolute paths.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import json
-import platform
 from pathlib import Path
 
 from .paths import portable, rel, results_dir
+from .provenance import provenance
 
 __all__ = ["save_fig", "save_table", "save_json", "meta"]
 
 
 def meta(profile: str, seed: int | None = None, **extra) -> dict:
-    import torch
-    import transformers
-
+    """The ``_meta`` block: profile, the notebook's ``seed``, creation time, :func:`provenance`, ``extra``."""
     return {"profile": profile, "seed": seed, "created": _dt.datetime.now().isoformat(timespec="seconds"),
-            "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version(), **extra}
+            **provenance(profile), **extra}
 
 
 def save_fig(fig, profile: str, name: str, dpi: int = 120) -> None:

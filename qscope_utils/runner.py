@@ -8,6 +8,9 @@ into ``results/<profile>/timings.json``. ``python -m qscope_utils.runner --profi
     -y "layer: 18"  /  -y params.yaml     notebook parameters as a YAML string or file
     --quiet                               no per-cell progress lines
     --plan                                print downloads, peak GPU memory and GPU-hours per notebook; run nothing
+    --seed N                              build seed N (mini/smoke): data/<profile>-seedN, results/<profile>-seedN
+    --seeds N                             every notebook for build seeds 0..N-1, then the across-seed summary
+                                          (results/<profile>-seeds/; N times a default run's time)
 
 Notebooks that do not apply to a profile (``APPLIES``) are skipped with a message. Progress bars
 inside notebooks are off in these batch runs (``QSCOPE_PROGRESS=1`` keeps them): the executed
@@ -29,6 +32,7 @@ from typing import Callable
 import yaml
 
 from .paths import rel, repo_root, results_dir
+from .seeds import check_seed_options, run_seeds, seed_env
 
 __all__ = ["APPLIES", "RunnerError", "NotebookFailed", "make_portable", "list_notebooks", "applies", "parse_parameters", "run_notebook", "run_all", "print_plan"]
 
@@ -319,14 +323,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quiet", action="store_true", help="no per-cell progress lines")
     ap.add_argument("--plan", action="store_true",
                     help="print each notebook's downloads, peak GPU memory and GPU-hours (qscope_utils.plan); run nothing")
+    ap.add_argument("--seed", type=int, metavar="N", help="build seed of mini/smoke (seed N>0: data/<profile>-seedN)")
+    ap.add_argument("--seeds", type=int, metavar="N", help="run for build seeds 0..N-1, then aggregate across seeds")
     args = ap.parse_args(argv)
+    if (problem := check_seed_options(args.profile, args.seed, args.seeds)) is not None:
+        ap.error(problem)
 
     try:
         params = parse_parameters(args.parameters, args.parameters_yaml)
         if args.plan:
-            print_plan(args.profile, args.only, params)
+            with seed_env(args.seed):
+                print_plan(args.profile, args.only, params)
             return
-        run_all(args.profile, args.only, params, quiet=args.quiet)
+        if args.seeds is not None:
+            run_seeds(args.profile, args.seeds, lambda: run_all(args.profile, args.only, params, quiet=args.quiet))
+        else:
+            with seed_env(args.seed):
+                run_all(args.profile, args.only, params, quiet=args.quiet)
     except RunnerError as e:
         print(f"[run_all] error: {e}", file=sys.stderr)
         sys.exit(2)

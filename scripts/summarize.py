@@ -8,6 +8,12 @@ from timings.json / the benchmark JSON). With ``QSCOPE_RESULTS`` set, results ar
 SUMMARY.md written to that directory, and nothing is written into the repository.
 
     .venv/bin/python scripts/summarize.py --profile mini --readme
+
+``--seeds N`` aggregates build seeds 0..N-1 (``results/mini``, ``results/mini-seed1``, ...; written by
+``./run_all.sh --seeds N``): mean and range over seeds of every headline number with each seed's
+per-prompt interval, how often the seeds make the same selection, and each claim's verdicts
+(:mod:`qscope_utils.across_seeds`). It writes ``results/<profile>-seeds/SUMMARY.md`` and
+``seeds.json``; with ``--readme`` that table replaces README's results block.
 """
 from __future__ import annotations
 
@@ -253,29 +259,71 @@ def table(profile: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def across_seeds(profile: str, n_seeds: int) -> str:
+    """Aggregate build seeds 0..n_seeds-1 into results/<profile>-seeds/ (SUMMARY.md, seeds.json); the markdown."""
+    sys.path.insert(0, str(ROOT))
+    from qscope_utils import across_seeds as A
+    from qscope_utils.paths import seeded
+
+    agg = A.aggregate(A.load_seeds(results_root(), profile, list(range(n_seeds))))
+    if not any(r["per_seed"] for r in agg["headlines"]):
+        print(f"[summarize] no {profile} results for seeds 0..{n_seeds - 1} under {results_root()}: run "
+              f"`./run_all.sh --profile {profile} --seeds {n_seeds}` first.", file=sys.stderr)
+        sys.exit(1)
+    out = results_root() / f"{profile}-seeds"
+    out.mkdir(parents=True, exist_ok=True)
+    lines = [A.render(agg, profile).rstrip("\n")]
+    walls = []
+    for s in agg["seeds"]:
+        t = results_root() / seeded(profile, s) / "timings.json"
+        if t.exists():
+            walls.append(f"seed {s}: {sum(json.loads(t.read_text()).get('notebooks', {}).values()):.0f}")
+    if walls:
+        lines += ["", f"Notebook wall time per seed (s, {_cores(profile)}; build cached or not): " + ", ".join(walls)]
+    lines += build_table(profile) + perf_table()        # seed 0's build and the machine benchmarks
+    md = "\n".join(lines) + "\n"
+    (out / "seeds.json").write_text(json.dumps(agg, indent=1, default=str))
+    (out / "SUMMARY.md").write_text(md)
+    return md
+
+
+def _write_readme(md: str) -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    new = re.sub(r"<!-- results:begin -->.*<!-- results:end -->",
+                 lambda _: f"<!-- results:begin -->\n{md}<!-- results:end -->", text, flags=re.S)
+    readme.write_text(new)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--profile", default="mini")
     ap.add_argument("--readme", action="store_true", help="also update README.md's results block")
+    ap.add_argument("--seeds", type=int, default=None, metavar="N",
+                    help="aggregate build seeds 0..N-1 (./run_all.sh --seeds N) into results/<profile>-seeds/")
     args = ap.parse_args(argv)
+    if args.readme and os.environ.get("QSCOPE_RESULTS"):
+        print("[summarize] --readme writes the repository's README.md from the repository's results: unset "
+              "QSCOPE_RESULTS to use it", file=sys.stderr)
+        sys.exit(2)
+    if args.seeds is not None:
+        if args.seeds < 1:
+            ap.error(f"--seeds {args.seeds}: give the number of build seeds, at least 1")
+        md = across_seeds(args.profile, args.seeds)
+        if args.readme:
+            _write_readme(md)
+        print(md)
+        return
     if not has_results(args.profile):
         run = "QSCOPE_TORCH=cuda ./run_all.sh --profile paper" if args.profile == "paper" else \
             f"./run_all.sh --profile {args.profile}"
         print(f"[summarize] no {args.profile} results yet: {results_root() / args.profile} has no NN_summary.json. "
               f"Run `{run}` first.", file=sys.stderr)
         sys.exit(1)
-    if args.readme and os.environ.get("QSCOPE_RESULTS"):
-        print("[summarize] --readme writes the repository's README.md from the repository's results: unset "
-              "QSCOPE_RESULTS to use it", file=sys.stderr)
-        sys.exit(2)
     md = table(args.profile)
     (results_root() / args.profile / "SUMMARY.md").write_text(md)
     if args.readme:
-        readme = ROOT / "README.md"
-        text = readme.read_text()
-        new = re.sub(r"<!-- results:begin -->.*<!-- results:end -->",
-                     lambda _: f"<!-- results:begin -->\n{md}<!-- results:end -->", text, flags=re.S)
-        readme.write_text(new)
+        _write_readme(md)
     print(md)
 
 

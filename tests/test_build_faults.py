@@ -19,36 +19,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest_mini import smoke_scope  # noqa: F401  (session fixture: fills the package cache)
-from qscope_utils.paths import data_dir
+from conftest_mini import fresh_data_root, quick_smoke_build, smoke_scope  # noqa: F401  (smoke_scope fills the package cache)
 from qscope_utils.profiles import SMOKE_SCOPE, mini_group_name
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 GROUP = mini_group_name(SMOKE_SCOPE).split("/")[-1]
-# a quicker smoke scope (same stages, same files; 8 training steps, a branch at step 4): ~4x less work
-QUICK = ["max_chars_per_source=6000", "vocab_size=384", "train_steps=8", "zoo_steps=[4,8]", "branch_step=4",
-         "sae_train_tokens=2048"]
-
-
-def _build(root: Path, kill: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "QSCOPE_DATA": str(root), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    env.pop("QSCOPE_FAULT_KILL", None)      # (QSCOPE_CORPUS_DIR, if set, is kept: the session's corpus source)
-    if kill:
-        env["QSCOPE_FAULT_KILL"] = kill
-    sets = [x for kv in QUICK for x in ("--set", kv)]
-    return subprocess.run([sys.executable, "-m", "qscope_utils.mini.build", "--profile", "smoke", "--threads", "2", *sets],
-                          env=env, capture_output=True, text=True, timeout=900)
-
-
-def _data_root(tmp: Path) -> Path:
-    """A fresh QSCOPE_DATA root sharing the session's unpacked Debian packages."""
-    tmp.mkdir(parents=True)
-    if data_dir("_sources").is_dir():
-        (tmp / "_sources").symlink_to(data_dir("_sources").resolve(), target_is_directory=True)
-    return tmp
+_build, _data_root = quick_smoke_build, fresh_data_root
 
 
 def _truncate(p: Path) -> None:

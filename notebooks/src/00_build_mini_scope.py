@@ -15,9 +15,11 @@
 # %% tags=["parameters"]
 profile = "mini"
 force = False
+build_seed = None   # None: $QSCOPE_SEED, else 0; seed N > 0 builds into data/<profile>-seedN, writes results/<profile>-seedN
 
 # %%
 import json
+import os
 
 import pandas as pd
 
@@ -28,6 +30,8 @@ from qscope_utils.mini.sae_train import read_train_log
 from qscope_utils.paths import results_dir
 from qscope_utils.profiles import get_profile
 
+if build_seed is not None:   # this kernel's seed; later notebooks follow $QSCOPE_SEED (./run_all.sh --seed N sets both)
+    os.environ["QSCOPE_SEED"] = str(int(build_seed))
 prof = get_profile(profile)
 out = results_dir(profile)
 print("CJK font for figures:", F.apply_style(fetch_font=True))   # fetched like the corpus (apt-get download, no root)

@@ -9,7 +9,9 @@ training resumes per layer. Every artefact is written atomically (temporary file
 stage: a stamped stage whose files were since truncated or deleted is rebuilt (resuming what is
 intact), never trusted. CLI::
 
-    python -m qscope_utils.mini.build --profile smoke [--force] [--set train_steps=8 --set zoo_steps=[4,8] ...]
+    python -m qscope_utils.mini.build --profile smoke [--force] [--seed N] [--set train_steps=8 --set zoo_steps=[4,8] ...]
+
+``--seed N`` (or ``QSCOPE_SEED=N``) builds seed N's scope into ``data/<profile>-seedN`` (seed 0: ``data/<profile>``).
 
 ``--set FIELD=VALUE`` replaces one MiniScopeConfig field (VALUE is JSON; lists become tuples), e.g. for
 a quicker build in tests; the stage hashes see the change, so such a build never passes for the profile's.
@@ -198,6 +200,9 @@ def _with_overrides(scope: MiniScopeConfig, sets: list[str]) -> MiniScopeConfig:
         field, sep, value = item.partition("=")
         if not sep or field not in known:
             raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(known))}")
+        if field == "seed":   # the seed also picks the data folder: --set would build seed N into seed 0's folder
+            raise SystemExit(f"--set {item!r}: choose the build seed with --seed {value} (or QSCOPE_SEED={value}), "
+                             f"which also gives it its own data folder")
         v = json.loads(value)
         changes[field] = tuple(v) if isinstance(v, list) else v
     return replace(scope, **changes)
@@ -209,9 +214,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--force", action="store_true", help="rebuild every stage")
     ap.add_argument("--corpus-dir", default=None, help="user text directory instead of Debian packages")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=None, help="build seed (default $QSCOPE_SEED, else 0)")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="replace a MiniScopeConfig field (JSON value), e.g. --set train_steps=8")
     a = ap.parse_args(argv)
+    if a.seed is not None:
+        if a.seed < 0:
+            ap.error(f"--seed {a.seed}: a build seed is a non-negative integer")
+        os.environ["QSCOPE_SEED"] = str(a.seed)
     t = time.time()
     scope = _with_overrides(get_profile(a.profile).scope, a.set) if a.set else None
     rep = build_scope(a.profile, force=a.force, corpus_dir=a.corpus_dir, threads=a.threads, scope=scope)

@@ -1,0 +1,326 @@
+"""Across-seed aggregation of the notebooks' summaries (``./run_all.sh --seeds N``).
+
+Each build seed gives its own ``results/<profile>[-seedN]/NN_summary.json``. For every headline
+number this module reports the mean and the range (min-max) over seeds, with each seed's value and
+per-prompt interval beside it; for every selection a notebook makes (a layer, an alpha multiplier,
+a lambda, a matched budget, an SAE variant) the modal pick and the fraction of seeds making it; and
+for every claim of :mod:`qscope_utils.findings` how many seeds give each verdict (a claim counts as
+reproduced on mini only when every seed reproduces it).
+
+Feature ids are listed per seed but get no agreement fraction: each seed trains its own SAEs, so
+feature 1990 of seed 0 and feature 1990 of seed 1 are unrelated latents.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .findings import FINDINGS
+from .paths import seeded
+
+__all__ = ["Headline", "Pick", "headlines", "picks", "load_seeds", "aggregate", "render", "NOTEBOOKS"]
+
+NOTEBOOKS = ("01", "02", "03", "04", "05", "06", "07")
+SECTION = {nn: sec for nn, (sec, _) in FINDINGS.items()}
+
+
+@dataclass(frozen=True)
+class Headline:
+    """One headline number of one seed's summary."""
+
+    quantity: str                 # what it is, e.g. "case 1 Han share, steered"
+    value: float                  # the estimate
+    lo: float | None = None       # the per-prompt (bootstrap) interval, when the summary has one
+    hi: float | None = None
+    diff: bool = False            # a difference or correlation: report how many seeds' intervals exclude 0
+    fmt: str = "{:.3f}"           # how its numbers print
+
+
+@dataclass(frozen=True)
+class Pick:
+    """One selection a notebook made for one seed."""
+
+    what: str                     # e.g. "layer", "λ for zh"
+    value: object                 # the pick (hashable)
+    comparable: bool = True       # False for feature ids: each seed has its own SAE dictionary
+
+
+def _ci(what: str, r: dict, v: str, lo: str = "lo", hi: str = "hi", **kw) -> Headline:
+    return Headline(what, float(r[v]), float(r[lo]), float(r[hi]), **kw)
+
+
+def _h01(d):
+    return [Headline("mid-layer FVU", d["mid_layer_fvu"]), Headline("max FVU", d["max_fvu"]),
+            Headline("dead fraction", d["mean_dead_fraction"]), Headline("Δ LM loss (nats/token)", d["mean_delta_loss"])]
+
+
+def _h02(d):
+    out = []
+    for case, metric, name in (("case1", "has_script", "case 1 Han share"), ("case2", "p_classical", "case 2 P(classical)")):
+        b, s = d[case][metric]["baseline"], d[case][metric]["best_steered"]
+        out += [_ci(f"{name}, baseline", b, "mean"), _ci(f"{name}, steered", s, "mean"),
+                _ci(f"{name}, steered − baseline", s, "diff", "diff_lo", "diff_hi", diff=True)]
+    return out + [Headline("case 2 classifier held-out accuracy", d["case2"]["classifier_heldout"]["accuracy"])]
+
+
+def _h03(d):
+    sim = d["similarity_28_pairs"]
+    return [_ci("ρ(R, R̂)", d["rho_R_Rhat"], "r", diff=True, fmt="{:.2f}"),
+            Headline("overlap(gsm, math)", d["overlap_gsm_math"], fmt="{:.2f}"),
+            Headline("overlap(math, gsm)", d["overlap_math_gsm"], fmt="{:.2f}")] + \
+        [_ci(f"similarity {k.replace('_', ' ')}", sim[k], "r", diff=True, fmt="{:.2f}")
+         for k in ("pearson_direct", "pearson_partial", "spearman_direct", "spearman_partial")]
+
+
+def _best_k(ks: dict) -> tuple[str, dict]:
+    return max(ks.items(), key=lambda kv: kv[1]["f1"])
+
+
+def _h04(d):
+    out = []
+    for lang, ks in d["or_rule_at_top1diff_layer"].items():
+        _, r = _best_k(ks)
+        out.append(Headline(f"OR-rule F1 {lang} (best K)", r["f1"], *r["f1_ci95"], fmt="{:.2f}"))
+    return out + [Headline(f"10% data keeps (K={r['K']})", r["ratio_to_full"], fmt="{:.2f}")
+                  for r in d["data_efficiency_macro_f1"] if abs(r["fraction"] - 0.1) < 1e-9]
+
+
+def _h05(d):
+    out = [Headline(f"coverage {k} (%)", v, fmt="{:.1f}") for k, v in d["coverage_at_matched_budget_pct"].items()]
+    return out + [_ci(f"downstream acc {k} (%)", r, "accuracy", "acc_lo", "acc_hi", fmt="{:.1f}")
+                  for k, r in d["downstream"]["sae"].items()]
+
+
+def _h06(d):
+    out = []
+    for lang, r in d["test"].items():
+        out += [_ci(f"{lang} code-switch, SFT", r["sft"], "value", fmt="{:.2f}"),
+                _ci(f"{lang} code-switch, SASFT", r["sasft"], "value", fmt="{:.2f}"),
+                _ci(f"{lang} paired Δ (SFT − SASFT)", r["diff"], "value", diff=True, fmt="{:+.2f}")]
+    return out
+
+
+def _h07(d):
+    out = []
+    for arm, a in d["arms"].items():
+        out.append(_ci(f"stress repeat ratio, {arm}", a["repeat_stress"], "ratio", fmt="{:.2f}"))
+        out.append(_ci(f"greedy accuracy, {arm}", a["acc_greedy"], "mean"))
+        if isinstance(a.get("ppl"), dict):
+            out.append(_ci(f"held-out perplexity, {arm}", a["ppl"], "ppl", fmt="{:.1f}"))
+    return out
+
+
+def _alpha_mult(d: dict, case: str, metric: str, feat: str) -> float:
+    return round(d[case][metric]["best_steered"]["alpha"] / d["alpha_scale"][feat], 2)
+
+
+def _p02(d):
+    return [Pick("layer", d["layer"]), Pick("zh feature", d["zh_feature"], False),
+            Pick("lzh feature", d["lzh_feature"], False),
+            Pick("case 1 α / scale", _alpha_mult(d, "case1", "has_script", "zh")),
+            Pick("case 2 α / scale", _alpha_mult(d, "case2", "p_classical", "lzh"))]
+
+
+def _p04(d):
+    out = []
+    for lang, ks in d["or_rule_at_top1diff_layer"].items():
+        k, r = _best_k(ks)
+        out += [Pick(f"top1-diff layer {lang}", r["layer"]), Pick(f"best K {lang}", k),
+                Pick(f"top feature {lang}", r["features"][0], False)]
+    return out
+
+
+def _p06(d):
+    lam = d["lambda_chosen_on_val"]
+    lam = lam if isinstance(lam, dict) else {"all targets": lam}
+    first = {}
+    for f in d.get("features", []):
+        first.setdefault(f["target"], (f["layer"], f["feature"]))
+    return [Pick(f"λ for {t}", v) for t, v in lam.items()] + \
+        [Pick(f"top feature {t}", f"L{l}/{f}", False) for t, (l, f) in first.items()]
+
+
+def _p07(d):
+    return [Pick("layer", d["layer"]), Pick("feature", d["feature"], False), Pick("steering α", d["alpha"]),
+            Pick("SAE variant", d.get("sae_variant_chosen"))]
+
+
+HEADLINES: dict[str, Callable[[dict], list[Headline]]] = {
+    "01": _h01, "02": _h02, "03": _h03, "04": _h04, "05": _h05, "06": _h06, "07": _h07}
+PICKS: dict[str, Callable[[dict], list[Pick]]] = {
+    "01": lambda d: [], "02": _p02, "03": lambda d: [Pick("layer", d["layer"])], "04": _p04,
+    "05": lambda d: [Pick("layer", d["layer"]), Pick("matched budget", d["matched_budget"])], "06": _p06, "07": _p07}
+
+_MISSING = (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError)
+
+
+def headlines(nn: str, d: dict) -> list[Headline]:
+    """Headline numbers of notebook ``nn``'s summary (empty when the summary lacks them)."""
+    try:
+        return HEADLINES[nn](d)
+    except _MISSING:
+        return []
+
+
+def picks(nn: str, d: dict) -> list[Pick]:
+    """Selections notebook ``nn`` made (empty when the summary lacks them)."""
+    try:
+        return PICKS[nn](d)
+    except _MISSING:
+        return []
+
+
+def load_seeds(results_root: str | Path, profile: str, seeds: list[int]) -> dict[int, dict[str, dict]]:
+    """{seed: {nn: summary}} read from ``<results_root>/<profile>[-seedN]/NN_summary.json`` (absent ones left out)."""
+    out = {}
+    for s in seeds:
+        d = Path(results_root) / seeded(profile, s)
+        out[s] = {nn: json.loads(p.read_text()) for nn in NOTEBOOKS if (p := d / f"{nn}_summary.json").exists()}
+    return out
+
+
+def _verdicts(nn: str, d: dict) -> list[tuple[str, str]]:
+    """(claim label, verdict) for each bullet of :mod:`findings` that carries a verdict. The label is the
+    bullet's opening words; bullets sharing them (one per language) add the word after ``"): "`` (``es``)."""
+    try:
+        bullets = FINDINGS[nn][1](d)
+    except _MISSING:
+        return []
+    found = []
+    for b in bullets:
+        m = re.search(r"\*\*(.+?)\*\*\.\s*$", b)
+        if m:
+            text = b.strip().lstrip("- ").strip()
+            tail = re.search(r"\): (\S+)", text)
+            found.append((re.split(r" \(|:", text)[0], tail.group(1) if tail else None, m.group(1)))
+    counts = Counter(base for base, _, _ in found)
+    out, seen = [], Counter()
+    for base, tail, verdict in found:
+        seen[base] += 1
+        label = base if counts[base] == 1 else f"{base} ({tail})" if tail else f"{base} #{seen[base]}"
+        out.append((label, verdict))
+    return out
+
+
+def _hashable(v):
+    return round(v, 6) if isinstance(v, float) else (json.dumps(v) if isinstance(v, (list, dict)) else v)
+
+
+def aggregate(per_seed: dict[int, dict[str, dict]]) -> dict:
+    """Across-seed aggregate of ``{seed: {nn: summary}}``::
+
+        {"seeds": [...], "missing": {seed: [notebooks without a summary]},
+         "unreadable": {seed: [notebooks whose summary lacks the headline fields]},
+         "headlines": [{"nn", "section", "quantity", "n_seeds", "mean", "min", "max", "diff",
+                        "n_excluding_0", "fmt", "per_seed": [{"seed", "value", "lo", "hi"}]}],
+         "picks": [{"nn", "section", "what", "comparable", "modal", "fraction", "n_seeds",
+                    "per_seed": [{"seed", "value"}]}],
+         "claims": [{"nn", "section", "claim", "n_seeds", "verdicts": {verdict: count},
+                     "across_seeds": the verdict when every seed gives it, "mixed" when seeds
+                     disagree, "incomplete" when a seed lacks the claim}]}
+
+    A quantity is aggregated over the seeds whose summary has it; ``fraction`` is the share of those
+    seeds making the modal pick (None for non-comparable picks such as feature ids).
+    """
+    seeds = sorted(per_seed)
+    rows: dict[tuple[str, str], dict] = {}
+    sel: dict[tuple[str, str], dict] = {}
+    claims: dict[tuple[str, str], dict] = {}
+    for s in seeds:
+        for nn in NOTEBOOKS:
+            d = per_seed[s].get(nn)
+            if d is None:
+                continue
+            for h in headlines(nn, d):
+                r = rows.setdefault((nn, h.quantity), {"nn": nn, "section": SECTION[nn], "quantity": h.quantity,
+                                                       "diff": h.diff, "fmt": h.fmt, "per_seed": []})
+                r["per_seed"].append({"seed": s, "value": h.value, "lo": h.lo, "hi": h.hi})
+            for p in picks(nn, d):
+                r = sel.setdefault((nn, p.what), {"nn": nn, "section": SECTION[nn], "what": p.what,
+                                                  "comparable": p.comparable, "per_seed": []})
+                r["per_seed"].append({"seed": s, "value": p.value})
+            for label, verdict in _verdicts(nn, d):
+                c = claims.setdefault((nn, label), {"nn": nn, "section": SECTION[nn], "claim": label, "per_seed": []})
+                c["per_seed"].append({"seed": s, "verdict": verdict})
+    for r in rows.values():
+        vals = [x["value"] for x in r["per_seed"] if x["value"] is not None and not math.isnan(x["value"])]
+        r.update(n_seeds=len(vals), mean=sum(vals) / len(vals) if vals else float("nan"),
+                 min=min(vals, default=float("nan")), max=max(vals, default=float("nan")))
+        with_ci = [x for x in r["per_seed"] if x["lo"] is not None and x["hi"] is not None]
+        r["n_excluding_0"] = sum(not (x["lo"] <= 0 <= x["hi"]) for x in with_ci) if r["diff"] and with_ci else None
+    for r in sel.values():
+        n = len(r["per_seed"])
+        if r["comparable"]:
+            modal, count = Counter(_hashable(x["value"]) for x in r["per_seed"]).most_common(1)[0]
+            r.update(modal=modal, fraction=count / n, n_seeds=n)
+        else:
+            r.update(modal=None, fraction=None, n_seeds=n)
+    for c in claims.values():
+        counts = Counter(x["verdict"] for x in c["per_seed"])
+        whole = len(c["per_seed"]) == len(seeds)
+        c.update(n_seeds=len(c["per_seed"]), verdicts=dict(counts),
+                 across_seeds=("mixed" if len(counts) > 1 else next(iter(counts))) if whole else "incomplete")
+    missing = {s: [nn for nn in NOTEBOOKS if nn not in per_seed[s]] for s in seeds}
+    unreadable = {s: [nn for nn, d in per_seed[s].items() if not headlines(nn, d)] for s in seeds}
+    return {"seeds": seeds, "missing": missing, "unreadable": unreadable, "headlines": list(rows.values()), "picks": list(sel.values()),
+            "claims": list(claims.values())}
+
+
+def _num(fmt: str, v) -> str:
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
+
+
+def _per_seed(r: dict) -> str:
+    f = r["fmt"]
+    parts = []
+    for x in r["per_seed"]:
+        ci = f" [{_num(f, x['lo'])}, {_num(f, x['hi'])}]" if x["lo"] is not None else ""
+        parts.append(f"s{x['seed']}: {_num(f, x['value'])}{ci}")
+    return "; ".join(parts)
+
+
+def _missing_note(agg: dict) -> list[str]:
+    out = []
+    for key, what in (("missing", "Not run yet"), ("unreadable", "Summary without the headline fields (an older schema?)")):
+        items = [f"seed {s}: {', '.join(nn)}" for s, nn in agg.get(key, {}).items() if nn]
+        if items:
+            out += [f"{what}, left out of the means: {'; '.join(items)}.", ""]
+    return out
+
+
+def render(agg: dict, profile: str) -> str:
+    """Markdown: headline numbers (mean, range, per-seed value and interval), selections, claims."""
+    n = len(agg["seeds"])
+    seeds = ", ".join(str(s) for s in agg["seeds"])
+    lines = [f"## Results ({profile} profile) across {n} build seeds ({seeds})", "",
+             f"Generated by `scripts/summarize.py --seeds {n}` from `results/{profile}[-seedN]/NN_summary.json`. "
+             "Mean and range (min-max) are over build seeds; beside them each seed's value with its 95% per-prompt "
+             "bootstrap interval, which covers prompt sampling only. For differences and correlations, the last "
+             "column counts the seeds whose interval excludes 0.", "",
+             *_missing_note(agg),
+             "| section | quantity | mean over seeds | range | per seed: value [interval] | seeds excluding 0 |",
+             "|---|---|---|---|---|---|"]
+    for r in agg["headlines"]:
+        f = r["fmt"]
+        ex = f"{r['n_excluding_0']}/{len(r['per_seed'])}" if r["n_excluding_0"] is not None else ""
+        lines.append(f"| {r['section']} | {r['quantity']} | {_num(f, r['mean'])} | {_num(f, r['min'])} – "
+                     f"{_num(f, r['max'])} | {_per_seed(r)} | {ex} |")
+    lines += ["", "### Selections: how often the seeds make the same pick", "",
+              "| section | pick | modal pick | fraction of seeds | per seed |", "|---|---|---|---|---|"]
+    for r in agg["picks"]:
+        per = "; ".join(f"s{x['seed']}: {x['value']}" for x in r["per_seed"])
+        frac = f"{r['fraction']:.2f} ({round(r['fraction'] * r['n_seeds'])}/{r['n_seeds']})" if r["comparable"] \
+            else "n/a (feature ids differ by construction: one SAE per seed)"
+        lines.append(f"| {r['section']} | {r['what']} | {r['modal'] if r['comparable'] else '—'} | {frac} | {per} |")
+    lines += ["", "### Claims: verdicts per seed (`qscope_utils.findings`)", "",
+              "A claim counts as reproduced on this profile only when every seed reproduces it.", "",
+              "| section | claim | verdicts over seeds | across seeds |", "|---|---|---|---|"]
+    for c in agg["claims"]:
+        v = ", ".join(f"{k} {m}/{c['n_seeds']}" for k, m in c["verdicts"].items())
+        lines.append(f"| {c['section']} | {c['claim']} | {v} | {c['across_seeds']} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,124 @@
+"""Across-seed aggregation (qscope_utils.across_seeds, scripts/summarize.py --seeds) on hand-made
+per-seed summaries whose means, ranges, modal picks and verdict counts are known."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _corr(r, lo, hi, n=10):
+    return {"r": r, "lo": lo, "hi": hi, "p": 0.5, "n": n}
+
+
+def s03(layer: int, rho: tuple[float, float, float]) -> dict:
+    sim = {k: _corr(0.1, -0.2, 0.4, 28) for k in ("pearson_direct", "pearson_partial", "spearman_direct",
+                                                   "spearman_partial")}
+    return {"layer": layer, "n_checkpoints": 9, "rho_R_Rhat": _corr(*rho), "overlap_gsm_math": 0.4,
+            "overlap_math_gsm": 0.2, "similarity_28_pairs": sim}
+
+
+def s06(lam: float, diff: tuple[float, float, float]) -> dict:
+    v = lambda x, lo, hi: {"value": x, "lo": lo, "hi": hi, "n_prompts": 20, "n_seeds": 4}
+    return {"test": {"zh": {"base": v(0.9, 0.8, 1.0), "sft": v(0.3, 0.2, 0.4), "sasft": v(0.3 - diff[0], 0.1, 0.3),
+                            "diff": v(*diff)}},
+            "lambda_chosen_on_val": {"zh": lam}, "n_seeds": 4,
+            "features": [{"target": "zh", "layer": 2, "feature": 100 + int(10 * lam), "nu": 1.0}]}
+
+
+SEEDS = {0: {"03": s03(2, (0.2, 0.1, 0.3)), "06": s06(10.0, (0.10, 0.05, 0.15))},
+         1: {"03": s03(2, (0.5, -0.1, 0.9)), "06": s06(10.0, (0.05, -0.05, 0.15))},
+         2: {"03": s03(3, (0.8, 0.6, 0.95)), "06": s06(1.0, (0.20, 0.10, 0.30))}}
+
+
+def _write(root: Path, profile: str = "mini") -> None:
+    for s, by_nn in SEEDS.items():
+        d = root / (profile if s == 0 else f"{profile}-seed{s}")
+        d.mkdir(parents=True)
+        for nn, summ in by_nn.items():
+            (d / f"{nn}_summary.json").write_text(json.dumps(summ))
+
+
+def _row(rows, quantity):
+    return next(r for r in rows if r["quantity"] == quantity)
+
+
+def _pick(rows, what, nn):
+    return next(r for r in rows if r["what"] == what and r["nn"] == nn)
+
+
+def test_aggregate_known_answers(tmp_path):
+    from qscope_utils.across_seeds import aggregate, load_seeds
+
+    _write(tmp_path)
+    per_seed = load_seeds(tmp_path, "mini", [0, 1, 2, 3])      # seed 3 was not run
+    assert set(per_seed[0]) == {"03", "06"} and per_seed[3] == {}
+    agg = aggregate(per_seed)
+    assert agg["missing"][3] == ["01", "02", "03", "04", "05", "06", "07"] and agg["missing"][0] == ["01", "02", "04", "05", "07"]
+    assert {c["across_seeds"] for c in agg["claims"]} == {"incomplete"}    # no claim is settled without seed 3
+    agg = aggregate(load_seeds(tmp_path, "mini", [0, 1, 2]))
+
+    rho = _row(agg["headlines"], "ρ(R, R̂)")
+    assert rho["n_seeds"] == 3 and rho["mean"] == pytest.approx(0.5) and (rho["min"], rho["max"]) == (0.2, 0.8)
+    assert rho["n_excluding_0"] == 2                             # seed 1's interval [-0.1, 0.9] includes 0
+    assert [(x["seed"], x["lo"], x["hi"]) for x in rho["per_seed"]] == [(0, 0.1, 0.3), (1, -0.1, 0.9), (2, 0.6, 0.95)]
+    d = _row(agg["headlines"], "zh paired Δ (SFT − SASFT)")
+    assert d["mean"] == pytest.approx(0.35 / 3) and (d["min"], d["max"]) == (0.05, 0.20) and d["n_excluding_0"] == 2
+    assert _row(agg["headlines"], "overlap(gsm, math)")["n_excluding_0"] is None   # no interval, not a difference
+
+    layer = _pick(agg["picks"], "layer", "03")
+    assert (layer["modal"], layer["fraction"], layer["n_seeds"]) == (2, pytest.approx(2 / 3), 3)
+    lam = _pick(agg["picks"], "λ for zh", "06")
+    assert (lam["modal"], lam["fraction"]) == (10.0, pytest.approx(2 / 3))
+    feat = _pick(agg["picks"], "top feature zh", "06")
+    assert feat["comparable"] is False and feat["fraction"] is None
+    assert [x["value"] for x in feat["per_seed"]] == ["L2/200", "L2/200", "L2/110"]
+
+    claims = {(c["nn"], c["claim"]): c for c in agg["claims"]}
+    zh = claims[("06", "zh")]                                   # findings: paired reduction interval vs 0
+    assert zh["verdicts"] == {"reproduced": 2, "untestable at this scale": 1} and zh["across_seeds"] == "mixed"
+    asym = claims[("03", "Asymmetric overlap")]
+    assert asym["verdicts"] == {"reproduced": 3} and asym["across_seeds"] == "reproduced"
+
+
+def test_claims_of_one_kind_are_labelled_by_language():
+    from qscope_utils.across_seeds import _verdicts
+
+    ks = lambda f1, lo, hi: {"K=1": {"layer": 1, "features": [5], "f1": f1, "f1_ci95": [lo, hi]}}
+    d = {"or_rule_at_top1diff_layer": {"es": ks(0.95, 0.92, 0.97), "it": ks(0.6, 0.5, 0.7)},
+         "data_efficiency_macro_f1": []}
+    assert _verdicts("04", d) == [("OR-rule held-out F1 (es)", "reproduced"), ("OR-rule held-out F1 (it)", "not reproduced")]
+
+
+def test_a_claim_missing_in_one_seed_is_incomplete(tmp_path):
+    from qscope_utils.across_seeds import aggregate
+
+    from qscope_utils.across_seeds import render
+
+    agg = aggregate({0: {"03": s03(2, (0.5, 0.2, 0.7))}, 1: {"03": {"layer": 2}}})
+    c = next(c for c in agg["claims"] if c["claim"] == "Asymmetric overlap")
+    assert c["verdicts"] == {"reproduced": 1} and c["across_seeds"] == "incomplete"
+    assert agg["unreadable"] == {0: [], 1: ["03"]} and "seed 1: 03" in render(agg, "mini")
+
+
+def test_summarize_seeds_writes_the_table(tmp_path):
+    _write(tmp_path)
+    env = {**os.environ, "QSCOPE_RESULTS": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "scripts/summarize.py", "--profile", "mini", "--seeds", "3"], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    md = (tmp_path / "mini-seeds" / "SUMMARY.md").read_text()
+    assert "| §4 | ρ(R, R̂) | 0.50 | 0.20 – 0.80 | s0: 0.20 [0.10, 0.30]; s1: 0.50 [-0.10, 0.90]; s2: 0.80 [0.60, 0.95] | 2/3 |" in md
+    assert "| §4 | layer | 2 | 0.67 (2/3) | s0: 2; s1: 2; s2: 3 |" in md
+    assert "| §7 | zh | reproduced 2/3, untestable at this scale 1/3 | mixed |" in md
+    agg = json.loads((tmp_path / "mini-seeds" / "seeds.json").read_text())
+    assert agg["seeds"] == [0, 1, 2]
+    r = subprocess.run([sys.executable, "scripts/summarize.py", "--profile", "smoke", "--seeds", "2"], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "--seeds 2" in r.stderr and not (tmp_path / "smoke-seeds").exists()

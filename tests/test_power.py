@@ -1,0 +1,34 @@
+"""scripts/power.py on a hand-made pilot summary: MDE, target effect and n needed are known."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_power_table_known_answers(tmp_path):
+    v = lambda x, lo, hi: {"value": x, "lo": lo, "hi": hi, "n_prompts": 20, "n_seeds": 4}
+    summ = {"test": {"zh": {"sft": v(0.3, 0.2, 0.4), "sasft": v(0.2, 0.1, 0.3), "diff": v(0.1, 0.05, 0.15)}}}
+    (tmp_path / "mini").mkdir()
+    (tmp_path / "mini" / "06_summary.json").write_text(json.dumps(summ))
+    env = {**os.environ, "QSCOPE_RESULTS": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "scripts/power.py", "--profile", "mini"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = list(csv.DictReader(open(tmp_path / "mini" / "power.csv")))
+    assert len(rows) == 1 and rows[0]["section"] == "§7" and rows[0]["n"] == "20"
+    se = 0.10 / (2 * 1.959964)                        # from the 95% interval [0.05, 0.15]
+    mde = 2.801585 * se                               # 0.0715
+    assert float(rows[0]["se"]) == pytest.approx(se, rel=1e-3) and float(rows[0]["mde"]) == pytest.approx(mde, rel=1e-3)
+    assert float(rows[0]["target_effect"]) == pytest.approx(0.15)        # a 50% cut of the SFT ratio 0.3
+    assert rows[0]["n_needed"] == "5"                                     # ceil(20 * (0.0715 / 0.15)^2) = ceil(4.54)
+    r = subprocess.run([sys.executable, "scripts/power.py", "--profile", "smoke"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "run_all.sh --profile smoke" in r.stderr
