@@ -12,6 +12,11 @@ Bad input fails loudly: a truncated or corrupt layer file raises :class:`~qscope
 naming the file and the command that replaces it; a layer missing offline raises one line with the exact
 ``hf download`` command; NaN or inf activations reaching ``encode`` raise :class:`NonFiniteActivationsError`
 naming the layer and the number of bad tokens (one ``isfinite`` reduction per call).
+
+Memory promise (checkable): :class:`SAELoader` holds at most ``cache_size`` layers and drops one
+before reading the next; sections loop layers outside data, so a notebook reads each layer file
+once. :func:`track_loads` / :func:`load_stats` count the file reads per (repo, layer) and the peak
+number of layers alive (``QSCOPE_SAE_STATS=<path>`` writes the same to a JSON file).
 """
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .atomic import CorruptFileError, atomic_torch_save
+from .atomic import CorruptFileError, atomic_torch_save, atomic_write_json
 from .hub import hf_download_command, hub_file, missing_lines
 from .registry import SAEGroup, get_group, layer_filename
 
@@ -263,11 +268,13 @@ class LoadStats:
 
 
 _PROCESS_STATS = LoadStats()
+STATS_ENV = "QSCOPE_SAE_STATS"   # set to a path: every read rewrites it with load_stats().as_dict() + cache_size
 _ACTIVE: list[LoadStats] = []
 
 
 def load_stats() -> LoadStats:
-    """The process-wide :class:`LoadStats` (every read since import; a driver script reads this)."""
+    """The process-wide :class:`LoadStats` (every read since import). A driver running notebooks in
+    other processes sets ``QSCOPE_SAE_STATS=<path>`` and reads that JSON file instead."""
     return _PROCESS_STATS
 
 
@@ -371,6 +378,8 @@ class SAELoader:
         weakref.finalize(sae, SAELoader._dropped, weakref.ref(self))
         for st in (_PROCESS_STATS, *_ACTIVE):
             st._record(self.group.repo_id, int(layer), path.stat().st_size, dt, self.alive)
+        if os.environ.get(STATS_ENV):          # e.g. a notebook kernel: the driver reads the file afterwards
+            atomic_write_json(os.environ[STATS_ENV], {**_PROCESS_STATS.as_dict(), "cache_size": self.cache_size})
         self._cache[layer] = sae
         return sae
 

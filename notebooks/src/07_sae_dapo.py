@@ -102,13 +102,9 @@ print(dcfg)
 # %%
 texts = eval_texts(prof, n=rcfg.n_contexts, seed=seed)
 contexts = R.make_repeated_contexts(tok, texts, rcfg.chunk_tokens, rcfg.n_repeats, seed=seed)
-feats_by_layer, cols = {}, {}   # layers outer: each candidate layer file is read once in this notebook
-for L in cand_layers:
-    sae = scope.saes[L]
-    feats_by_layer[L] = R.repetition_features(model, sae, L, contexts, pad_id=tok.pad_token_id)
-    forced = [int(feature)] if feature is not None and L == int(cand_layers[0]) else []
-    cols.update(R.candidate_columns(sae, L, feats_by_layer[L], rcfg.n_candidates, forced))
-    del sae
+# layers outer: each candidate layer file is read once in this notebook; `cols` keeps the decoder columns used below
+feats_by_layer, cols = R.repetition_candidates(model, scope.saes, cand_layers, contexts, tok.pad_token_id, rcfg.n_candidates,
+                                               extra={int(cand_layers[0]): [int(feature)]} if feature is not None else None)
 pooled = R.pool_candidates(feats_by_layer, 50)
 save_table(pooled, profile, "07_repetition_features")
 cands = pooled.head(rcfg.n_candidates)
