@@ -234,3 +234,19 @@ def test_encode_budget_streams_in_chunks_with_the_same_codes(tiny_group, group_d
     assert float(((pre_sum - pre.double().sum(0)).abs() / scale).max()) < 1e-6
     with pytest.raises(ValueError, match="with_pre"):
         encode_rows(sae, x, with_pre="mean")
+
+
+# ----------------------------------------------------------------------------- the notebooks use these passes
+def test_notebooks_hold_no_dict_of_layers_and_read_through_the_layer_passes():
+    """03/04/07 hand ``scope.saes`` to the layer-outer passes above (no ``scope.saes[...]`` of their own,
+    which re-read evicted layers or kept a dict of all layers alive); 06 takes a view sized to its cache."""
+    from pathlib import Path
+
+    src = {p.name[:2]: p.read_text() for p in (Path(__file__).resolve().parents[1] / "notebooks" / "src").glob("0*.py")}
+    for nb in ("03", "04", "07"):
+        assert "scope.saes[" not in src[nb], nb
+    assert "rd.feature_sets_by_layer(" in src["03"] and "tx.run_languages(" in src["04"]
+    assert "cache_size=cfg.layers_per_pass" in src["04"] and "R.repetition_candidates(" in src["07"]
+    assert "scope.saes.view(layers)" in src["06"] and "cache_size=len(layers)" in src["06"]
+    for nb in ("02", "05"):                  # one layer for the whole notebook
+        assert src[nb].count("scope.saes[") == 1, nb
