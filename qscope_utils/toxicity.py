@@ -65,7 +65,7 @@ class ToxicityConfig:
     available; paper 2000 / 500). m_values: top-m layers for multi-layer composition (capped at the
     number of layers). jaccard_k: size of the sets compared across languages (paper 10).
     layers: analysed layers (None = all). layers_per_pass: SAE layers held at once (one forward pass
-    per group). baseline_layers: layers for the trained baselines (None = all analysed layers).
+    per group and text chunk; the loader's cache must hold as many, see :func:`run_languages`). baseline_layers: layers for the trained baselines (None = all analysed layers).
     chunk_texts: discovery texts per streaming chunk. logreg_Cs: inverse regularisation grid
     of the trained baselines (chosen by cross-validation on the discovery split). n_boot: bootstrap resamples for F1 intervals.
     """
