@@ -185,4 +185,5 @@ def evaluate_group(scope, texts: list[str], layers: list[int] | None = None, bat
                    **{f"dec_norm_q{int(round(q * 100)):02d}": float(v) for q, v in zip(DEC_NORM_QUANTILES, qs)},
                    norm_ratio=float("nan") if norm_ratio is None else float(norm_ratio))
         rows.append(res)
+        del sae, norms                 # only the loader's cache may keep the layer alive
     return pd.DataFrame(rows)

@@ -51,7 +51,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy import stats
 
-__all__ = ["as_feature_sets", "last_token_feature_sets", "footprint", "footprint_size", "size_grid",
+__all__ = ["as_feature_sets", "last_token_feature_sets", "feature_sets_by_layer", "footprint", "footprint_size", "size_grid",
            "prefix_union_sizes", "CoverageCurve", "coverage_curve", "kendall_tau_b", "TauCurve", "tau_curve",
            "overlap", "overlap_min", "overlap_matrices", "score_correlations", "partial_corr_formula",
            "similarity_vs_overlap", "corr_with_ci", "redundancy_table", "PAPER", "RedundancyConfig",
@@ -99,6 +99,22 @@ def last_token_feature_sets(model, tokenizer, saes, texts: Sequence[str], batch_
 
     return last_token_features(model, tokenizer, saes, list(texts), batch_size=batch_size, max_length=max_length,
                                progress=progress)
+
+
+def feature_sets_by_layer(model, tokenizer, saes, prompts: Mapping[str, Sequence[str]], layers: Sequence[int],
+                          batch_size: int = 32, max_length: int = 256, progress: bool = True
+                          ) -> dict[int, dict[str, sp.csr_matrix]]:
+    """layer -> benchmark -> F(x) CSR bool (n_prompts, d_sae) for every benchmark's prompts.
+
+    One forward pass per batch of each benchmark captures all ``layers``; the SAE encodes then run
+    layers outer (:func:`qscope_utils.features.last_token_features_many`), so with a loader
+    (``scope.saes``) each layer file is read once for all benchmarks and at most its cache is alive.
+    """
+    from .features import last_token_features_many
+
+    by_name = last_token_features_many(model, tokenizer, saes, {n: list(p) for n, p in prompts.items()},
+                                       batch_size, max_length, progress, layers)
+    return {int(l): {n: by_name[n][l] for n in prompts} for l in layers}
 
 
 def footprint(F) -> np.ndarray:

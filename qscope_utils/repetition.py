@@ -43,8 +43,8 @@ from .steering import steer
 
 __all__ = ["Loop", "find_tail_loop", "RepetitionDetector", "bootstrap_mean_ci", "repeat_ratio",
            "Rollouts", "sample_rollouts", "repeat_pairs", "make_repeated_contexts", "repetition_features",
-           "steering_sweep", "pick_alpha", "pick_alpha_vs_control", "pool_candidates", "screen_candidates", "select_feature",
-           "screen_ratio_fn", "RepetitionConfig"]
+           "steering_sweep", "pick_alpha", "pick_alpha_vs_control", "pool_candidates", "candidate_columns",
+           "repetition_candidates", "screen_candidates", "select_feature", "screen_ratio_fn", "RepetitionConfig"]
 
 
 # --------------------------------------------------------------------------------------------- detector
@@ -415,6 +415,33 @@ def pool_candidates(feats_by_layer: Mapping[int, pd.DataFrame], m: int) -> pd.Da
     top = pooled.head(m).reset_index(drop=True)
     top.insert(0, "rank", np.arange(1, len(top) + 1))
     return top
+
+
+def repetition_candidates(model: nn.Module, saes: Mapping[int, TopKSAE], layers: Sequence[int],
+                          contexts: list[list[int]], pad_id: int, m: int,
+                          extra: Mapping[int, Sequence[int]] | None = None, **kw
+                          ) -> tuple[dict[int, pd.DataFrame], dict[tuple[int, int], torch.Tensor]]:
+    """:func:`repetition_features` of every candidate layer and the decoder columns the notebook needs
+    later (:func:`candidate_columns` of the top ``m`` and of ``extra[layer]``), layers outer: with a
+    loader (``scope.saes``) each layer file is read once and one layer is alive at a time.
+    Returns ({layer: feature table}, {(layer, feature): decoder column})."""
+    feats, cols = {}, {}
+    for L in layers:
+        sae = saes[L]
+        feats[L] = repetition_features(model, sae, L, contexts, pad_id, **kw)
+        cols.update(candidate_columns(sae, L, feats[L], m, (extra or {}).get(L, ())))
+        del sae
+    return feats, cols
+
+
+def candidate_columns(sae: TopKSAE, layer: int, feats: pd.DataFrame, m: int, extra: Sequence[int] = ()
+                      ) -> dict[tuple[int, int], torch.Tensor]:
+    """(layer, feature) -> decoder column of the layer's top-``m`` features by mean increase (ties: lower
+    id, the order of :func:`pool_candidates`) and of ``extra``, taken while the layer is loaded:
+    the pooled top-``m`` over several layers is among these, so no layer file is read twice."""
+    top = feats.sort_values(["mean_increase", "feature"], ascending=[False, True], kind="stable").head(m).feature
+    ids = sorted({int(f) for f in top} | {int(f) for f in extra})
+    return {(int(layer), f): sae.direction(f).detach().clone() for f in ids}
 
 
 def screen_candidates(candidates: pd.DataFrame, ratio_fn: Callable[[int | None, int | None, float], float],

@@ -12,25 +12,34 @@ Bad input fails loudly: a truncated or corrupt layer file raises :class:`~qscope
 naming the file and the command that replaces it; a layer missing offline raises one line with the exact
 ``hf download`` command; NaN or inf activations reaching ``encode`` raise :class:`NonFiniteActivationsError`
 naming the layer and the number of bad tokens (one ``isfinite`` reduction per call).
+
+Memory promise (checkable): :class:`SAELoader` holds at most ``cache_size`` layers and drops one
+before reading the next; sections loop layers outside data, so a notebook reads each layer file
+once. :func:`track_loads` / :func:`load_stats` count the file reads per (repo, layer) and the peak
+number of layers alive (``QSCOPE_SAE_STATS=<path>`` writes the same to a JSON file).
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import time
-from collections import OrderedDict
-from dataclasses import dataclass
+import weakref
+from collections import Counter, OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .atomic import CorruptFileError, atomic_torch_save
+from .atomic import CorruptFileError, atomic_torch_save, atomic_write_json
 from .hub import hf_download_command, hub_file, missing_lines
 from .registry import SAEGroup, get_group, layer_filename
 
-__all__ = ["TopKSAE", "SparseCodes", "save_layer_file", "load_layer_file", "SAELoader", "SAE_KEYS",
-           "NonFiniteActivationsError"]
+__all__ = ["TopKSAE", "SparseCodes", "save_layer_file", "load_layer_file", "SAELoader", "LayerView", "SAE_KEYS",
+           "NonFiniteActivationsError", "LoadStats", "load_stats", "track_loads"]
 
 
 class NonFiniteActivationsError(FloatingPointError):
@@ -214,12 +223,88 @@ def load_layer_file(path: str | os.PathLike, k: int, expect: SAEGroup | None = N
     return TopKSAE.from_state_dict(sd, k=k, dtype=dtype, device=device)
 
 
+@dataclass
+class LoadStats:
+    """What :class:`SAELoader` s read while a :func:`track_loads` block (or the process) ran.
+
+    reads: (repo_id, layer) -> number of times the layer FILE was read (cache hits are not reads).
+    bytes_read: total size of the files read. seconds: total wall time of the reads.
+    peak_alive: the most layers of one loader alive at once (held by its cache or by anyone else),
+    counted at each read just after the new layer exists; peak_by_repo: the same per repo_id.
+    The memory promise of a run is ``max_reads <= 1 and peak_alive <= cache_size``.
+    """
+
+    reads: Counter = field(default_factory=Counter)
+    bytes_read: int = 0
+    seconds: float = 0.0
+    peak_alive: int = 0
+    peak_by_repo: dict = field(default_factory=dict)
+
+    @property
+    def n_reads(self) -> int:
+        return sum(self.reads.values())
+
+    @property
+    def max_reads(self) -> int:
+        """Most reads of any one layer file (0 when nothing was read)."""
+        return max(self.reads.values(), default=0)
+
+    def rereads(self) -> dict:
+        """(repo_id, layer) -> reads, for the files read more than once."""
+        return {k: v for k, v in self.reads.items() if v > 1}
+
+    def as_dict(self) -> dict:
+        """JSON-friendly summary (reads keyed "repo_id:layer")."""
+        return {"n_reads": self.n_reads, "max_reads": self.max_reads, "bytes_read": self.bytes_read,
+                "seconds": self.seconds, "peak_alive": self.peak_alive, "peak_by_repo": dict(self.peak_by_repo),
+                "reads": {f"{r}:{l}": n for (r, l), n in sorted(self.reads.items())}}
+
+    def _record(self, repo_id: str, layer: int, nbytes: int, seconds: float, alive: int) -> None:
+        self.reads[(repo_id, layer)] += 1
+        self.bytes_read += nbytes
+        self.seconds += seconds
+        self.peak_alive = max(self.peak_alive, alive)
+        self.peak_by_repo[repo_id] = max(self.peak_by_repo.get(repo_id, 0), alive)
+
+
+_PROCESS_STATS = LoadStats()
+STATS_ENV = "QSCOPE_SAE_STATS"   # set to a path: every read rewrites it with load_stats().as_dict() + cache_size
+_ACTIVE: list[LoadStats] = []
+
+
+def load_stats() -> LoadStats:
+    """The process-wide :class:`LoadStats` (every read since import). A driver running notebooks in
+    other processes sets ``QSCOPE_SAE_STATS=<path>`` and reads that JSON file instead."""
+    return _PROCESS_STATS
+
+
+@contextlib.contextmanager
+def track_loads() -> Iterator[LoadStats]:
+    """Count SAE layer-file reads and the peak number of layers alive inside the block::
+
+        with track_loads() as st:
+            run_notebook_section(...)
+        assert st.max_reads <= 1 and st.peak_alive <= scope.saes.cache_size
+
+    Blocks nest; each sees the reads made while it is open."""
+    st = LoadStats()
+    _ACTIVE.append(st)
+    try:
+        yield st
+    finally:
+        _ACTIVE.remove(st)
+
+
 class SAELoader:
     """Lazy per-layer access to one SAE group, from the hub or a local directory of the same layout.
 
-    ``loader[n]`` returns layer n's :class:`TopKSAE`. At most ``cache_size`` layers are held in
-    memory (least recently used are dropped), so a 28-layer group never sits in memory at once.
-    ``load_seconds`` records the wall time of each load (download excluded when cached).
+    ``loader[n]`` returns layer n's :class:`TopKSAE`. At most ``cache_size`` layers are held by the
+    loader (the least recently used is dropped BEFORE a new layer is read, so a caller that keeps no
+    other reference never has more than ``cache_size`` layers alive). Callers that need several
+    layers at once take a :meth:`view` (or :meth:`groups` of ``cache_size`` layers) instead of a
+    dict, and put the layer loop outside the data loop so each file is read once.
+    ``load_seconds`` records the wall time of each load (download excluded when cached); reads are
+    counted in :func:`load_stats` / :func:`track_loads`.
 
     source: ``"hub"`` (``hf_hub_download``; honours HF_HUB_OFFLINE and the HF cache) or a path.
     """
@@ -230,14 +315,16 @@ class SAELoader:
         if hidden_size is not None and hidden_size != self.group.d_model:
             raise ValueError(f"{repo_id} has d_model={self.group.d_model} but the model's hidden size is "
                              f"{hidden_size}: pair it with {self.group.backbone}")
+        if int(cache_size) < 1:
+            raise ValueError(f"cache_size={cache_size}: the loader must hold at least one layer")
         self.source, self.device, self.dtype = source, device, dtype
-        self.cache_size, self.revision = cache_size, revision
+        self.cache_size, self.revision = int(cache_size), revision
         self._cache: OrderedDict[int, TopKSAE] = OrderedDict()
         self.load_seconds: dict[int, float] = {}
+        self.alive = 0            # layers this loader read that still exist (cache or elsewhere)
         if source != "hub" and not Path(source).is_dir():
             raise FileNotFoundError(f"SAE directory {source} does not exist; build it (notebook 00 / "
                                     f"`python -m qscope_utils.mini.build`) or pass source='hub'")
-
     @property
     def k(self) -> int:
         return self.group.k
@@ -275,17 +362,45 @@ class SAELoader:
             self._cache.move_to_end(layer)
             return self._cache[layer]
         path = self.path(layer)
+        while len(self._cache) >= self.cache_size:       # make room first: never cache_size + 1 alive
+            self._cache.popitem(last=False)
+        if self.alive >= self.cache_size:
+            gc.collect()                                 # evicted layers caught in reference cycles
         t0 = time.perf_counter()
         fix = LOCAL_FIX if self.source != "hub" else (
             f"run `{hf_download_command(self.group.repo_id, layer_filename(layer), self.revision)} --force-download`")
         sae = load_layer_file(path, k=self.k, expect=self.group, device=self.device, dtype=self.dtype, fix=fix)
         sae.requires_grad_(False)
         sae.layer = layer
-        self.load_seconds[layer] = time.perf_counter() - t0
+        dt = time.perf_counter() - t0
+        self.load_seconds[layer] = dt
+        self.alive += 1
+        weakref.finalize(sae, SAELoader._dropped, weakref.ref(self))
+        for st in (_PROCESS_STATS, *_ACTIVE):
+            st._record(self.group.repo_id, int(layer), path.stat().st_size, dt, self.alive)
+        if os.environ.get(STATS_ENV):          # e.g. a notebook kernel: the driver reads the file afterwards
+            atomic_write_json(os.environ[STATS_ENV], {**_PROCESS_STATS.as_dict(), "cache_size": self.cache_size})
         self._cache[layer] = sae
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
         return sae
+
+    @staticmethod
+    def _dropped(ref) -> None:
+        loader = ref()
+        if loader is not None:
+            loader.alive -= 1
+
+    def view(self, layers: Sequence[int]) -> "LayerView":
+        """A ``layer -> TopKSAE`` mapping over ``layers`` that goes through the cache (holds no layer
+        itself). ``layers`` must fit in the cache, or each access would re-read a file."""
+        return LayerView(self, layers)
+
+    def groups(self, layers: Sequence[int], size: int | None = None) -> Iterator["LayerView"]:
+        """Consecutive views of at most ``size`` (default ``cache_size``) layers: the outer loop of a
+        pass over all layers that reads each file once (``for saes in loader.groups(ls): <data loop>``)."""
+        size = self.cache_size if size is None else int(size)
+        layers = list(layers)
+        for i in range(0, len(layers), max(1, size)):
+            yield self.view(layers[i:i + size])
 
     def __len__(self) -> int:
         return self.n_layers
@@ -293,3 +408,34 @@ class SAELoader:
     def __iter__(self):
         return (self[n] for n in range(self.n_layers))
 
+
+
+class LayerView(Mapping):
+    """``layer -> TopKSAE`` over a few layers of a :class:`SAELoader`, read through its cache.
+
+    Use it where code expects a dict of SAEs: a dict would keep its layers alive after the loader
+    dropped them; the view keeps only layer numbers."""
+
+    def __init__(self, loader: SAELoader, layers: Sequence[int]):
+        layers = list(dict.fromkeys(int(l) for l in layers))
+        if len(layers) > loader.cache_size:
+            raise ValueError(f"{len(layers)} layers {layers} do not fit in the SAE loader's cache of "
+                             f"{loader.cache_size}: open the scope with cache_size>={len(layers)} "
+                             f"(open_scope(..., cache_size=...)) or loop over loader.groups(layers)")
+        for l in layers:
+            loader.group.check_layer(l)
+        self.loader, self.layers = loader, layers
+
+    def __getitem__(self, layer: int) -> TopKSAE:
+        if int(layer) not in self.layers:
+            raise KeyError(layer)
+        return self.loader[int(layer)]
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __repr__(self) -> str:
+        return f"LayerView({self.loader.group.repo_id}, layers={self.layers})"

@@ -36,14 +36,14 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
-from .features import firing_rates, text_max_activations
+from .features import firing_rates, subset, text_max_activations, top_contexts_by_layer
 from .stats import bootstrap_stat
 from .hooks import capture_residuals, iter_batches, position_mask
 
 __all__ = ["ToxicityConfig", "PAPER_CLAIMS", "FiringCounts", "nested_subsets", "delta_scores", "top_features",
            "fired", "or_predict", "prf", "bootstrap_f1_ci", "evaluate_layers", "top1_diff", "layer_agreement",
            "multi_layer_eval", "jaccard", "jaccard_by_layer", "transfer_table", "data_efficiency_table",
-           "LanguageResult", "stream_max_activations", "discover_from_chunks", "run_language",
+           "LanguageResult", "stream_max_activations", "discover_from_chunks", "run_language", "run_languages",
            "mean_pooled_residuals", "logreg_eval", "baseline_table", "length_features"]
 
 PAPER_CLAIMS = {
@@ -65,7 +65,7 @@ class ToxicityConfig:
     available; paper 2000 / 500). m_values: top-m layers for multi-layer composition (capped at the
     number of layers). jaccard_k: size of the sets compared across languages (paper 10).
     layers: analysed layers (None = all). layers_per_pass: SAE layers held at once (one forward pass
-    per group). baseline_layers: layers for the trained baselines (None = all analysed layers).
+    per group and text chunk; the loader's cache must hold as many, see :func:`run_languages`). baseline_layers: layers for the trained baselines (None = all analysed layers).
     chunk_texts: discovery texts per streaming chunk. logreg_Cs: inverse regularisation grid
     of the trained baselines (chosen by cross-validation on the discovery split). n_boot: bootstrap resamples for F1 intervals.
     """
@@ -377,6 +377,7 @@ class LanguageResult:
     y_eval: np.ndarray | None = None
     disc_acts: dict[int, sp.csr_matrix] = field(default_factory=dict)
     y_disc: np.ndarray | None = None
+    contexts: dict[int, dict] = field(default_factory=dict)
 
 
 def _groups(layers: Sequence[int], size: int) -> list[list[int]]:
@@ -388,15 +389,16 @@ def stream_max_activations(model, tokenizer, saes, texts: list[str], layers: Seq
                            ) -> Iterator[tuple[list[int], int, dict[int, sp.csr_matrix]]]:
     """Yield (layer group, start, {layer: (rows, d_sae) CSR max activations}) chunk by chunk.
 
-    saes: layer -> TopKSAE mapping or a lazy loader (``scope.saes``); at most ``layers_per_pass``
-    SAEs are held at once (one forward pass per group and chunk). ``kw`` goes to
+    saes: layer -> TopKSAE mapping or a lazy loader / loader view (``scope.saes``): each group of
+    ``layers_per_pass`` layers is taken once (a loader view, so a loader's cache must hold that many)
+    and serves every chunk (one forward pass per group and chunk). ``kw`` goes to
     :func:`qscope_utils.features.text_max_activations` (batch_size, max_length, norm_ratio, ...).
     """
     kw = {"progress": False, **kw}
     groups = _groups(list(layers), layers_per_pass)
     bar = tqdm(total=len(texts) * len(groups), desc=desc, leave=False)
     for grp in groups:
-        sub = {l: saes[l] for l in grp}
+        sub = subset(saes, grp)
         for s in range(0, len(texts), chunk_texts):
             chunk = texts[s:s + chunk_texts]
             yield grp, s, text_max_activations(model, tokenizer, sub, chunk, **kw)
@@ -451,10 +453,11 @@ def discover_from_chunks(chunks: Iterable[tuple[list[int], int, Mapping[int, sp.
     return out
 
 
-def _encode_all(model, tokenizer, saes, texts, layers, cfg: ToxicityConfig, desc: str) -> dict[int, sp.csr_matrix]:
+def _encode_all(model, tokenizer, saes, texts, layers, cfg: ToxicityConfig, desc: str,
+                layers_per_pass: int | None = None) -> dict[int, sp.csr_matrix]:
     parts: dict[int, list] = {l: [] for l in layers}
     for grp, _s, acts in stream_max_activations(model, tokenizer, saes, texts, layers, cfg.chunk_texts,
-                                                cfg.layers_per_pass, desc=desc, **_enc_kw(cfg)):
+                                                layers_per_pass or cfg.layers_per_pass, desc=desc, **_enc_kw(cfg)):
         for l in grp:
             parts[l].append(acts[l])
     return {l: sp.vstack(p).tocsr() for l, p in parts.items()}
@@ -465,22 +468,57 @@ def _enc_kw(cfg: ToxicityConfig) -> dict:
 
 
 def run_language(scope, split, cfg: ToxicityConfig, layers: Sequence[int] | None = None) -> LanguageResult:
-    """Discovery (streamed) on ``split.disc_texts`` and encoding of ``split.eval_texts`` at ``layers``.
+    """:func:`run_languages` for one language (no top contexts)."""
+    return run_languages(scope, {split.lang: split}, cfg, layers, context_texts=0)[split.lang]
 
-    scope: a :class:`qscope_utils.scope.Scope` (model, tokenizer, saes). split: a
-    :class:`qscope_utils.toxicity_data.ToxicSplit`. Discovery max activations are kept only for
-    ``cfg.baseline_layers`` (for the trained baselines).
+
+def run_languages(scope, splits: Mapping, cfg: ToxicityConfig, layers: Sequence[int] | None = None,
+                  context_texts: int = 100, context_n: int = 5) -> dict[str, LanguageResult]:
+    """Discovery (streamed) on each split's ``disc_texts`` and encoding of its ``eval_texts`` at ``layers``.
+
+    scope: a :class:`qscope_utils.scope.Scope` (model, tokenizer, saes). splits: lang ->
+    :class:`qscope_utils.toxicity_data.ToxicSplit`. Layers are the OUTER loop: each group of
+    ``cfg.layers_per_pass`` layers is read once (``scope.saes`` must cache that many:
+    ``open_scope(..., cache_size=cfg.layers_per_pass)``) and serves every language in turn, so a run
+    reads each layer file once whatever the number of languages. Discovery max activations are kept
+    only for ``cfg.baseline_layers`` (for the trained baselines). With ``context_texts`` > 0, each
+    layer's top feature (largest Delta) gets its ``context_n`` top-activating tokens on the first
+    ``context_texts`` evaluation texts (:func:`qscope_utils.features.top_contexts`, same pass).
     """
     layers = list(layers if layers is not None else (cfg.layers or scope.layers()))
     keep = [l for l in (cfg.baseline_layers if cfg.baseline_layers is not None else layers) if l in layers]
-    chunks = stream_max_activations(scope.model, scope.tokenizer, scope.saes, split.disc_texts, layers,
-                                    cfg.chunk_texts, cfg.layers_per_pass, desc=f"{split.lang} discovery", **_enc_kw(cfg))
-    d = discover_from_chunks(chunks, split.disc_labels, scope.group.d_sae, layers, cfg.fractions, cfg.n_repeats,
-                             max(max(cfg.ks), cfg.jaccard_k), cfg.eps, cfg.seed, keep_layers=keep)
-    ev = _encode_all(scope.model, scope.tokenizer, scope.saes, split.eval_texts, layers, cfg, f"{split.lang} eval")
-    return LanguageResult(split.lang, layers, d["delta"], d["p_toxic"], d["p_clean"], d["subset_keys"],
-                          d["subset_n"], d["subset_top"], d["subset_top1"], ev, split.eval_labels, d["kept"],
-                          split.disc_labels)
+    model, tok, d_sae = scope.model, scope.tokenizer, scope.group.d_sae
+    parts = {lang: {"disc": [], "eval": {}, "ctx": {}} for lang in splits}
+    for grp in _groups(layers, cfg.layers_per_pass):
+        saes = subset(scope.saes, grp)                     # a loader view: the group is read once
+        for lang, split in splits.items():
+            chunks = stream_max_activations(model, tok, saes, split.disc_texts, grp, cfg.chunk_texts, len(grp),
+                                            desc=f"{lang} discovery", **_enc_kw(cfg))
+            d = discover_from_chunks(chunks, split.disc_labels, d_sae, grp, cfg.fractions, cfg.n_repeats,
+                                     max(max(cfg.ks), cfg.jaccard_k), cfg.eps, cfg.seed,
+                                     keep_layers=[l for l in keep if l in grp])
+            parts[lang]["disc"].append(d)
+            parts[lang]["eval"].update(_encode_all(model, tok, saes, split.eval_texts, grp, cfg, f"{lang} eval",
+                                                   len(grp)))
+            if context_texts > 0:
+                best = {l: int(top_features(d["delta"][l], 1)[0]) for l in grp}
+                ctx = top_contexts_by_layer(model, tok, saes, split.eval_texts[:context_texts],
+                                            {l: [f] for l, f in best.items()}, n=context_n,
+                                            max_length=cfg.max_length, progress=False)
+                parts[lang]["ctx"].update({l: {"feature": f, "contexts": ctx[l][f]} for l, f in best.items()})
+        del saes
+    return {lang: _language_result(split, layers, parts[lang]) for lang, split in splits.items()}
+
+
+def _language_result(split, layers: list[int], part: dict) -> LanguageResult:
+    """Merge the per-group discovery dicts of one language into its :class:`LanguageResult`."""
+    d = {k: {l: v for g in part["disc"] for l, v in g[k].items()}
+         for k in ("delta", "p_toxic", "p_clean", "subset_top", "subset_top1", "kept")}
+    first = part["disc"][0]
+    return LanguageResult(split.lang, layers, d["delta"], d["p_toxic"], d["p_clean"], first["subset_keys"],
+                          first["subset_n"], d["subset_top"], d["subset_top1"],
+                          {l: part["eval"][l] for l in layers}, split.eval_labels, d["kept"], split.disc_labels,
+                          part["ctx"])
 
 
 # ----------------------------------------------------------------------------- trained baselines

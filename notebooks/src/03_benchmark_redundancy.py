@@ -101,16 +101,11 @@ print(bench_table[[c for c in display_cols if c in bench_table]].to_string(index
 scores.round(3)
 
 # %% [markdown]
-# ## Last-token feature sets (one forward pass per benchmark, all layers)
+# ## Last-token feature sets (one forward pass per benchmark, all layers; each layer file read once)
 
 # %%
-saes = {l: scope.saes[l] for l in layers}
-fsets = {l: {} for l in layers}
-for n, b in benches.items():
-    out = rd.last_token_feature_sets(scope.model, scope.tokenizer, saes, b.prompts, batch_size=cfg.batch_size,
-                                     max_length=cfg.feature_max_length, progress=False)
-    for l in layers:
-        fsets[l][n] = out[l]
+fsets = rd.feature_sets_by_layer(scope.model, scope.tokenizer, scope.saes, {n: b.prompts for n, b in benches.items()},
+                                 layers, batch_size=cfg.batch_size, max_length=cfg.feature_max_length, progress=False)
 F_main = fsets[main_layer]
 print({n: (F.shape[0], rd.footprint_size(F), round(F.getnnz() / F.shape[0], 1)) for n, F in F_main.items()},
       "(N, |F(D)|, mean |F(x)|)")

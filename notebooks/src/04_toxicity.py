@@ -46,7 +46,6 @@ import torch
 
 from qscope_utils import toxicity as tx
 from qscope_utils import toxicity_data as td
-from qscope_utils.features import top_contexts
 from qscope_utils import figures as F
 from qscope_utils.params import as_int_list, as_list, given, override_config
 from qscope_utils.profiles import get_profile, massive_norm_ratio
@@ -88,8 +87,8 @@ sizes
 # ## Discovery (streamed) and evaluation encoding
 
 # %%
-scope = open_scope(prof)
-results = {lang: tx.run_language(scope, s, cfg) for lang, s in splits.items()}
+scope = open_scope(prof, cache_size=cfg.layers_per_pass)   # layers outer: each layer file read once for all languages
+results = tx.run_languages(scope, splits, cfg)
 langs = sorted(results)
 print(f"{scope.group.repo_id}: layers {results[langs[0]].layers}, d_sae {scope.group.d_sae}, k {scope.group.k}")
 
@@ -129,9 +128,7 @@ for lang in langs:
     for rank, f in enumerate(tx.top_features(r.delta[l], cfg.jaccard_k)):
         top_rows.append({"lang": lang, "layer": l, "rank": rank + 1, "feature": int(f), "delta": float(r.delta[l][f]),
                          "p_toxic": float(r.p_toxic[l][f]), "p_clean": float(r.p_clean[l][f])})
-    f0 = int(tx.top_features(r.delta[l], 1)[0])
-    ctx = top_contexts(scope.model, scope.tokenizer, scope.saes[l], l, splits[lang].eval_texts[:100], [f0], n=5,
-                       max_length=cfg.max_length, progress=False)[f0]
+    f0, ctx = r.contexts[l]["feature"], r.contexts[l]["contexts"]   # top contexts on 100 eval texts, same pass
     contexts[lang] = {"layer": l, "feature": f0, "contexts": ctx}
     print(f"--- {lang} layer {l} feature {f0}")
     for c in ctx:

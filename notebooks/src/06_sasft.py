@@ -72,7 +72,7 @@ from qscope_utils import sasft_trainer as ST
 from qscope_utils.profiles import get_profile, massive_norm_ratio
 from qscope_utils import figures as F
 from qscope_utils.report import save_json, save_table
-from qscope_utils.scope import open_scope
+from qscope_utils.scope import group_for, open_scope
 
 t_start = time.perf_counter()
 if threads:
@@ -91,10 +91,10 @@ if profile == "paper":
     prof = get_profile("paper", backbone=backbone, sae_repo=group)
 else:
     prof = get_profile(profile)
-scope = open_scope(prof, cache_size=4)
+layers = sasft.default_layers(group_for(prof).n_layers, cfg.layers)
+scope = open_scope(prof, cache_size=len(layers))   # the penalty needs its layers together: each read once
 tok = scope.tokenizer
-layers = sasft.default_layers(scope.n_layers, cfg.layers)
-saes = {l: scope.saes[l] for l in layers}
+saes = scope.saes.view(layers)                     # through the loader's cache (no extra copies alive)
 print(f"backbone {prof.backbone}\nSAE group {scope.group.repo_id}, layers {layers}, top-{cfg.top_k} per language")
 
 # %% [markdown]

@@ -103,8 +103,9 @@ print(dcfg)
 # %%
 texts = eval_texts(prof, n=rcfg.n_contexts, seed=seed)
 contexts = R.make_repeated_contexts(tok, texts, rcfg.chunk_tokens, rcfg.n_repeats, seed=seed)
-feats_by_layer = {L: R.repetition_features(model, scope.saes[L], L, contexts, pad_id=tok.pad_token_id)
-                  for L in cand_layers}
+# layers outer: each candidate layer file is read once in this notebook; `cols` keeps the decoder columns used below
+feats_by_layer, cols = R.repetition_candidates(model, scope.saes, cand_layers, contexts, tok.pad_token_id, rcfg.n_candidates,
+                                               extra={int(cand_layers[0]): [int(feature)]} if feature is not None else None)
 pooled = R.pool_candidates(feats_by_layer, 50)
 save_table(pooled, profile, "07_repetition_features")
 cands = pooled.head(rcfg.n_candidates)
@@ -134,10 +135,10 @@ with torch.no_grad():
 g = torch.Generator().manual_seed(seed)
 dirs = {}
 for L in cand_layers:
-    r = torch.randn(scope.saes[L].direction(0).shape, generator=g)
+    r = torch.randn(scope.group.d_model, generator=g)
     dirs[(L, None)] = r / r.norm()
 for c in cands.itertuples():
-    dirs[(int(c.layer), int(c.feature))] = scope.saes[int(c.layer)].direction(int(c.feature)).detach()
+    dirs[(int(c.layer), int(c.feature))] = cols[(int(c.layer), int(c.feature))]
 unit = lambda L, f: resid_norm[L] / float(dirs[(L, f)].norm())
 ratio_fn = R.screen_ratio_fn(model, tok, screen_prompts, dirs, det, rcfg.screen_samples, dcfg.max_new_tokens,
                              dcfg.temperature, seed=seed)
@@ -151,7 +152,6 @@ if feature is None:
 else:
     layer = int(cand_layers[0])
     sel = {**sel, "forced": True}
-sae = scope.saes[layer]
 verdict = (f"screen: L{sel['layer']}/f{sel['feature']} (rank {sel['rank']} by increase) raises the repeat ratio "
            f"{sel['baseline']:.3f} -> {sel['ratio']:.3f} at alpha {sel['alpha']:.1f} vs {sel['control']:.3f} for a "
            f"random direction of the same norm; {sel['n_passing']} of {len(cands)} candidates beat their control"
@@ -187,7 +187,7 @@ sweep_problems = D._problems(dcfg, "train", rcfg.n_sweep_prompts, seed + 1)
 task_prompts = [p.prompt for p in sweep_problems]
 text_prompts = [tok.decode(tok(t)["input_ids"][:12], skip_special_tokens=True)
                 for t in eval_texts(prof, n=rcfg.n_eval_prompts, seed=seed + 2)]
-direction = sae.direction(feature).detach()
+direction = cols[(int(layer), int(feature))]
 g = torch.Generator().manual_seed(seed)
 rand_dir = torch.randn(direction.shape, generator=g).to(direction.device)   # drawn on the CPU: same control on every device
 rand_dir = rand_dir / rand_dir.norm() * direction.norm()
