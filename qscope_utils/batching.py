@@ -26,7 +26,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-__all__ = ["DEFAULT_CHUNK_TOKENS", "token_budget_batches", "split_body_head", "chosen_logprobs", "token_logprobs",
+__all__ = ["DEFAULT_CHUNK_TOKENS", "token_budget_batches", "split_body_head", "body_of", "chosen_logprobs", "token_logprobs",
            "sequence_nll", "ChosenLogprobRecorder"]
 
 #: positions per LM-head chunk: 4,096 x 151,936 (Qwen3 vocab) x 4 bytes = 2.5 GB of float32 log-probs at most
@@ -80,6 +80,15 @@ def split_body_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     if getattr(getattr(model, "config", None), "final_logit_softcapping", None):
         raise NotImplementedError("final_logit_softcapping models are not supported by the chunked LM head")
     return body, head
+
+
+def body_of(model: nn.Module) -> nn.Module:
+    """The decoder body of a causal LM (no LM head: hidden states, never logits); the model itself when it
+    exposes none. For passes that only need residuals (capture up to the last layer)."""
+    try:
+        return split_body_head(model)[0]
+    except (TypeError, NotImplementedError):
+        return model
 
 
 def chosen_logprobs(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor,
