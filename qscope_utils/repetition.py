@@ -223,11 +223,11 @@ def generation_groups(tokenizer, prompts: Sequence[str], max_new_tokens: int,
 
 
 def local_rows(rows, group: Sequence[int]) -> list[int] | None:
-    """Batch rows ``rows`` (None = all; indices into the full batch) as indices into ``group``."""
+    """Steered rows of the full batch (None = all, index list or (B,) bool mask) as indices into ``group``."""
     if rows is None:
         return None
-    want = {int(r) for r in (torch.as_tensor(rows).nonzero().flatten().tolist()
-                             if torch.as_tensor(rows).dtype == torch.bool else rows)}
+    t = torch.as_tensor(rows)
+    want = set(t.nonzero().flatten().tolist() if t.dtype == torch.bool else t.long().tolist())
     return [k for k, i in enumerate(group) if i in want]
 
 

@@ -257,3 +257,19 @@ def test_capture_residuals_never_runs_the_lm_head(tiny_model):
         hs = model(**enc, output_hidden_states=True).hidden_states
     for layer in range(n - 1):                                              # the last entry is after the final norm
         torch.testing.assert_close(got[layer], hs[layer + 1])
+
+
+def test_steered_rows_follow_their_prompts_across_batches(tiny_model):
+    from qscope_utils.repetition import local_rows, sample_rollouts
+
+    assert local_rows([0, 3, 6], [2, 3, 4]) == [1]
+    assert local_rows(torch.tensor([True, False, True]), [1, 2]) == [1]
+    assert local_rows(None, [0]) is None
+    model, tok = tiny_model
+    vec = {1: 40.0 * torch.randn(model.config.hidden_size, generator=torch.Generator().manual_seed(0))}
+    kw = dict(max_new_tokens=5, do_sample=False, steer_vectors=vec, steer_rows=[0, 3])
+    one = sample_rollouts(model, tok, PROMPTS, **kw)
+    many = sample_rollouts(model, tok, PROMPTS, max_batch_tokens=20, **kw)
+    plain = sample_rollouts(model, tok, PROMPTS, max_new_tokens=5, do_sample=False)
+    assert many.texts == one.texts
+    assert [one.texts[i] != plain.texts[i] for i in range(len(PROMPTS))] == [True, False, False, True, False]
