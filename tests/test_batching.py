@@ -273,3 +273,17 @@ def test_steered_rows_follow_their_prompts_across_batches(tiny_model):
     plain = sample_rollouts(model, tok, PROMPTS, max_new_tokens=5, do_sample=False)
     assert many.texts == one.texts
     assert [one.texts[i] != plain.texts[i] for i in range(len(PROMPTS))] == [True, False, False, True, False]
+
+
+def test_dapo_paper_budget_and_validation():
+    from qscope_utils.dapo import DAPOConfig
+    from qscope_utils.model_shapes import backbone_shape
+
+    paper = DAPOConfig.for_profile("paper", "8B")
+    kv = paper.max_batch_tokens * backbone_shape("Qwen/Qwen3-8B-Base").kv_bytes_per_token()
+    assert kv == 65_536 * 147_456 and round(kv / 1e9, 1) == 9.7             # the docstring's figure
+    assert paper.max_batch_tokens // (paper.max_new_tokens + 150) == 15      # rows of one paper batch
+    assert DAPOConfig.for_profile("mini").max_batch_tokens is None           # mini / smoke: one batch, as before
+    assert DAPOConfig.for_profile("smoke").max_batch_tokens is None
+    with pytest.raises(ValueError, match="max_batch_tokens"):
+        DAPOConfig(max_batch_tokens=0)
