@@ -287,3 +287,22 @@ def test_dapo_paper_budget_and_validation():
     assert DAPOConfig.for_profile("smoke").max_batch_tokens is None
     with pytest.raises(ValueError, match="max_batch_tokens"):
         DAPOConfig(max_batch_tokens=0)
+
+
+def test_sampler_keeps_no_per_step_scores(tiny_model, monkeypatch):
+    """generate must not be asked to keep every step's (rows x vocab) scores (output_scores / output_logits)."""
+    from qscope_utils.dapo_trainer import sample_with_logprobs
+
+    model, tok = tiny_model
+    seen = []
+    real = model.generate
+
+    def spy(*a, **kw):
+        seen.append(kw)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(model, "generate", spy)
+    with torch.no_grad():
+        out = sample_with_logprobs(model, tok, PROMPTS, 4, 1.0, seed=0, max_batch_tokens=20)
+    assert len(seen) >= 3 and len(out["logprobs"]) == len(PROMPTS)
+    assert not any(kw.get("output_scores") or kw.get("output_logits") for kw in seen)
