@@ -48,6 +48,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .batching import DEFAULT_CHUNK_TOKENS, chosen_logprobs
 from .hooks import pad_ids
 
 __all__ = ["Item", "Benchmark", "gsm_benchmark", "math_benchmark", "cloze_benchmark", "poem_benchmark",
@@ -409,7 +410,7 @@ def mini_benchmarks(profile, n_items: int = 150, n_general: int = 200, n_choices
 
 @torch.no_grad()
 def score_choices(model, tokenizer, items: Sequence[Item], batch_size: int = 64, max_length: int = 160,
-                  normalize: str = "mean") -> np.ndarray:
+                  normalize: str = "mean", chunk_tokens: int = DEFAULT_CHUNK_TOKENS) -> np.ndarray:
     """Log-likelihood of every choice of every item: (n_items, n_choices) float.
 
     Prompt and continuation are tokenized separately (the continuation without special tokens); the
@@ -419,7 +420,9 @@ def score_choices(model, tokenizer, items: Sequence[Item], batch_size: int = 64,
     Each prompt runs ONCE: a batch of ``batch_size`` items is encoded left-padded with a KV cache,
     the cache is repeated for the n_choices continuations, which run right-padded with explicit
     position ids (equal to the unpadded positions). The LM head runs only at the positions that
-    predict a continuation token (``model.base_model`` then ``model.get_output_embeddings()``).
+    predict a continuation token (``model.base_model`` then ``model.get_output_embeddings()``), on chunks
+    of ``chunk_tokens`` positions (:func:`qscope_utils.batching.chosen_logprobs`): no (rows x length x vocab)
+    logits.
     """
     if normalize not in ("mean", "sum"):
         raise ValueError("normalize must be 'mean' or 'sum'")
@@ -455,9 +458,8 @@ def score_choices(model, tokenizer, items: Sequence[Item], batch_size: int = 64,
         # hidden state predicting token t of row r: t == 0 -> last prompt position, else continuation t - 1
         h_pred = torch.cat([hp[:, None], hc[:, :-1]], 1)                     # (B*k, Tc, d)
         sel = cam.bool()
-        lp = torch.log_softmax(head(h_pred[sel.to(dev)]).float(), -1)
         tok_lp = torch.zeros(cam.shape)
-        tok_lp[sel] = lp.gather(1, cid[sel].to(dev)[:, None]).squeeze(1).cpu()
+        tok_lp[sel] = chosen_logprobs(head, h_pred[sel.to(dev)], cid[sel], chunk_tokens).cpu()
         tot = tok_lp.sum(1)
         if normalize == "mean":
             tot = tot / cam.sum(1)

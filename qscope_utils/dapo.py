@@ -150,7 +150,17 @@ class DAPOConfig:
     that many mini-batches, old log-probs computed once per batch, so the clip binds from the second on);
     ppo_epochs: passes over the rollout batch (TRL ``num_iterations``);
     n_steered: rollouts per group steered toward repetition in the SAE arm; alpha: their strength
-    (None = chosen from the steering sweep, :func:`qscope_utils.repetition.pick_alpha`)."""
+    (None = chosen from the steering sweep, :func:`qscope_utils.repetition.pick_alpha`).
+    max_batch_tokens: token budget of ONE generation batch (rollouts, steering sweeps, evaluation), in
+    padded tokens rows x (prompt + max_new_tokens), what the KV cache grows with; a larger rollout or
+    evaluation set streams through consecutive batches (:func:`qscope_utils.repetition.sample_rollouts`).
+    None = every set in one batch (mini / smoke: sampled results depend on batch composition, so those
+    profiles keep one batch and their numbers do not move). Paper: 65,536 tokens = 15 rows of a 4,096-token
+    response plus a ~150-token prompt; Qwen3-8B's KV cache is 147,456 bytes/token in bf16
+    (:meth:`qscope_utils.model_shapes.BackboneShape.kv_bytes_per_token`), so 9.7 GB (19.3 GB for an fp32
+    policy), against 250-320 GB for the 512-row rollout batch at once; per-step sampling logits are
+    rows x 151,936 x 4 bytes (10 MB). Log-prob passes (perplexity) run the LM head on chunks of
+    :data:`qscope_utils.batching.DEFAULT_CHUNK_TOKENS` positions."""
 
     G: int = 4
     n_prompts: int = 8
@@ -184,8 +194,11 @@ class DAPOConfig:
     train_data: tuple[str, str | None, str] | None = None   # (dataset id, config, split) for the paper profile
     eval_data: tuple[str, str | None, str] | None = None
     prompt_template: str = "Question: {question}\nAnswer: Let's think step by step."
+    max_batch_tokens: int | None = None        # generation batch budget, tokens (see the class docstring)
 
     def __post_init__(self):
+        if self.max_batch_tokens is not None and self.max_batch_tokens < 1:
+            raise ValueError(f"max_batch_tokens={self.max_batch_tokens} must be >= 1 tokens (or None: one batch)")
         if self.eps_high < self.eps_low:
             raise ValueError(f"clip-higher needs eps_high >= eps_low, got {self.eps_high} < {self.eps_low}")
         steered_rows(1, self.G, self.n_steered)  # validates G / n_steered
@@ -209,7 +222,7 @@ class DAPOConfig:
                        ppo_epochs=1, minibatches=4, micro_batch=4, grad_checkpointing=True,
                        n_train_problems=7473, n_eval_problems=250, n_ppl_texts=1000,
                        paper_model=paper_model, answer_rule="last", train_data=("openai/gsm8k", "main", "train"),
-                       eval_data=("juletxara/mgsm", "en", "test"))
+                       eval_data=("juletxara/mgsm", "en", "test"), max_batch_tokens=65_536)
         raise ValueError(f"unknown profile {name!r}: choose mini, smoke or paper")
 
     def profile_overrides(self) -> dict:
@@ -317,33 +330,41 @@ def _ci(values: np.ndarray, n_boot: int, seed: int) -> dict:
 
 
 def _loops(model, tokenizer, prompts: list[str], detector: RepetitionDetector, n_samples: int, max_new_tokens: int,
-           temperature: float, seed: int, n_boot: int, do_sample: bool = True, steer_vectors=None) -> dict:
-    """Repeat ratio of ``n_samples`` responses per prompt (1 when greedy), bootstrap CI over prompts."""
+           temperature: float, seed: int, n_boot: int, do_sample: bool = True, steer_vectors=None,
+           max_batch_tokens: int | None = None) -> dict:
+    """Repeat ratio of ``n_samples`` responses per prompt (1 when greedy), bootstrap CI over prompts;
+    generation batches of at most ``max_batch_tokens`` tokens (None = one batch)."""
     from .repetition import repeat_ratio
 
     k = n_samples if do_sample else 1
     ro = sample_rollouts(model, tokenizer, [p for p in prompts for _ in range(k)], max_new_tokens, temperature,
-                         seed=seed, do_sample=do_sample, steer_vectors=steer_vectors)
+                         seed=seed, do_sample=do_sample, steer_vectors=steer_vectors, max_batch_tokens=max_batch_tokens)
     return repeat_ratio(detector.flags(ro).reshape(len(prompts), k), n_boot=n_boot, seed=seed)
 
 
 def evaluate_policy(model: nn.Module, tokenizer, problems, detector: RepetitionDetector, n_samples: int,
                     max_new_tokens: int, temperature: float = 1.0, seed: int = 1234, n_boot: int = 1000,
                     ppl_texts: list[str] | None = None, extra_prompts: list[str] | None = None,
-                    answer_rule: str = "first", stress_vectors: dict[int, torch.Tensor] | None = None) -> dict:
+                    answer_rule: str = "first", stress_vectors: dict[int, torch.Tensor] | None = None,
+                    max_batch_tokens: int | None = None) -> dict:
     """Held-out metrics of one policy, each {'ratio'|'mean', 'lo', 'hi'} with a 95% bootstrap CI over prompts:
 
     repeat_task: repeat ratio of ``n_samples`` sampled responses per held-out problem; acc_sampled (same
     samples) and acc_greedy; repeat_text / repeat_text_greedy on ``extra_prompts`` (e.g. corpus text
     prefixes); repeat_stress: repeat ratio of sampled task responses while steering with
     ``stress_vectors`` (how easily the policy is pushed into a loop); ppl on ``ppl_texts``.
+    Every generation streams in batches of at most ``max_batch_tokens`` tokens (rows x (prompt +
+    max_new_tokens); None = each set in one batch, ``DAPOConfig.max_batch_tokens``); perplexity runs one
+    text at a time with a chunked LM head (:func:`qscope_utils.recon.lm_loss`).
     """
     model.eval()
     n = len(problems)
     prompts = [p.prompt for p in problems for _ in range(n_samples)]
     answers = [p.answer for p in problems for _ in range(n_samples)]
-    ro = sample_rollouts(model, tokenizer, prompts, max_new_tokens, temperature, seed=seed)
-    g = sample_rollouts(model, tokenizer, [p.prompt for p in problems], max_new_tokens, seed=seed, do_sample=False)
+    ro = sample_rollouts(model, tokenizer, prompts, max_new_tokens, temperature, seed=seed,
+                         max_batch_tokens=max_batch_tokens)
+    g = sample_rollouts(model, tokenizer, [p.prompt for p in problems], max_new_tokens, seed=seed, do_sample=False,
+                        max_batch_tokens=max_batch_tokens)
     from .repetition import repeat_ratio
 
     out = {"repeat_task": repeat_ratio(detector.flags(ro).reshape(n, n_samples), n_boot=n_boot, seed=seed),
@@ -353,7 +374,7 @@ def evaluate_policy(model: nn.Module, tokenizer, problems, detector: RepetitionD
            "mean_len": float(ro.lengths.float().mean()),
            "examples": ro.texts[:: max(1, n_samples)][:6]}
     kw = dict(detector=detector, n_samples=n_samples, max_new_tokens=max_new_tokens, temperature=temperature,
-              n_boot=n_boot)
+              n_boot=n_boot, max_batch_tokens=max_batch_tokens)
     if extra_prompts:
         out["repeat_text"] = _loops(model, tokenizer, extra_prompts, seed=seed + 1, **kw)
         out["repeat_text_greedy"] = _loops(model, tokenizer, extra_prompts, seed=seed + 1, do_sample=False, **kw)

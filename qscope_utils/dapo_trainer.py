@@ -51,11 +51,11 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .dapo import DAPOConfig, _problems, extract_int, steered_rows
-from .repetition import RepetitionDetector, left_padded_batch
+from .batching import ChosenLogprobRecorder
+from .repetition import RepetitionDetector, generation_groups, left_padded_batch, local_rows
 from .steering import steer
 
 __all__ = ["SteeredRowPolicy", "CorrectnessReward", "reward_functions", "SteeredRollouts", "grpo_config",
@@ -160,7 +160,8 @@ def steered_advantages(adv: torch.Tensor, steered: torch.Tensor, lengths: torch.
 
 # --------------------------------------------------------------------------------------------- rollouts
 class SteeredRollouts:
-    """TRL ``rollout_func``: sample the generation batch in one ``generate``; steer rows 0, G, 2G, ... if asked.
+    """TRL ``rollout_func``: sample the generation batch (in one ``generate``, or in token-budgeted groups
+    with ``max_batch_tokens``); steer rows 0, G, 2G, ... if asked.
 
     Returns prompt_ids / completion_ids (up to and including the first end-of-text) / logprobs (the
     sampler's, steered for steered rows) per entry, plus extra fields ``steered``, ``hit_limit`` and
@@ -169,12 +170,13 @@ class SteeredRollouts:
 
     def __init__(self, tokenizer, G: int, max_new_tokens: int, temperature: float = 1.0,
                  steer_vectors: Mapping[int, torch.Tensor] | None = None, n_steered: int = 1, seed: int = 0,
-                 detector: RepetitionDetector | None = None):
+                 detector: RepetitionDetector | None = None, max_batch_tokens: int | None = None):
         if steer_vectors and not 0 < n_steered < G:
             raise ValueError(f"n_steered={n_steered} must be in 1..G-1={G - 1} (a group needs a normal rollout)")
         self.tok, self.G, self.max_new, self.temperature = tokenizer, G, max_new_tokens, temperature
         self.steer = dict(steer_vectors) if steer_vectors else None
         self.n_steered, self.seed, self.detector = n_steered, seed, detector
+        self.max_batch_tokens = max_batch_tokens      # generation token budget (DAPOConfig.max_batch_tokens)
         self.calls = 0
 
     def steered_rows(self, n: int) -> list[int]:
@@ -196,7 +198,8 @@ class SteeredRollouts:
         with _generation_model(trainer) as model:
             out = sample_with_logprobs(model, self.tok, prompts, self.max_new, self.temperature,
                                        seed=self.seed * 100_003 + 7919 * step + 104_729 * proc,
-                                       steer_vectors=self.steer, steer_rows=rows)
+                                       steer_vectors=self.steer, steer_rows=rows,
+                                       max_batch_tokens=self.max_batch_tokens)
         flags = [r in set(rows) for r in range(len(prompts))]
         loops = [bool(self.detector(c, hit_limit=h)) if self.detector else False
                  for c, h in zip(out["completion_ids"], out["hit_limit"])]
@@ -214,30 +217,51 @@ def _generation_model(trainer):
 
 
 def sample_with_logprobs(model: nn.Module, tokenizer, prompts: list[str], max_new_tokens: int, temperature: float,
-                         seed: int, steer_vectors=None, steer_rows=None) -> dict:
-    """One seeded batched ``generate`` (left padding, KV cache, full softmax at ``temperature``).
+                         seed: int, steer_vectors=None, steer_rows=None, max_batch_tokens: int | None = None) -> dict:
+    """Seeded batched ``generate`` (left padding, KV cache, full softmax at ``temperature``).
 
     Returns lists per row: prompt_ids (unpadded), completion_ids (up to and including the first end-of-text),
-    logprobs (the sampler's log-prob of each completion token) and hit_limit (no end-of-text)."""
+    logprobs (the sampler's log-prob of each completion token) and hit_limit (no end-of-text).
+    The log-probs are kept one decode step at a time (:class:`~qscope_utils.batching.ChosenLogprobRecorder`),
+    never as a (rows x steps x vocab) tensor. max_batch_tokens: None = all prompts in ONE batch; otherwise
+    consecutive groups of at most that many tokens (rows x (prompt + max_new_tokens), what the KV cache
+    holds) run one after another from one seeded random stream
+    (:func:`~qscope_utils.repetition.generation_groups`)."""
     was_training = model.training
     model.eval()
-    enc, eos, pad = left_padded_batch(model, tokenizer, prompts)
     torch.manual_seed(seed)
-    kw = dict(max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
-              pad_token_id=pad, eos_token_id=sorted(eos), use_cache=True, output_scores=True,
-              return_dict_in_generate=True)
+    res = {"prompt_ids": [], "completion_ids": [], "logprobs": [], "hit_limit": []}
     try:
-        if steer_vectors:
-            with steer(model, steer_vectors, rows=steer_rows):
-                gen = model.generate(**enc, **kw)
-        else:
-            gen = model.generate(**enc, **kw)
+        for g in generation_groups(tokenizer, prompts, max_new_tokens, max_batch_tokens):
+            part = _sample_batch(model, tokenizer, [prompts[i] for i in g], max_new_tokens, temperature,
+                                 steer_vectors, local_rows(steer_rows, g))
+            for k in res:
+                res[k] += part[k]
     finally:
         model.train(was_training)
+    return res
+
+
+def _sample_batch(model: nn.Module, tokenizer, prompts: list[str], max_new_tokens: int, temperature: float,
+                  steer_vectors, steer_rows) -> dict:
+    """One left-padded sampled ``generate`` batch with per-token log-probs (the caller seeds the stream)."""
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper
+
+    enc, eos, pad = left_padded_batch(model, tokenizer, prompts)
+    rec = ChosenLogprobRecorder()
+    # temperature applied by our own warper BEFORE the recorder (generate appends its warpers after custom
+    # processors), so the recorder sees the scores the sampler draws from
+    procs = ([TemperatureLogitsWarper(temperature)] if temperature != 1.0 else []) + [rec]
+    kw = dict(max_new_tokens=max_new_tokens, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+              pad_token_id=pad, eos_token_id=sorted(eos), use_cache=True, logits_processor=LogitsProcessorList(procs))
+    if steer_vectors and steer_rows != []:
+        with steer(model, steer_vectors, rows=steer_rows):
+            gen = model.generate(**enc, **kw)
+    else:
+        gen = model.generate(**enc, **kw)
     P = enc["input_ids"].shape[1]
-    seq = gen.sequences[:, P:]
-    lp = torch.stack([F.log_softmax(s.float(), -1) for s in gen.scores], 1)          # (B, T, V)
-    tok_lp = torch.gather(lp, 2, seq[:, :lp.shape[1], None]).squeeze(2)
+    seq = gen[:, P:]
+    tok_lp = rec.finish(gen).cpu()                                                    # (B, T) float32
     res = {"prompt_ids": [], "completion_ids": [], "logprobs": [], "hit_limit": []}
     for i in range(seq.shape[0]):
         am = enc["attention_mask"][i].bool()
@@ -365,7 +389,7 @@ def build_dapo_trainer(model: nn.Module, tokenizer, cfg: DAPOConfig, detector: R
         p.requires_grad_(True)
     m.train()
     rollout = SteeredRollouts(tokenizer, cfg.G, cfg.max_new_tokens, cfg.temperature, steer_vectors, cfg.n_steered,
-                              cfg.seed, detector)
+                              cfg.seed, detector, max_batch_tokens=cfg.max_batch_tokens)
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     trainer = tr(model=m, reward_funcs=reward_functions(cfg), args=args, train_dataset=problem_dataset(problems),
                  processing_class=tokenizer, rollout_func=rollout, steered_policy=policy,

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from .atomic import CorruptFileError, safetensors_problem
+from .batching import token_budget_batches
 from .hub import hf_download_command, hub_offline, hub_snapshot, offline_missing
 
 __all__ = ["generate", "load_backbone"]
@@ -57,9 +58,13 @@ def _check_shards(path_or_id: str, local: bool) -> None:
 @torch.no_grad()
 def generate(model: nn.Module, tokenizer, prompts: list[str], max_new_tokens: int = 32, do_sample: bool = True,
              temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, batch_size: int = 16,
-             return_ids: bool = False):
+             return_ids: bool = False, max_batch_tokens: int | None = None):
     """Continuations of ``prompts`` (list of str, prompt removed). Sampling is seeded per call.
 
+    Consecutive batches of at most ``batch_size`` prompts and, with ``max_batch_tokens``, at most that many
+    tokens (rows x (longest prompt + max_new_tokens), what the KV cache grows to;
+    :func:`qscope_utils.batching.token_budget_batches`), run one after another from one seeded random
+    stream. Greedy results do not depend on the batching; sampled ones do, so keep a profile's sizes.
     With ``return_ids`` also returns the list of generated token-id tensors (without prompt).
     """
     torch.manual_seed(seed)
@@ -67,8 +72,8 @@ def generate(model: nn.Module, tokenizer, prompts: list[str], max_new_tokens: in
     tokenizer.padding_side = "left"
     texts, ids_out = [], []
     try:
-        for i in range(0, len(prompts), batch_size):
-            enc = tokenizer(prompts[i:i + batch_size], return_tensors="pt", padding=True).to(model.device)
+        for group in _batches(tokenizer, prompts, max_new_tokens, batch_size, max_batch_tokens):
+            enc = tokenizer([prompts[i] for i in group], return_tensors="pt", padding=True).to(model.device)
             out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=do_sample,
                                  temperature=temperature if do_sample else None, top_p=top_p if do_sample else None,
                                  pad_token_id=tokenizer.pad_token_id, use_cache=True)
@@ -80,3 +85,12 @@ def generate(model: nn.Module, tokenizer, prompts: list[str], max_new_tokens: in
     finally:
         tokenizer.padding_side = old
     return (texts, ids_out) if return_ids else texts
+
+
+def _batches(tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int,
+             max_batch_tokens: int | None) -> list[list[int]]:
+    """Index groups: ``batch_size`` rows each (as before), split further under ``max_batch_tokens``."""
+    if max_batch_tokens is None:
+        return [list(range(i, min(i + batch_size, len(prompts)))) for i in range(0, len(prompts), batch_size)]
+    lens = [len(ids) + max_new_tokens for ids in tokenizer(list(prompts))["input_ids"]]
+    return token_budget_batches(lens, max_batch_tokens, max_rows=batch_size)

@@ -12,6 +12,8 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
+from .batching import body_of
+
 __all__ = ["decoder_layers", "hidden_of", "with_hidden", "capture_residuals", "position_mask", "iter_batches",
            "pad_ids"]
 
@@ -95,7 +97,8 @@ def capture_residuals(model: nn.Module, input_ids: torch.Tensor, attention_mask:
     """Residuals after each of ``layers`` in ONE forward pass: dict layer -> (B, T, d_model).
 
     With ``stop_early`` the forward pass is cut after the deepest requested layer (saves the
-    remaining blocks and the LM head). Padding is not removed here: use ``attention_mask`` /
+    remaining blocks). The LM head never runs (the decoder body, :func:`qscope_utils.batching.body_of`),
+    so no (rows x length x vocab) logits are built. Padding is not removed here: use ``attention_mask`` /
     :func:`position_mask` to select valid tokens.
     """
     layers = _check_layers(model, layers)
@@ -108,9 +111,9 @@ def capture_residuals(model: nn.Module, input_ids: torch.Tensor, attention_mask:
                 raise _StopForward
             stopper = blocks[last].register_forward_hook(halt)
         try:
-            model(input_ids=input_ids.to(model.device),
-                  attention_mask=None if attention_mask is None else attention_mask.to(model.device),
-                  use_cache=False)
+            body_of(model)(input_ids=input_ids.to(model.device),
+                           attention_mask=None if attention_mask is None else attention_mask.to(model.device),
+                           use_cache=False)
         except _StopForward:
             pass
         finally:

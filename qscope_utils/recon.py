@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .batching import DEFAULT_CHUNK_TOKENS, sequence_nll
 from .hooks import capture_residuals, decoder_layers, hidden_of, position_mask, with_hidden
 from .sae import TopKSAE
 
@@ -110,18 +111,12 @@ def splice_sae(model: nn.Module, layer: int, sae: TopKSAE, mask: torch.Tensor | 
 
 @torch.no_grad()
 def lm_loss(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-            loss_mask: torch.Tensor | None = None) -> tuple[float, int]:
+            loss_mask: torch.Tensor | None = None, chunk_tokens: int = DEFAULT_CHUNK_TOKENS) -> tuple[float, int]:
     """(sum of next-token CE in nats, number of predicted tokens) over positions where both the
-    input and the target are real tokens (and ``loss_mask`` at the target, if given)."""
-    dev = model.device
-    logits = model(input_ids=input_ids.to(dev), attention_mask=attention_mask.to(dev), use_cache=False).logits
-    tgt = input_ids[:, 1:].to(dev)
-    valid = (attention_mask[:, 1:] & attention_mask[:, :-1]).bool().to(dev)
-    if loss_mask is not None:
-        valid &= loss_mask[:, 1:].to(dev)
-    ce = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), tgt.reshape(-1), reduction="none")
-    ce = ce.reshape(tgt.shape)[valid]
-    return float(ce.sum()), int(valid.sum())
+    input and the target are real tokens (and ``loss_mask`` at the target, if given). The LM head runs on
+    chunks of ``chunk_tokens`` positions (:func:`qscope_utils.batching.sequence_nll`): no
+    (rows x length x vocab) logits."""
+    return sequence_nll(model, input_ids, attention_mask, loss_mask, chunk_tokens)
 
 
 @torch.no_grad()

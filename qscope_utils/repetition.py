@@ -36,15 +36,17 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .batching import token_budget_batches
 from .hooks import capture_residuals, pad_ids
 from .sae import TopKSAE
 from .stats import cluster_bootstrap
 from .steering import steer
 
 __all__ = ["Loop", "find_tail_loop", "RepetitionDetector", "bootstrap_mean_ci", "repeat_ratio",
-           "Rollouts", "sample_rollouts", "repeat_pairs", "make_repeated_contexts", "repetition_features",
-           "steering_sweep", "pick_alpha", "pick_alpha_vs_control", "pool_candidates", "candidate_columns",
-           "repetition_candidates", "screen_candidates", "select_feature", "screen_ratio_fn", "RepetitionConfig"]
+           "Rollouts", "sample_rollouts", "generation_groups", "repeat_pairs", "make_repeated_contexts",
+           "repetition_features", "steering_sweep", "pick_alpha", "pick_alpha_vs_control", "pool_candidates",
+           "candidate_columns", "repetition_candidates", "screen_candidates", "select_feature", "screen_ratio_fn",
+           "RepetitionConfig"]
 
 
 # --------------------------------------------------------------------------------------------- detector
@@ -203,8 +205,31 @@ def left_padded_batch(model, tokenizer, prompts: list[str]):
     finally:
         tokenizer.padding_side = old
     eos = _eos_ids(model, tokenizer)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(eos))
-    return enc, eos, pad
+    return enc, eos, _pad_id(tokenizer, eos)
+
+
+def _pad_id(tokenizer, eos: set[int]) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(eos))
+
+
+def generation_groups(tokenizer, prompts: Sequence[str], max_new_tokens: int,
+                      max_batch_tokens: int | None) -> list[list[int]]:
+    """Consecutive groups of prompt indices whose generation batch holds at most ``max_batch_tokens``
+    tokens (rows x (longest prompt + max_new_tokens): what the KV cache grows to); None = one group.
+    See :func:`qscope_utils.batching.token_budget_batches`."""
+    if max_batch_tokens is None:
+        return [list(range(len(prompts)))]
+    lens = [len(ids) + max_new_tokens for ids in tokenizer(list(prompts))["input_ids"]]
+    return token_budget_batches(lens, max_batch_tokens)
+
+
+def local_rows(rows, group: Sequence[int]) -> list[int] | None:
+    """Steered rows of the full batch (None = all, index list or (B,) bool mask) as indices into ``group``."""
+    if rows is None:
+        return None
+    t = torch.as_tensor(rows)
+    want = set(t.nonzero().flatten().tolist() if t.dtype == torch.bool else t.long().tolist())
+    return [k for k, i in enumerate(group) if i in want]
 
 
 def _eos_ids(model, tokenizer) -> set[int]:
@@ -217,23 +242,37 @@ def _eos_ids(model, tokenizer) -> set[int]:
 def sample_rollouts(model: nn.Module, tokenizer, prompts: list[str], max_new_tokens: int = 32,
                     temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
                     steer_vectors: dict[int, torch.Tensor] | None = None, steer_rows=None,
-                    do_sample: bool = True) -> Rollouts:
-    """Sample one response per prompt in ONE batch (KV cache on), optionally steering some rows.
+                    do_sample: bool = True, max_batch_tokens: int | None = None) -> Rollouts:
+    """Sample one response per prompt (KV cache on), optionally steering some rows.
 
     steer_vectors: {layer: (d_model,) vector} added at every position and decode step (shared
     :func:`~qscope_utils.steering.steer`); steer_rows: which batch rows (None = all). Generation
     never stops early on end-of-text for the whole batch before every row is done; each row's
     tokens after its first end-of-text are masked out. Seeded: same seed, same samples.
+
+    max_batch_tokens: None generates all prompts in ONE batch; otherwise consecutive groups of at most
+    that many tokens (rows x (prompt + max_new_tokens), :func:`generation_groups`) run one after
+    another from one seeded random stream, so memory is bounded. Greedy results do not depend on the
+    grouping; sampled ones do (the random stream is drawn per batch), so a profile keeps one budget.
     """
     if not prompts:
         raise ValueError("no prompts to sample from")
-    enc, eos, pad = left_padded_batch(model, tokenizer, prompts)
     torch.manual_seed(seed)
+    groups = generation_groups(tokenizer, prompts, max_new_tokens, max_batch_tokens)
+    parts = [_rollout_batch(model, tokenizer, [prompts[i] for i in g], max_new_tokens, temperature, top_p,
+                            steer_vectors, local_rows(steer_rows, g), do_sample) for g in groups]
+    return parts[0] if len(parts) == 1 else _concat_rollouts(parts, _pad_id(tokenizer, _eos_ids(model, tokenizer)))
+
+
+def _rollout_batch(model, tokenizer, prompts, max_new_tokens, temperature, top_p, steer_vectors, steer_rows,
+                   do_sample) -> Rollouts:
+    """One left-padded ``generate`` batch (the caller seeds the random stream)."""
+    enc, eos, pad = left_padded_batch(model, tokenizer, prompts)
     kw = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=pad, eos_token_id=sorted(eos),
               use_cache=True)
     if do_sample:
         kw.update(temperature=temperature, top_p=top_p, top_k=0)
-    if steer_vectors:
+    if steer_vectors and steer_rows != []:
         with steer(model, steer_vectors, rows=steer_rows):
             out = model.generate(**enc, **kw)
     else:
@@ -246,6 +285,19 @@ def sample_rollouts(model: nn.Module, tokenizer, prompts: list[str], max_new_tok
     texts = [tokenizer.decode(g[m], skip_special_tokens=True) for g, m in zip(gen, rmask)]
     am = torch.cat([enc["attention_mask"], rmask.long()], 1)
     return Rollouts(torch.cat([enc["input_ids"], gen], 1), am, rmask, hit.cpu(), texts, P, max_new_tokens)
+
+
+def _concat_rollouts(parts: list[Rollouts], pad: int) -> Rollouts:
+    """Rollouts of consecutive groups as one: prompts left-padded to the longest group's prompt width."""
+    P = max(r.prompt_len for r in parts)
+    ids, am = [], []
+    for r in parts:
+        k = P - r.prompt_len
+        ids.append(torch.cat([r.input_ids.new_full((r.input_ids.shape[0], k), pad), r.input_ids], 1))
+        am.append(torch.cat([r.attention_mask.new_zeros((r.attention_mask.shape[0], k)), r.attention_mask], 1))
+    return Rollouts(torch.cat(ids), torch.cat(am), torch.cat([r.response_mask for r in parts]),
+                    torch.cat([r.hit_limit for r in parts]), [t for r in parts for t in r.texts], P,
+                    parts[0].max_new_tokens)
 
 
 # --------------------------------------------------------------------------------------------- features
@@ -342,12 +394,13 @@ def repetition_features(model: nn.Module, sae: TopKSAE, layer: int, contexts: li
 def steering_sweep(model: nn.Module, tokenizer, prompts: list[str], direction: torch.Tensor, layer: int,
                    alphas: Sequence[float], detector: RepetitionDetector, n_samples: int = 4,
                    max_new_tokens: int = 32, temperature: float = 1.0, seed: int = 0, n_boot: int = 1000,
-                   do_sample: bool = True, progress: bool = True) -> pd.DataFrame:
+                   do_sample: bool = True, progress: bool = True, max_batch_tokens: int | None = None) -> pd.DataFrame:
     """Repeat ratio of generations steered with ``alpha * direction`` at ``layer``, for each alpha.
 
     Every alpha uses the same prompts and sampling seeds (alpha = 0 is the unsteered model); greedy
     decoding (``do_sample=False``) uses one response per prompt. Returns a DataFrame: alpha, ratio,
     lo, hi (bootstrap CI over prompts), n_prompts, n_samples, mean_len (response tokens).
+    max_batch_tokens: generation token budget per batch (:func:`sample_rollouts`; None = one batch).
     """
     rows = []
     n_samples = n_samples if do_sample else 1
@@ -355,7 +408,7 @@ def steering_sweep(model: nn.Module, tokenizer, prompts: list[str], direction: t
     for a in tqdm(list(alphas), desc="alpha sweep", disable=not progress, leave=False):
         vec = {layer: float(a) * direction.float()} if a != 0 else None
         ro = sample_rollouts(model, tokenizer, batch, max_new_tokens, temperature, seed=seed, steer_vectors=vec,
-                             do_sample=do_sample)
+                             do_sample=do_sample, max_batch_tokens=max_batch_tokens)
         flags = detector.flags(ro).reshape(len(prompts), n_samples)
         rows.append({"alpha": float(a), **repeat_ratio(flags, n_boot=n_boot, seed=seed),
                      "mean_len": float(ro.lengths.float().mean())})
@@ -508,17 +561,20 @@ def select_feature(screen: pd.DataFrame) -> dict:
 
 def screen_ratio_fn(model: nn.Module, tokenizer, prompts: list[str], directions: Mapping[tuple[int, int | None], torch.Tensor],
                     detector: RepetitionDetector, n_samples: int = 2, max_new_tokens: int = 32,
-                    temperature: float = 1.0, seed: int = 0) -> Callable[[int | None, int | None, float], float]:
-    """A ``ratio_fn`` for :func:`screen_candidates`: ONE sampled batch (all prompts x samples) per call.
+                    temperature: float = 1.0, seed: int = 0,
+                    max_batch_tokens: int | None = None) -> Callable[[int | None, int | None, float], float]:
+    """A ``ratio_fn`` for :func:`screen_candidates`: ONE sampled rollout set (all prompts x samples) per call.
 
     directions: {(layer, feature): vector}, feature None = the layer's random control. Same prompts
-    and seed on every call, so candidates differ only by their steering vector.
+    and seed on every call, so candidates differ only by their steering vector. max_batch_tokens:
+    generation token budget (:func:`sample_rollouts`; None = one batch).
     """
     batch = [p for p in prompts for _ in range(n_samples)]
 
     def ratio(layer, feature, alpha):
         vec = None if layer is None or alpha == 0 else {layer: float(alpha) * directions[(layer, feature)].float()}
-        ro = sample_rollouts(model, tokenizer, batch, max_new_tokens, temperature, seed=seed, steer_vectors=vec)
+        ro = sample_rollouts(model, tokenizer, batch, max_new_tokens, temperature, seed=seed, steer_vectors=vec,
+                             max_batch_tokens=max_batch_tokens)
         return float(detector.flags(ro).mean())
 
     return ratio

@@ -46,6 +46,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import codeswitch as cs
+from .batching import DEFAULT_CHUNK_TOKENS, sequence_nll
 from .features import mean_activations
 from .generation import generate
 from .hooks import decoder_layers, hidden_of, iter_batches, pad_ids
@@ -395,14 +396,6 @@ def encode_examples(tokenizer, examples: Sequence[SFTExample]) -> dict:
     return {"input_ids": ids, "attention_mask": am, "labels": labels, "response_mask": rm, "predict_mask": pm}
 
 
-def _shifted_ce(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Mean next-token CE over labelled positions (logits (B, T, V), labels (B, T) with -100)."""
-    tgt = labels[:, 1:]
-    n = int((tgt != -100).sum())
-    ce = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100)
-    return ce, n
-
-
 # ============================================================================ evaluation
 def _stop_ids(tokenizer) -> list[int]:
     ids = [tokenizer.convert_tokens_to_ids(CHAT_END)]
@@ -440,7 +433,8 @@ def respond(model: nn.Module, tokenizer, prompts: Sequence[str], seeds: Sequence
 @torch.no_grad()
 def perplexity_by_lang(model: nn.Module, tokenizer, texts_by_lang: Mapping[str, list[str]], batch_size: int = 16,
                        max_length: int = 128) -> dict[str, float]:
-    """lang -> held-out perplexity exp(mean next-token CE in nats) over all tokens of its texts."""
+    """lang -> held-out perplexity exp(mean next-token CE in nats) over all tokens of its texts.
+    ``batch_size`` texts of at most ``max_length`` tokens per pass, chunked LM head (:func:`~qscope_utils.recon.lm_loss`)."""
     out = {}
     for lang, texts in texts_by_lang.items():
         nll, n = 0.0, 0
@@ -452,15 +446,16 @@ def perplexity_by_lang(model: nn.Module, tokenizer, texts_by_lang: Mapping[str, 
 
 
 @torch.no_grad()
-def response_ce(model: nn.Module, tokenizer, examples: Sequence[SFTExample], batch_size: int = 16) -> float:
-    """Mean response-token CE (nats) of held-out SFT examples: what the task itself costs or gains."""
-    dev = next(model.parameters()).device
+def response_ce(model: nn.Module, tokenizer, examples: Sequence[SFTExample], batch_size: int = 16,
+                chunk_tokens: int = DEFAULT_CHUNK_TOKENS) -> float:
+    """Mean response-token CE (nats) of held-out SFT examples: what the task itself costs or gains.
+    ``batch_size`` examples per forward pass; the LM head runs only at response positions, on chunks of
+    ``chunk_tokens`` positions (:func:`qscope_utils.batching.sequence_nll`)."""
     tot, n = 0.0, 0
     for i in range(0, len(examples), batch_size):
         enc = encode_examples(tokenizer, examples[i:i + batch_size])
-        logits = model(input_ids=enc["input_ids"].to(dev), attention_mask=enc["attention_mask"].to(dev)).logits
-        ce, c = _shifted_ce(logits, enc["labels"].to(dev))
-        tot, n = tot + float(ce) * c, n + c
+        s, c = sequence_nll(model, enc["input_ids"], enc["attention_mask"], enc["response_mask"], chunk_tokens)
+        tot, n = tot + s, n + c
     return tot / max(n, 1)
 
 

@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .batching import DEFAULT_CHUNK_TOKENS, token_logprobs
 from .generation import generate
 from .hooks import pad_ids
 from .sae import TopKSAE
@@ -227,27 +228,29 @@ def script_metrics(texts: Iterable[str], script: str | Iterable[str] = "Han") ->
 
 @torch.no_grad()
 def continuation_nll(model, prefixes: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]],
-                     batch_size: int = 16) -> np.ndarray:
+                     batch_size: int = 16, chunk_tokens: int = DEFAULT_CHUNK_TOKENS) -> np.ndarray:
     """Mean NLL (nats/token) of each continuation given its prefix, under ``model`` as it is (call it
-    outside any steering context to score under the unsteered model). NaN for empty continuations."""
+    outside any steering context to score under the unsteered model). NaN for empty continuations.
+    ``batch_size`` rows per forward pass; the LM head runs only at continuation positions, on chunks of
+    ``chunk_tokens`` positions (:func:`qscope_utils.batching.token_logprobs`)."""
     if len(prefixes) != len(continuations):
         raise ValueError(f"{len(prefixes)} prefixes but {len(continuations)} continuations")
     out = np.full(len(prefixes), np.nan)
-    dev = next(model.parameters()).device
     for i in range(0, len(prefixes), batch_size):
         idx = [j for j in range(i, min(i + batch_size, len(prefixes))) if len(continuations[j]) > 0]
         if not idx:
             continue
+        if any(len(prefixes[j]) == 0 for j in idx):
+            raise ValueError("continuation_nll needs a non-empty prefix (the prompt) to score the first token")
         seqs = [list(prefixes[j]) + list(continuations[j]) for j in idx]
         ids, am = pad_ids(seqs, 0)
-        logp = torch.log_softmax(model(input_ids=ids.to(dev), attention_mask=am.to(dev)).logits.float(), -1)
+        score = torch.zeros(ids.shape[0], ids.shape[1] - 1, dtype=torch.bool)   # positions predicting a continuation token
         for r, j in enumerate(idx):
             p, c = len(prefixes[j]), len(continuations[j])
-            if p == 0:
-                raise ValueError("continuation_nll needs a non-empty prefix (the prompt) to score the first token")
-            tgt = ids[r, p:p + c].to(dev)
-            lp = logp[r, p - 1:p + c - 1].gather(-1, tgt[:, None]).squeeze(-1)
-            out[j] = float(-lp.mean())
+            score[r, p - 1:p + c - 1] = True
+        lp = token_logprobs(model, ids, am, chunk_tokens, positions=score).cpu()
+        for r, j in enumerate(idx):
+            out[j] = float(-lp[r][score[r]].mean())
     return out
 
 

@@ -59,6 +59,7 @@ SIZES = {
         "chunk_tokens": 8, "n_repeats": 3, "alphas": [0.0, 4.0], "n_sweep_prompts": 2, "n_eval_prompts": 2,
         "n_samples": 1, "n_boot": 20},
         "dapo_config": {"G": 2, "n_prompts": 1, "minibatches": 1, "max_new_tokens": 12, "cache_len": 4, "n_train_problems": 4,
+                        "max_batch_tokens": 64,  # a tiny budget: rollouts and evaluation stream in batches
                         "n_eval_problems": 2, "n_ppl_texts": 2}},
 }
 

@@ -141,7 +141,7 @@ for c in cands.itertuples():
     dirs[(int(c.layer), int(c.feature))] = cols[(int(c.layer), int(c.feature))]
 unit = lambda L, f: resid_norm[L] / float(dirs[(L, f)].norm())
 ratio_fn = R.screen_ratio_fn(model, tok, screen_prompts, dirs, det, rcfg.screen_samples, dcfg.max_new_tokens,
-                             dcfg.temperature, seed=seed)
+                             dcfg.temperature, seed=seed, max_batch_tokens=dcfg.max_batch_tokens)
 screen = R.screen_candidates(cands, ratio_fn, rcfg.screen_mults, unit)
 screen = screen.merge(cands[["rank", "mean_increase"]], on="rank", how="left")
 save_table(screen, profile, "07_feature_screen")
@@ -192,7 +192,7 @@ g = torch.Generator().manual_seed(seed)
 rand_dir = torch.randn(direction.shape, generator=g).to(direction.device)   # drawn on the CPU: same control on every device
 rand_dir = rand_dir / rand_dir.norm() * direction.norm()
 kw = dict(layer=layer, alphas=rcfg.alphas, detector=det, n_samples=rcfg.n_samples, max_new_tokens=dcfg.max_new_tokens,
-          temperature=dcfg.temperature, seed=seed, n_boot=rcfg.n_boot)
+          temperature=dcfg.temperature, seed=seed, n_boot=rcfg.n_boot, max_batch_tokens=dcfg.max_batch_tokens)
 sweeps = pd.concat([
     R.steering_sweep(model, tok, task_prompts, direction, **kw).assign(direction=f"feature {feature}", prompts="arithmetic, sampled"),
     R.steering_sweep(model, tok, task_prompts, rand_dir, **kw).assign(direction="random (same norm)", prompts="arithmetic, sampled"),
@@ -268,7 +268,7 @@ val_problems = D._problems(dcfg, "train", dcfg.n_val_problems, seed + 5)
 val_rows = []
 for name, (m, _) in policies.items():
     sv = D._loops(m, tok, [p.prompt for p in val_problems], det, rcfg.n_samples, dcfg.max_new_tokens, dcfg.temperature,
-                  seed + 99, rcfg.n_boot, steer_vectors=steer_vec)
+                  seed + 99, rcfg.n_boot, steer_vectors=steer_vec, max_batch_tokens=dcfg.max_batch_tokens)
     pp = D.heldout_perplexity(m, tok, val_texts)
     val_rows.append({"arm": name, "val_ppl": pp["ppl"], "val_ppl_lo": pp["lo"], "val_ppl_hi": pp["hi"],
                      "val_stress": sv["ratio"], "val_stress_lo": sv["lo"], "val_stress_hi": sv["hi"]})
@@ -311,7 +311,8 @@ if chosen != RECIPE:
     arms[f"{SAE_ARM} ({DT.SteeredRowPolicy(**variant_names[RECIPE]).name}, report's recipe)"] = policies[RECIPE][0]
 evals = {name: D.evaluate_policy(m, tok, heldout, det, rcfg.n_samples, dcfg.max_new_tokens, dcfg.temperature,
                                  seed=seed + 1234, n_boot=rcfg.n_boot, ppl_texts=ppl_texts, extra_prompts=text_prompts,
-                                 answer_rule=dcfg.answer_rule, stress_vectors=steer_vec) for name, m in arms.items()}
+                                 answer_rule=dcfg.answer_rule, stress_vectors=steer_vec,
+                                 max_batch_tokens=dcfg.max_batch_tokens) for name, m in arms.items()}
 METRICS = {"repeat_task": "repeat ratio, arithmetic (sampled)", "repeat_text": "repeat ratio, text prefixes (sampled)",
            "repeat_text_greedy": "repeat ratio, text prefixes (greedy)",
            "repeat_stress": f"repeat ratio under steering (alpha={alpha:g}, f={feature})",
