@@ -14,12 +14,17 @@ Units: bytes, and GB = 1e9 bytes. Sizes:
 * one SAE layer file ``layer{n}.sae.pt`` = (W_enc + W_dec: ``2 x d_model x d_sae``, b_enc: ``d_sae``,
   b_dec: ``d_model``) float32 elements x 4 bytes (docs/CONVENTIONS.md §2: 2.15 GB at 64K x 4096);
 * peak GPU memory = weights + SAE layers alive (loader cache, or layers held per pass) x layer bytes +
-  the largest transient of any stage: KV cache (rows x (prompt + new tokens) x kv bytes/token), float32
-  logits of at most :data:`LOGITS_CHUNK_TOKENS` positions, float32 SAE pre-activations of one batch;
-  training stages use the training memory model (``qscope_utils.fit.training_peak_bytes``);
+  the largest transient of any stage's batch: KV cache (rows x (prompt + new tokens) x kv bytes/token),
+  float32 logits of at most :data:`LOGITS_CHUNK_TOKENS` positions, float32 SAE pre-activations; a batch is
+  the stage's row batch, cut further by its token budget where the code sets one (:attr:`Stage.max_tokens`,
+  as ``qscope_utils.batching.token_budget_batches`` does: rows x (prompt + new tokens) <= budget);
+  training stages use the training memory model (``qscope_utils.fit.training_peak_bytes``) with the
+  micro-batch and gradient checkpointing the trainer runs;
 * GPU time = FLOPs / (peak x utilisation) for prefill, forward and training (2 x params x tokens
-  forward, 6 x for training), float32 SAE encodes at the FP32 rate, and decode steps as the larger of
-  the bytes-moved time (weights + KV read per step over HBM bandwidth) and the compute time.
+  forward, 6 x for training), float32 SAE encodes at the FP32 rate: budgets change memory, not these
+  FLOPs. Decode steps cost the larger of the bytes-moved time (weights + KV read per step over HBM
+  bandwidth) and the compute time, PER BATCH: every batch re-reads all weights at every step, so a token
+  budget that shrinks the batch raises decode time (assumed: batches run one after another, no overlap).
 
 Generation runs every row to its ``max_new_tokens`` and every text is counted at its truncation length:
 the GPU-hours are upper bounds for the stated row counts.
@@ -33,6 +38,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from .batching import DEFAULT_CHUNK_TOKENS
 from .model_shapes import BackboneShape, backbone_shape
 
 __all__ = ["PlanError", "TrainingModelMissing", "Stage", "NotebookPlan", "NOTEBOOKS",
@@ -67,10 +73,9 @@ HBM_EFFICIENCY = 0.6
 """Share of HBM bandwidth a decode step achieves in HF ``generate`` (eager kernels, one step per call)."""
 DOWNLOAD_BYTES_PER_S = 100e6
 """Assumed download rate from the hub (100 MB/s), only to compare downloads with GPU time in "dominant"."""
-LOGITS_CHUNK_TOKENS = 4096
-"""Positions whose float32 logits exist at once (issue #14: log-probs and losses are computed in chunks of
-this many positions, 4,096 x 151,936 x 4 B = 2.5 GB). The lead may point this at the batching module's
-default at merge."""
+LOGITS_CHUNK_TOKENS = DEFAULT_CHUNK_TOKENS
+"""Positions whose float32 logits exist at once: log-probs and losses are computed in chunks of
+``qscope_utils.batching.DEFAULT_CHUNK_TOKENS`` positions (4,096 x 151,936 x 4 B = 2.5 GB)."""
 SHORT_PROMPT_TOKENS = 64
 """Tokens of notebook 02's prompts: a <= 120-character English prefix plus a cue, or a story opening
 (assumed upper bound; Chinese text is about one token per character)."""
@@ -173,6 +178,7 @@ class Stage:
     totals are lower bounds). length: tokens per row (prompt tokens for ``generate``).
     batch_rows: rows per batch (memory). passes: times the rows are processed (e.g. one per layer).
     sae_layers: SAE layers encoded per pass (float32 encode FLOPs). upto_layer: capture depth.
+    max_tokens: token budget of one batch (rows x (length + new_tokens)); None = ``batch_rows`` only.
     """
 
     name: str
@@ -184,10 +190,20 @@ class Stage:
     passes: int = 1
     sae_layers: int = 0
     upto_layer: int | None = None
+    max_tokens: int | None = None
 
     def __post_init__(self):
         if self.kind not in ("forward", "capture", "generate", "train"):
             raise ValueError(f"stage {self.name!r}: unknown kind {self.kind!r}")
+
+    @property
+    def batch(self) -> int:
+        """Rows in one batch: ``batch_rows`` (at most ``rows``), cut to ``max_tokens // (length +
+        new_tokens)`` under a token budget (at least one row: a row is never split)."""
+        b = self.batch_rows if self.rows is None else min(self.batch_rows, self.rows)
+        if self.max_tokens is not None:
+            b = min(b, max(1, self.max_tokens // (self.length + self.new_tokens)))
+        return max(b, 1)
 
 
 def sae_seconds(shape: BackboneShape, d_sae: int, st: Stage) -> float:
@@ -209,7 +225,7 @@ def stage_seconds(shape: BackboneShape, d_sae: int, st: Stage, bytes_per_el: int
         return compute_seconds(3 * forward_flops(shape, tokens), mfu=MFU_TRAIN) + sae
     if st.kind == "generate":
         prefill = compute_seconds(forward_flops(shape, tokens))
-        return prefill + st.passes * decode_seconds(shape, st.rows, st.length, st.new_tokens, st.batch_rows,
+        return prefill + st.passes * decode_seconds(shape, st.rows, st.length, st.new_tokens, st.batch,
                                                     bytes_per_el) + sae
     upto = st.upto_layer if st.kind == "capture" else None
     return compute_seconds(forward_flops(shape, tokens, upto)) + sae
@@ -220,7 +236,7 @@ def stage_transient_bytes(shape: BackboneShape, d_sae: int, st: Stage, bytes_per
     new tokens; forward passes keep no cache), float32 logits (chunked) and float32 SAE pre-activations."""
     if st.rows == 0 or st.passes == 0:
         return 0
-    b = st.batch_rows if st.rows is None else min(st.batch_rows, st.rows)
+    b = st.batch
     ctx = st.length + st.new_tokens
     kv = kv_cache_bytes(shape, b * ctx, bytes_per_el) if st.kind == "generate" else 0
     positions = b if st.kind == "generate" else (0 if st.kind == "capture" else b * ctx)
@@ -229,7 +245,7 @@ def stage_transient_bytes(shape: BackboneShape, d_sae: int, st: Stage, bytes_per
 
 
 def training_bytes(shape: BackboneShape, *, lora_r: int = 0, n_gpus: int = 1, sharded: bool = False,
-                   tokens_per_micro_batch: int) -> int:
+                   tokens_per_micro_batch: int, grad_checkpointing: bool = True) -> int:
     """Peak bytes per GPU of a fine-tuning step, from ``qscope_utils.fit.training_peak_bytes`` (the one
     training memory model of the project: weights, master copy, gradients, optimizer, activations)."""
     try:
@@ -238,7 +254,8 @@ def training_bytes(shape: BackboneShape, *, lora_r: int = 0, n_gpus: int = 1, sh
         raise TrainingModelMissing("training memory needs qscope_utils.fit.training_peak_bytes, which this "
                                    "checkout lacks (it comes with issue #14's training-precision part)") from e
     return int(training_peak_bytes(shape, lora_r=lora_r, n_gpus=n_gpus, sharded=sharded,
-                                   tokens_per_micro_batch=tokens_per_micro_batch, grad_checkpointing=True).total)
+                                   tokens_per_micro_batch=tokens_per_micro_batch,
+                                   grad_checkpointing=grad_checkpointing).total)
 
 
 # ----------------------------------------------------------------------------------- plans
@@ -274,27 +291,27 @@ class NotebookPlan:
     def downloads_unknown(self) -> list[str]:
         return [w for w, b in self.downloads if b is None]
 
+    def stage_peaks(self, training: bool = True) -> list[tuple[str, int]]:
+        """(stage, peak bytes) per stage: weights + SAE layers alive + the stage's batch transient, or the
+        training peak + SAE layers for training stages (left out when unknown or ``training`` is False)."""
+        sae = self.sae_alive * self.sae_bytes
+        out = [("weights + SAE layers", self.weights + sae)]
+        for s in self.stages:
+            if s.kind != "train":
+                out.append((s.name, self.weights + sae + stage_transient_bytes(self.shape, self.d_sae, s)))
+            elif training and self.train_bytes is not None:
+                out.append((s.name, self.train_bytes + sae))
+        return out
+
     @property
     def peak_bytes(self) -> int:
         """Peak device memory of the known stages (a lower bound when :attr:`peak_unknown`)."""
-        sae = self.sae_alive * self.sae_bytes
-        peaks = [self.weights + sae + stage_transient_bytes(self.shape, self.d_sae, s)
-                 for s in self.stages if s.kind != "train"]
-        if self.train_bytes is not None:
-            peaks.append(self.train_bytes + sae)
-        return max(peaks, default=self.weights + sae)
+        return max(b for _, b in self.stage_peaks())
 
     @property
     def peak_stage(self) -> str:
         """The stage that sets :attr:`peak_bytes` (``weights + SAE layers`` when no stage adds memory)."""
-        sae = self.sae_alive * self.sae_bytes
-        best, name = self.weights + sae, "weights + SAE layers"
-        for s in self.stages:
-            b = (self.train_bytes + sae if self.train_bytes is not None else -1) if s.kind == "train" else \
-                self.weights + sae + stage_transient_bytes(self.shape, self.d_sae, s)
-            if b > best:
-                best, name = b, s.name
-        return name
+        return max(self.stage_peaks(), key=lambda nb: nb[1])[0]
 
     @property
     def peak_unknown(self) -> bool:
@@ -608,19 +625,31 @@ def _plan_06(p: dict, profile: str) -> NotebookPlan:
                  notes=[f"{runs} training runs (lambda 0 + {len(lambdas) - 1} lambdas x {len(cfg.targets)} targets)",
                         "one epoch of sft_file: rows ?" if rows is None else f"{rows} examples per run"]
                  + ([f"eval prompts counted at {prompt} tokens (assumed)"] if profile == "paper" else []))
+    # micro-batch = batch_size x max_length tokens, no gradient checkpointing: as sasft_trainer.check_fits counts it
     _add_training(plan, shape, lora_r=_int(p, "lora_r", 0), n_gpus=n_gpus, sharded=sharded,
-                  tokens=cfg.batch_size * seq)
+                  tokens=cfg.batch_size * seq, grad_checkpointing=False)
     return plan
 
 
 def _add_training(plan: NotebookPlan, shape: BackboneShape, *, lora_r: int, n_gpus: int, sharded: bool,
-                  tokens: int) -> None:
+                  tokens: int, grad_checkpointing: bool) -> None:
+    """Training peak of one micro-batch of ``tokens`` tokens; a note names LoRA and 8 sharded GPUs (the
+    alternatives ``qscope_utils.fit.check_training_fits`` offers) when it exceeds one H100."""
     plan.trains = True
+    kw = dict(tokens_per_micro_batch=tokens, grad_checkpointing=grad_checkpointing)
     try:
-        plan.train_bytes = training_bytes(shape, lora_r=lora_r, n_gpus=n_gpus, sharded=sharded,
-                                          tokens_per_micro_batch=tokens)
+        plan.train_bytes = training_bytes(shape, lora_r=lora_r, n_gpus=n_gpus, sharded=sharded, **kw)
     except TrainingModelMissing as e:
         plan.notes.append(f"training memory: ? ({e})")
+        return
+    plan.notes.append(f"training micro-batch {tokens:,} tokens, gradient checkpointing "
+                      f"{'on' if grad_checkpointing else 'off'}: {_gb(plan.train_bytes)} per GPU")
+    if plan.train_bytes > H100_MEMORY_BYTES:
+        lora = training_bytes(shape, lora_r=16, n_gpus=n_gpus, sharded=sharded, **kw)
+        shard = training_bytes(shape, lora_r=lora_r, n_gpus=8, sharded=True, **kw)
+        plan.notes.append(f"training does not fit one 80 GB GPU (the trainer refuses it before any step): "
+                          f"-p lora_r 16 -> {_gb(lora)}, or -p launch launch -p accelerate_config zero3_8b.yaml "
+                          f"(8 GPUs) -> {_gb(shard)} per GPU")
 
 
 def _plan_07(p: dict, profile: str) -> NotebookPlan:
@@ -649,30 +678,36 @@ def _plan_07(p: dict, profile: str) -> NotebookPlan:
     rollouts = dcfg.n_prompts * dcfg.G
     screen_calls = 1 + len(cand) * len(rcfg.screen_mults) + rcfg.n_candidates * len(rcfg.screen_mults)
     sweep_rows = 2 * len(rcfg.alphas) * (rcfg.n_sweep_prompts * rcfg.n_samples + rcfg.n_eval_prompts)
-    gen = lambda rows, batch=rollouts: dict(rows=rows, length=prompt, batch_rows=batch, new_tokens=L)
-    per_mb = max(1, rollouts // max(dcfg.minibatches, 1))
+    budget = dcfg.max_batch_tokens          # every generation set streams in batches of at most this many tokens
+    gen = lambda rows, batch=rollouts: dict(rows=rows, length=prompt, batch_rows=batch, new_tokens=L,
+                                            max_tokens=budget)
+    n_gpus, sharded = _accelerate(p)
+    per_mb = max(1, rollouts // (max(dcfg.minibatches, 1) * n_gpus))     # rows per mini-batch and process
+    micro = min(dcfg.micro_batch or per_mb, per_mb)                       # rows per forward / backward pass
     st = [Stage("repetition contexts", "capture", rcfg.n_contexts, rcfg.chunk_tokens * rcfg.n_repeats, 32,
                 upto_layer=max(cand), sae_layers=1, passes=len(cand)),
           Stage("steering screen", "generate", **gen(screen_calls * rcfg.n_screen_prompts * rcfg.screen_samples,
                                                      rcfg.n_screen_prompts * rcfg.screen_samples)),
           Stage("steering sweep", "generate", **gen(sweep_rows, rcfg.n_sweep_prompts * rcfg.n_samples)),
           Stage("DAPO rollouts (decode)", "generate", **gen(arms * dcfg.n_steps * rollouts)),
-          Stage("DAPO old log-probs", "forward", arms * dcfg.n_steps * rollouts, prompt + L, per_mb),
-          Stage("DAPO updates", "train", arms * dcfg.n_steps * rollouts * dcfg.ppo_epochs, prompt + L, per_mb),
+          Stage("DAPO old log-probs", "forward", arms * dcfg.n_steps * rollouts, prompt + L, micro),
+          Stage("DAPO updates", "train", arms * dcfg.n_steps * rollouts * dcfg.ppo_epochs, prompt + L, micro),
           Stage("validation", "generate", **gen(arms * dcfg.n_val_problems * rcfg.n_samples,
                                                 dcfg.n_val_problems * rcfg.n_samples)),
           Stage("held-out evaluation", "generate", **gen(3 * dcfg.n_eval_problems * (rcfg.n_samples + 1),
                                                          dcfg.n_eval_problems * rcfg.n_samples)),
-          Stage("perplexity", "forward", arms * dcfg.n_val_texts + 3 * dcfg.n_ppl_texts, 512, 16)]
-    n_gpus, sharded = _accelerate(p)
+          Stage("perplexity", "forward", arms * dcfg.n_val_texts + 3 * dcfg.n_ppl_texts, 128, 1)]
     data = [] if prof.is_built else [" / ".join(str(x) for x in dcfg.train_data if x),
                                      " / ".join(str(x) for x in dcfg.eval_data if x),
                                      "Salesforce/wikitext (wikitext-103-raw-v1, test)"]
     plan = _base("07", prof, list(cand), data, st, alive=2,
                  notes=[f"{arms} DAPO arms x {dcfg.n_steps} steps x {rollouts} rollouts of <= {L} tokens "
                         f"(every rollout counted at L_max)"]
-                 + [f"prompts counted at {prompt} tokens (assumed)"])
-    _add_training(plan, shape, lora_r=_int(p, "lora_r", 0), n_gpus=n_gpus, sharded=sharded, tokens=per_mb * (prompt + L))
+                 + [f"prompts counted at {prompt} tokens (assumed)"]
+                 + ([f"generation batches of <= {budget:,} tokens ({st[3].batch} rows of {prompt + L} tokens): "
+                     f"decode re-reads the weights per batch"] if budget else []))
+    _add_training(plan, shape, lora_r=_int(p, "lora_r", 0), n_gpus=n_gpus, sharded=sharded,
+                  tokens=micro * (prompt + L), grad_checkpointing=dcfg.grad_checkpointing)
     return plan
 
 
@@ -736,6 +771,9 @@ def format_table(plans: Sequence[NotebookPlan]) -> str:
             out.append(f"{pl.notebook} downloads: {items}")
         out.append(f"{pl.notebook} peak memory at: {pl.peak_stage} ({pl.sae_alive} SAE layer(s) of "
                    f"{_gb(pl.sae_bytes)} alive)")
+        if pl.trains:
+            name, b = max(pl.stage_peaks(training=False), key=lambda nb: nb[1])
+            out.append(f"{pl.notebook} peak without training: {_gb(b)} at {name}")
         for n in pl.notes:
             out.append(f"{pl.notebook} note: {n}")
     out.append(f"constants (qscope_utils.plan): bf16 {H100_BF16_FLOPS / 1e12:.0f} TFLOP/s x MFU {MFU_FORWARD} "

@@ -111,11 +111,48 @@ def test_notebook_03_unknown_item_counts_make_a_lower_bound():
     assert not one.lower_bound and [s.rows for s in one.stages] == [1319]
 
 
-def test_notebook_07_paper_rollout_batch_does_not_fit_one_h100():
+def test_token_budget_cuts_the_batch_not_the_flops():
+    # 65,536-token budget over rows of 256 + 4,096 tokens: 15 rows per batch (a row is never split)
+    st = P.Stage("g", "generate", rows=512, length=256, batch_rows=512, new_tokens=4096, max_tokens=65_536)
+    assert st.batch == 15
+    assert P.Stage("g", "generate", rows=4, length=256, batch_rows=4, new_tokens=4096, max_tokens=100).batch == 1
+    assert P.stage_transient_bytes(S8, 65536, st) == 15 * 4352 * 147_456 + 15 * 151_936 * 4
+    one = P.Stage("g", "generate", rows=512, length=256, batch_rows=512, new_tokens=4096)
+    # prefill FLOPs are the same; decode runs ceil(512 / 15) = 35 batches, each re-reading the weights
+    prefill = P.compute_seconds(P.forward_flops(S8, 512 * 256))
+    assert P.stage_seconds(S8, 65536, st) == pytest.approx(prefill + P.decode_seconds(S8, 512, 256, 4096, 15))
+    assert P.stage_seconds(S8, 65536, st) > P.stage_seconds(S8, 65536, one)
+    assert P.LOGITS_CHUNK_TOKENS == __import__("qscope_utils.batching").batching.DEFAULT_CHUNK_TOKENS == 4096
+
+
+def test_notebook_07_paper_peak_follows_the_budgets():
     pl = P.plan_notebook("07", "paper")
-    assert pl.peak_bytes > P.H100_MEMORY_BYTES
-    assert P.kv_cache_bytes(pl.shape, 512 * (P.ASSUMED_PROMPT_TOKENS + 4096)) < pl.peak_bytes
+    # inference: weights + 1 SAE layer + KV of 15 rows x 4,352 tokens x 147,456 B + sampling logits of 15 rows
+    infer = 16_381_470_720 + 2_147_762_176 + 15 * 4352 * 147_456 + 15 * 151_936 * 4
+    assert max(b for _, b in pl.stage_peaks(training=False)) == infer == 28_164_276_736
+    # training, full fine-tune, 1 GPU: 4N weights + 4N grads + 8N AdamW + 2N bf16 copies (N = 8,190,735,360)
+    # + 4 rows x 4,352 tokens x 887,808 B/token (checkpointed: 36 x 4d + one layer 257,024 + head 10d)
+    # + TRL's 4,096 x 32,768 fp32 head tile; plus the SAE layer
+    train = 18 * 8_190_735_360 + 4 * 4352 * 887_808 + 4096 * 32768 * 4
+    assert pl.train_bytes == train == 163_425_069_056
+    assert pl.peak_bytes == train + 2_147_762_176 and pl.peak_stage == "DAPO updates"
+    assert P.H100_MEMORY_BYTES < pl.peak_bytes < 200e9                  # not the 1.3 TB of one 512-row batch
+    assert any("lora_r 16" in n and "zero3_8b.yaml" in n for n in pl.notes)
     assert pl.dominant.startswith("DAPO rollouts")
+    lora = P.plan_notebook("07", "paper", {"lora_r": 16})
+    assert lora.peak_bytes < P.H100_MEMORY_BYTES and "yes" in P.format_table([lora]).splitlines()[2]
+
+
+def test_notebook_06_paper_peak_is_the_sasft_micro_batch():
+    pl = P.plan_notebook("06", "paper")
+    # 18N (fp32 weights, grads, AdamW, bf16 copies; N = 1,720,574,976) + 1 x 2,048 tokens x 3,776,512 B/token
+    # (no checkpointing: 28 x 134,144 + 10d) + head tile; + 2 SAE layers of the 1.7B W32K group
+    train = 18 * 1_720_574_976 + 2048 * 3_776_512 + 4096 * 32768 * 4
+    assert pl.train_bytes == train == 39_241_517_056
+    assert pl.peak_bytes == train + 2 * 537_010_176 and pl.peak_stage == "SFT / SASFT training"
+    # evaluation generation: 32 rows x (256 + 512) tokens of KV (1.7B: 114,688 B/token) + sampling logits
+    gen = dict(pl.stage_peaks(training=False))["evaluation generation"]
+    assert gen == 3_441_149_952 + 2 * 537_010_176 + 32 * 768 * 114_688 + 32 * 151_936 * 4
 
 
 def test_training_rows_use_the_fit_memory_model():
@@ -123,11 +160,11 @@ def test_training_rows_use_the_fit_memory_model():
 
     pl6 = P.plan_notebook("06", "paper")
     want = fit.training_peak_bytes(S17, lora_r=0, n_gpus=1, sharded=False, tokens_per_micro_batch=1 * 2048,
-                                   grad_checkpointing=True).total
+                                   grad_checkpointing=False).total
     assert pl6.train_bytes == want and not pl6.peak_unknown
     pl7 = P.plan_notebook("07", "paper", {"lora_r": 16})
     assert pl7.train_bytes == fit.training_peak_bytes(S8, lora_r=16, n_gpus=1, sharded=False,
-                                                      tokens_per_micro_batch=128 * (P.ASSUMED_PROMPT_TOKENS + 4096),
+                                                      tokens_per_micro_batch=4 * (P.ASSUMED_PROMPT_TOKENS + 4096),
                                                       grad_checkpointing=True).total
 
 
@@ -145,8 +182,9 @@ def test_training_call_site_passes_the_notebook_sizes(monkeypatch):
     fake.training_peak_bytes = lambda shape, **kw: calls.append((shape, kw)) or Peak(123_000_000_000)
     monkeypatch.setitem(sys.modules, "qscope_utils.fit", fake)
     pl = P.plan_notebook("06", "paper", {"accelerate_config": "zero3_8b.yaml", "num_processes": 8, "lora_r": 8})
-    assert calls == [(S17, dict(lora_r=8, n_gpus=8, sharded=True, tokens_per_micro_batch=1 * 2048,
-                                grad_checkpointing=True))]
+    assert calls[0] == (S17, dict(lora_r=8, n_gpus=8, sharded=True, tokens_per_micro_batch=1 * 2048,
+                                  grad_checkpointing=False))
+    assert [c[1]["lora_r"] for c in calls[1:]] == [16, 8]        # the alternatives named when it does not fit
     assert pl.train_bytes == 123_000_000_000 and pl.peak_bytes == 123_000_000_000 + 2 * 537_010_176
     assert "NO" in P.format_table([pl]).splitlines()[2]
     monkeypatch.setitem(sys.modules, "qscope_utils.fit", None)          # module absent: "?" and a note
