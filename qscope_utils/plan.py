@@ -684,12 +684,13 @@ def _plan_07(p: dict, profile: str) -> NotebookPlan:
     n_gpus, sharded = _accelerate(p)
     per_mb = max(1, rollouts // (max(dcfg.minibatches, 1) * n_gpus))     # rows per mini-batch and process
     micro = min(dcfg.micro_batch or per_mb, per_mb)                       # rows per forward / backward pass
+    rollout = Stage("DAPO rollouts (decode)", "generate", **gen(arms * dcfg.n_steps * rollouts))
     st = [Stage("repetition contexts", "capture", rcfg.n_contexts, rcfg.chunk_tokens * rcfg.n_repeats, 32,
                 upto_layer=max(cand), sae_layers=1, passes=len(cand)),
           Stage("steering screen", "generate", **gen(screen_calls * rcfg.n_screen_prompts * rcfg.screen_samples,
                                                      rcfg.n_screen_prompts * rcfg.screen_samples)),
           Stage("steering sweep", "generate", **gen(sweep_rows, rcfg.n_sweep_prompts * rcfg.n_samples)),
-          Stage("DAPO rollouts (decode)", "generate", **gen(arms * dcfg.n_steps * rollouts)),
+          rollout,
           Stage("DAPO old log-probs", "forward", arms * dcfg.n_steps * rollouts, prompt + L, micro),
           Stage("DAPO updates", "train", arms * dcfg.n_steps * rollouts * dcfg.ppo_epochs, prompt + L, micro),
           Stage("validation", "generate", **gen(arms * dcfg.n_val_problems * rcfg.n_samples,
@@ -704,7 +705,7 @@ def _plan_07(p: dict, profile: str) -> NotebookPlan:
                  notes=[f"{arms} DAPO arms x {dcfg.n_steps} steps x {rollouts} rollouts of <= {L} tokens "
                         f"(every rollout counted at L_max)"]
                  + [f"prompts counted at {prompt} tokens (assumed)"]
-                 + ([f"generation batches of <= {budget:,} tokens ({st[3].batch} rows of {prompt + L} tokens): "
+                 + ([f"generation batches of <= {budget:,} tokens ({rollout.batch} rows of {prompt + L} tokens): "
                      f"decode re-reads the weights per batch"] if budget else []))
     _add_training(plan, shape, lora_r=_int(p, "lora_r", 0), n_gpus=n_gpus, sharded=sharded,
                   tokens=micro * (prompt + L), grad_checkpointing=dcfg.grad_checkpointing)
