@@ -625,9 +625,10 @@ def _plan_06(p: dict, profile: str) -> NotebookPlan:
                  notes=[f"{runs} training runs (lambda 0 + {len(lambdas) - 1} lambdas x {len(cfg.targets)} targets)",
                         "one epoch of sft_file: rows ?" if rows is None else f"{rows} examples per run"]
                  + ([f"eval prompts counted at {prompt} tokens (assumed)"] if profile == "paper" else []))
-    # micro-batch = batch_size x max_length tokens, no gradient checkpointing: as sasft_trainer.check_fits counts it
+    # micro-batch = batch_size x max_length tokens, gradient checkpointing on (TRL's SFTConfig default, which
+    # sasft_trainer.sft_config keeps and check_fits counts)
     _add_training(plan, shape, lora_r=_int(p, "lora_r", 0), n_gpus=n_gpus, sharded=sharded,
-                  tokens=cfg.batch_size * seq, grad_checkpointing=False)
+                  tokens=cfg.batch_size * seq, grad_checkpointing=True)
     return plan
 
 

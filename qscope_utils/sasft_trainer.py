@@ -185,7 +185,8 @@ def _trl():
 
 
 def sft_config(args: SASFTTrainArgs, output_dir: str | Path, num_processes: int = 1):
-    """TRL ``SFTConfig`` for these settings (pre-tokenised data, no checkpoints, log every step)."""
+    """TRL ``SFTConfig`` for these settings (pre-tokenised data, no checkpoints, log every step; gradient
+    checkpointing on, TRL's SFTConfig default, which :func:`check_fits` and the cost plan count)."""
     SFTConfig, _ = _trl()
     per_step = args.batch_size * max(num_processes, 1)
     if args.effective_batch % per_step:
@@ -308,16 +309,16 @@ def build_sasft_trainer(model: nn.Module, tokenizer, examples: Sequence[SFTExamp
     import copy
     import tempfile
 
+    out = output_dir or tempfile.mkdtemp(prefix="sasft_")
+    nproc = int(os.environ.get("WORLD_SIZE", "1"))
+    cfg = sft_config(args, out, nproc)
     check_fits(model, lora_r=args.peft_lora_r, base_bytes=4 if _zero3() else next(model.parameters()).element_size(),
                tokens_per_micro_batch=args.batch_size * args.max_length, use_cpu=args.use_cpu,
-               gpu_memory_gb=args.gpu_memory_gb, what="SASFT")
+               gpu_memory_gb=args.gpu_memory_gb, grad_checkpointing=bool(cfg.gradient_checkpointing), what="SASFT")
     tr = _trainer_class()
     m = copy.deepcopy(model) if copy_model else model
     master_weights(m, args.peft_lora_r)
     m.train()
-    out = output_dir or tempfile.mkdtemp(prefix="sasft_")
-    nproc = int(os.environ.get("WORLD_SIZE", "1"))
-    cfg = sft_config(args, out, nproc)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     trainer = tr(model=m, args=cfg, train_dataset=sft_dataset(tokenizer, examples, args.max_length),
                  processing_class=tokenizer, data_collator=SASFTCollator(pad), penalty=penalty,

@@ -146,9 +146,10 @@ def test_notebook_07_paper_peak_follows_the_budgets():
 def test_notebook_06_paper_peak_is_the_sasft_micro_batch():
     pl = P.plan_notebook("06", "paper")
     # 18N (fp32 weights, grads, AdamW, bf16 copies; N = 1,720,574,976) + 1 x 2,048 tokens x 3,776,512 B/token
-    # (no checkpointing: 28 x 134,144 + 10d) + head tile; + 2 SAE layers of the 1.7B W32K group
-    train = 18 * 1_720_574_976 + 2048 * 3_776_512 + 4096 * 32768 * 4
-    assert pl.train_bytes == train == 39_241_517_056
+    # (gradient checkpointing on, TRL's SFTConfig default: 384,000 B/token = 28 x 4d + one layer's 134,144 + 10d)
+    # + head tile; + 2 SAE layers of the 1.7B W32K group
+    train = 18 * 1_720_574_976 + 2048 * 384_000 + 4096 * 32768 * 4
+    assert pl.train_bytes == train == 32_293_652_480
     assert pl.peak_bytes == train + 2 * 537_010_176 and pl.peak_stage == "SFT / SASFT training"
     # evaluation generation: 32 rows x (256 + 512) tokens of KV (1.7B: 114,688 B/token) + sampling logits
     gen = dict(pl.stage_peaks(training=False))["evaluation generation"]
@@ -160,7 +161,7 @@ def test_training_rows_use_the_fit_memory_model():
 
     pl6 = P.plan_notebook("06", "paper")
     want = fit.training_peak_bytes(S17, lora_r=0, n_gpus=1, sharded=False, tokens_per_micro_batch=1 * 2048,
-                                   grad_checkpointing=False).total
+                                   grad_checkpointing=True).total
     assert pl6.train_bytes == want and not pl6.peak_unknown
     pl7 = P.plan_notebook("07", "paper", {"lora_r": 16})
     assert pl7.train_bytes == fit.training_peak_bytes(S8, lora_r=16, n_gpus=1, sharded=False,
@@ -183,7 +184,7 @@ def test_training_call_site_passes_the_notebook_sizes(monkeypatch):
     monkeypatch.setitem(sys.modules, "qscope_utils.fit", fake)
     pl = P.plan_notebook("06", "paper", {"accelerate_config": "zero3_8b.yaml", "num_processes": 8, "lora_r": 8})
     assert calls[0] == (S17, dict(lora_r=8, n_gpus=8, sharded=True, tokens_per_micro_batch=1 * 2048,
-                                  grad_checkpointing=False))
+                                  grad_checkpointing=True))
     assert [c[1]["lora_r"] for c in calls[1:]] == [16, 8]        # the alternatives named when it does not fit
     assert pl.train_bytes == 123_000_000_000 and pl.peak_bytes == 123_000_000_000 + 2 * 537_010_176
     assert "NO" in P.format_table([pl]).splitlines()[2]
