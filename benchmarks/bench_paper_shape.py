@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, timeit, write  # noqa: E402
+from common import OUT, ROOT, timeit, write  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 from bench_pipeline import bench_steering  # noqa: E402
@@ -94,7 +94,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--skip", nargs="*", default=[], choices=["sae", "steering", "capture"])
     args = ap.parse_args(argv)
     cpu = args.device == "cpu"
-    out: dict = {"quick": args.quick, "device": args.device}
+    name = "paper_shape" + ("_quick" if args.quick else "")
+    out = _previous(name, args.device) if args.skip else {}    # parts skipped now keep their last results
+    out.update(quick=args.quick, device=args.device)
     if "sae" not in args.skip:
         dtypes = [torch.float32] if cpu else [torch.float32, torch.bfloat16]
         n = 64 if args.quick else (256 if cpu else 8192)
@@ -120,8 +122,18 @@ def main(argv=None) -> dict:
             out["capture"] = cap
             print(f"[paper-shape] capture {cap['layers']} layers in one pass: {cap['ratio']:.3f} of a plain forward "
                   f"({cap['tokens']} tokens)", flush=True)
-    write("paper_shape" + ("_quick" if args.quick else ""), out)
+    write(name, out)
     return out
+
+
+def _previous(name: str, device: str) -> dict:
+    """The parts of the last run's JSON on the same device (``--skip`` reruns keep them), else {}."""
+    import json
+
+    p = OUT / f"{name}.json"
+    old = json.loads(p.read_text()) if p.exists() else {}
+    old.pop("device_info", None), old.pop("created", None)
+    return old if old.get("device") == device else {}
 
 
 if __name__ == "__main__":

@@ -92,7 +92,7 @@ def test_stage_totals_and_table_arithmetic(tmp_path):
     rows = ps.csv_rows(cfg, [rec])
     assert [r["stage"] for r in rows] == [1, 2, "TOTAL"] and rows[1]["peak_rss_mb"] == 3072.0
     md = ps.markdown_table([rec])
-    assert md[2] == "| 01_sae_loading | ok | 7 | 4.00 | - | 3 (2) | 0.00 | 0.00 | 0.00 |"
+    assert md[2] == "| 01_sae_loading | ok | 7 | 4.00 | - | 3 (2) | 0.00 | 0.00 | 0.00 | - |"
     assert ps.read_probe(tmp_path / "missing.jsonl") == ([], {})
 
 

@@ -45,33 +45,33 @@ def notebook_parameters(nb: str, model: str) -> dict:
         "01_sae_loading": {"layers": [9, 18], "n_texts": 8, "max_length": 64, "batch_size": 8},
         "02_steering_case_studies": {
             "layer": 18, "classical_dataset": "zh_classical.jsonl", "modern_dataset": "zh_modern.jsonl",
-            "config": {"n_cs_prompts": 4, "n_style_prompts": 2, "seeds": [0], "max_new_tokens": 8, "batch_size": 8,
-                       "n_discovery_texts": 8, "n_dashboard_texts": 2, "max_length": 64, "n_boot": 50,
+            "config": {"n_cs_prompts": 4, "n_style_prompts": 2, "seeds": [0], "max_new_tokens": 4, "batch_size": 8,
+                       "n_discovery_texts": 6, "n_dashboard_texts": 2, "max_length": 32, "n_boot": 50,
                        "suppress_multipliers": [0.0, 5.0], "activate_multipliers": [0.0, 5.0]}},
         "03_benchmark_redundancy": {"paper_benchmarks": ["GSM8K", "MATH", "MBPP"], "paper_layer": 18, "n_items": 6,
-                                    "n_draws": 5, "config": {"batch_size": 8, "feature_max_length": 64}},
+                                    "n_draws": 5, "config": {"batch_size": 8, "feature_max_length": 32}},
         "04_toxicity": {"layers": [18, 27], "langs": ["en", "ru", "zh"], "n_disc": 4, "n_eval": 2, "config": {
-            "n_repeats": 1, "fractions": [0.5, 1.0], "batch_size": 8, "max_length": 64, "chunk_texts": 16,
+            "n_repeats": 1, "fractions": [0.5, 1.0], "batch_size": 8, "max_length": 32, "chunk_texts": 16,
             "n_boot": 20, "m_values": [1, 2], "logreg_Cs": [1.0], "layers_per_pass": 2}},
         "05_safety_synthesis": {
             "layer": 18 if small else 30, "natural_dataset_id": "allenai/WildChat-1M", "natural_column": "conversation",
             "budget": 4, "config": {
                 "n_seed_per_cell": 2, "n_discovery_per_cell": None, "n_eval_per_cell": None, "budget_grid": [0, 2, 4],
-                "natural_pool_max": 8, "n_candidates": 2, "n_rounds": 1, "max_new_tokens": 8, "batch_size": 8,
-                "max_length": 64, "n_boot": 20, "example_tokens": 8, "n_examples": 1, "alpha_multipliers": [0.0]}},
+                "natural_pool_max": 8, "n_candidates": 2, "n_rounds": 1, "max_new_tokens": 4, "batch_size": 8,
+                "max_length": 32, "n_boot": 20, "example_tokens": 8, "n_examples": 1, "alpha_multipliers": [0.0]}},
         "06_sasft": {
             "paper_model": f"Qwen3-{model}-Base", "sft_file": "sft.jsonl", "eval_file": "eval_prompts.jsonl",
             "stats_file": "lang_texts.jsonl", "lambdas": [0.0005], "steps": 2, "lora_r": 8, "config": {
-                "n_train": 8, "prompt_tokens": 16, "response_tokens": 16, "batch_size": 2, "warmup": 0,
-                "eval_prompts_per_lang": 2, "n_seeds": 1, "max_new_tokens": 8, "gen_batch_size": 8,
-                "ppl_docs_per_lang": 2, "ppl_max_length": 64, "stat_docs_per_lang": 4, "stat_max_length": 64,
+                "n_train": 8, "prompt_tokens": 8, "response_tokens": 8, "batch_size": 2, "warmup": 0,
+                "eval_prompts_per_lang": 2, "n_seeds": 1, "max_new_tokens": 4, "gen_batch_size": 8,
+                "ppl_docs_per_lang": 2, "ppl_max_length": 32, "stat_docs_per_lang": 4, "stat_max_length": 32,
                 "n_boot": 20}},
         "07_sae_dapo": {
             "paper_model": model, "layer": 18, "n_steps": 1, "lora_r": 8, "repetition_config": {
                 "n_candidates": 2, "screen_mults": [1.0], "n_screen_prompts": 2, "screen_samples": 1, "n_contexts": 4,
                 "chunk_tokens": 8, "n_repeats": 3, "alphas": [0.0, 4.0], "n_sweep_prompts": 2, "n_eval_prompts": 2,
                 "n_samples": 1, "n_boot": 20},
-            "dapo_config": {"G": 2, "n_prompts": 1, "minibatches": 1, "max_new_tokens": 16, "cache_len": 4,
+            "dapo_config": {"G": 2, "n_prompts": 1, "minibatches": 1, "max_new_tokens": 12, "cache_len": 4,
                             "n_train_problems": 4, "n_eval_problems": 2, "n_ppl_texts": 2}},
     }[nb]
     if small and nb == "02_steering_case_studies":
@@ -145,7 +145,7 @@ def run_notebook(nb: str, cfg: RunConfig, hub, user_dir: Path) -> dict:
     cwd = ["--cwd", str(user_dir)] if nb in USER_DIR_NOTEBOOKS else []
     cmd = [sys.executable, "-m", "papermill", str(ROOT / "notebooks" / f"{nb}.ipynb"), str(executed), *cwd,
            "-p", "profile", "paper", "-y", yaml.safe_dump(params), "--no-progress-bar"]
-    t0 = time.perf_counter()
+    load0, t0 = os.getloadavg(), time.perf_counter()
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=cfg.timeout_s, cwd=work)
         status, tail = ("ok" if proc.returncode == 0 else "error"), proc.stderr[-4000:]
@@ -153,7 +153,10 @@ def run_notebook(nb: str, cfg: RunConfig, hub, user_dir: Path) -> dict:
         status, tail = "timeout", (e.stderr or b"")[-4000:].decode(errors="replace") if isinstance(e.stderr, bytes) \
             else str(e.stderr or "")[-4000:]
     wall = time.perf_counter() - t0
-    return summarize(nb, read_probe(log), status, wall, tail, params, _errors(executed))
+    rec = summarize(nb, read_probe(log), status, wall, tail, params, _errors(executed))
+    # a shared machine: the 1-minute load average before and after says how contended the seconds were
+    rec["loadavg_1min"] = {"start": round(load0[0], 2), "end": round(os.getloadavg()[0], 2)}
+    return rec
 
 
 def _errors(executed: Path) -> list[dict]:
@@ -224,15 +227,20 @@ def csv_rows(cfg: RunConfig, records: list[dict]) -> list[dict]:
 
 
 def markdown_table(records: list[dict]) -> list[str]:
-    lines = ["| notebook | status | wall s | peak RSS GB | CUDA max alloc GB | SAE files loaded (distinct) | "
-             "SAE GB read | model GB read | read() GB |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| notebook | status | wall s | peak RSS GiB | CUDA max alloc GiB | SAE files loaded (distinct) | "
+             "SAE GiB read | model GiB read | read() GiB | load avg |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         t = r["total"]
         cuda = "-" if t["cuda_max_allocated_bytes"] is None else f"{t['cuda_max_allocated_bytes'] / 2**30:.2f}"
         lines.append(f"| {r['notebook']} | {r['status']} | {t['seconds_wall']:.0f} | {t['peak_rss_bytes'] / 2**30:.2f} | "
                      f"{cuda} | {t['sae_loads']} ({t['sae_distinct_files']}) | {t['sae_bytes'] / 2**30:.2f} | "
-                     f"{t['model_bytes'] / 2**30:.2f} | {t['rchar_bytes'] / 2**30:.2f} |")
+                     f"{t['model_bytes'] / 2**30:.2f} | {t['rchar_bytes'] / 2**30:.2f} | {_load(r)} |")
     return lines
+
+
+def _load(rec: dict) -> str:
+    la = rec.get("loadavg_1min")
+    return "-" if not la else f"{la['start']:.1f} -> {la['end']:.1f}"
 
 
 def environment(cfg: RunConfig, hub) -> dict:
