@@ -113,7 +113,9 @@ def main(argv=None) -> dict:
         out["backbone"] = {**shape.__dict__, "n_params": shape.n_params, "dtype": str(model.dtype).split(".")[-1],
                            "weights": "random"}
         if "steering" not in args.skip:
-            st = bench_steering(model, tok, 2 if cpu else 16, 4 if cpu else 32, 1 if args.quick else 3)
+            n_p, n_t = (2, 4) if cpu else (16, 32)
+            bench_steering(model, tok, n_p, n_t, 1)      # warm-up of both arms (first-call allocations), discarded
+            st = bench_steering(model, tok, n_p, n_t, 1 if args.quick else 5)
             out["steering_overhead"] = st
             print(f"[paper-shape] steering in generate: {st['ratio']:.3f} of unhooked tokens/s "
                   f"({st['prompts']} prompts x {st['new_tokens']} tokens)", flush=True)

@@ -146,12 +146,16 @@ def run_notebook(nb: str, cfg: RunConfig, hub, user_dir: Path) -> dict:
     cmd = [sys.executable, "-m", "papermill", str(ROOT / "notebooks" / f"{nb}.ipynb"), str(executed), *cwd,
            "-p", "profile", "paper", "-y", yaml.safe_dump(params), "--no-progress-bar"]
     load0, t0 = os.getloadavg(), time.perf_counter()
+    # own process group: a timeout must also end the kernel (papermill's child), not only papermill
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=work,
+                            start_new_session=True)
     try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=cfg.timeout_s, cwd=work)
-        status, tail = ("ok" if proc.returncode == 0 else "error"), proc.stderr[-4000:]
-    except subprocess.TimeoutExpired as e:
-        status, tail = "timeout", (e.stderr or b"")[-4000:].decode(errors="replace") if isinstance(e.stderr, bytes) \
-            else str(e.stderr or "")[-4000:]
+        _, err = proc.communicate(timeout=cfg.timeout_s)
+        status, tail = ("ok" if proc.returncode == 0 else "error"), err[-4000:]
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        _, err = proc.communicate()
+        status, tail = "timeout", f"stopped after {cfg.timeout_s} s (--timeout)\n" + (err or "")[-4000:]
     wall = time.perf_counter() - t0
     rec = summarize(nb, read_probe(log), status, wall, tail, params, _errors(executed))
     # a shared machine: the 1-minute load average before and after says how contended the seconds were
