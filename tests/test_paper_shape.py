@@ -146,3 +146,9 @@ def test_benchmark_ratio_and_table_row():
                        "vs the decode GEMM | >= 0.8 |")
     assert rows[1] == "| paper width: steering in generate (2048x28, cpu) | 0.971 of unhooked | >= 0.95 |"
     assert "not run yet" in bench_run.paper_shape_rows(None)[0]
+
+
+def test_portable_strips_absolute_paths(tmp_path):
+    text = f"Input Notebook:  {ps.ROOT}/notebooks/05.ipynb\nOutput Notebook: {tmp_path}/runs/05.ipynb"
+    assert ps.portable(text, tmp_path) == "Input Notebook:  notebooks/05.ipynb\nOutput Notebook: <root>/runs/05.ipynb"
+    assert ps.portable(None, tmp_path) is None

@@ -157,10 +157,18 @@ def run_notebook(nb: str, cfg: RunConfig, hub, user_dir: Path) -> dict:
         _, err = proc.communicate()
         status, tail = "timeout", f"stopped after {cfg.timeout_s} s (--timeout)\n" + (err or "")[-4000:]
     wall = time.perf_counter() - t0
-    rec = summarize(nb, read_probe(log), status, wall, tail, params, _errors(executed))
+    rec = summarize(nb, read_probe(log), status, wall, portable(tail, cfg.root), params,
+                    [{k: portable(v, cfg.root) for k, v in e.items()} for e in _errors(executed)])
     # a shared machine: the 1-minute load average before and after says how contended the seconds were
     rec["loadavg_1min"] = {"start": round(load0[0], 2), "end": round(os.getloadavg()[0], 2)}
     return rec
+
+
+def portable(text, root: Path):
+    """``text`` with the checkout's and the run folder's absolute paths replaced (committed results name none)."""
+    if not isinstance(text, str):
+        return text
+    return text.replace(str(root), "<root>").replace(str(ROOT) + "/", "").replace(str(ROOT), ".")
 
 
 def _errors(executed: Path) -> list[dict]:
