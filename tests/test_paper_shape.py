@@ -152,3 +152,36 @@ def test_portable_strips_absolute_paths(tmp_path):
     text = f"Input Notebook:  {ps.ROOT}/notebooks/05.ipynb\nOutput Notebook: {tmp_path}/runs/05.ipynb"
     assert ps.portable(text, tmp_path) == "Input Notebook:  notebooks/05.ipynb\nOutput Notebook: <root>/runs/05.ipynb"
     assert ps.portable(None, tmp_path) is None
+
+
+def test_probe_records_a_finished_cell_and_the_heartbeat_of_a_killed_one(tmp_path):
+    """The kernel probe (sitecustomize) in a plain process that names ipykernel in its argv: a finished cell
+    gets a row with its SAE file bytes; a cell still running leaves ``.running`` with its peak so far."""
+    import os
+    import subprocess
+
+    log = tmp_path / "probe.jsonl"
+    sae = tmp_path / "layer3.sae.pt"
+    sae.write_bytes(b"x" * 1000)
+    code = f"""
+import sitecustomize as s, time, types
+import qscope_utils.sae as sae_mod
+s._pre(types.SimpleNamespace(raw_cell="# load one layer\\nx = 1"))
+try:
+    sae_mod.load_layer_file({str(sae)!r}, k=2)
+except Exception:
+    pass                                                  # not a real SAE file: only the counter matters
+s._post(types.SimpleNamespace(info=types.SimpleNamespace(raw_cell="# load one layer"), error_in_exec=None))
+s._pre(types.SimpleNamespace(raw_cell="# big cell"))
+buf = bytearray(200 * 2**20)
+time.sleep(6.5)
+"""
+    env = {**os.environ, "QSCOPE_PROBE_LOG": str(log),
+           "PYTHONPATH": os.pathsep.join([str(ps.PROBE), str(ROOT)])}
+    r = subprocess.run([sys.executable, "-c", code, "ipykernel"], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    cells, exit_rec = ps.read_probe(log)
+    assert [c["label"] for c in cells] == ["# load one layer", "(stopped) # big cell"]
+    assert cells[0]["sae_files"] == [{"file": "layer3.sae.pt", "repo": tmp_path.parent.parent.name, "bytes": 1000}]
+    assert cells[1]["peak_rss_bytes"] > 200 * 2**20 and cells[1]["error"]
+    assert exit_rec["ru_maxrss_bytes"] > 200 * 2**20

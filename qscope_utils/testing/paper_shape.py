@@ -135,6 +135,7 @@ def run_notebook(nb: str, cfg: RunConfig, hub, user_dir: Path) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     log = work / "probe.jsonl"
     log.unlink(missing_ok=True)
+    Path(f"{log}.running").unlink(missing_ok=True)
     env = {**os.environ, **hub.env(), "QSCOPE_DEVICE": cfg.device, "QSCOPE_RESULTS": str(work),
            "QSCOPE_PROBE_LOG": str(log), "TOKENIZERS_PARALLELISM": "false",
            "PYTHONPATH": os.pathsep.join([str(PROBE), str(ROOT), os.environ.get("PYTHONPATH", "")])}
@@ -186,11 +187,15 @@ def _strip(o: dict) -> str:
 
 
 def read_probe(log: Path) -> tuple[list[dict], dict]:
-    """(cell records, exit record) of a probe log; missing file -> ([], {})."""
-    if not log.exists():
-        return [], {}
-    recs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    return [r for r in recs if r.get("cell") != "exit"], next((r for r in recs if r.get("cell") == "exit"), {})
+    """(cell records, exit record) of a probe log; missing file -> ([], {}). A ``<log>.running`` file (the
+    cell a timeout killed, as of its last 5 s heartbeat) is appended as a stage labelled "(stopped) ..."."""
+    recs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
+    cells = [r for r in recs if r.get("cell") != "exit"]
+    running = Path(f"{log}.running")
+    if running.exists():
+        r = json.loads(running.read_text())
+        cells.append({**r, "label": f"(stopped) {r['label']}"})
+    return cells, next((r for r in recs if r.get("cell") == "exit"), {})
 
 
 def summarize(nb: str, probe: tuple[list[dict], dict], status: str, wall: float, stderr_tail: str, params: dict,

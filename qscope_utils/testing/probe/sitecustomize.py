@@ -5,7 +5,8 @@ The driver puts this folder first on the kernel's PYTHONPATH, so Python imports 
 then appends one JSON line per executed cell to ``$QSCOPE_PROBE_LOG``: wall seconds, peak resident
 memory during the cell (sampled every 20 ms from /proc/self/statm), CUDA max allocated, bytes read by
 ``read()`` calls (/proc/self/io rchar), and the SAE layer files and backbone weight files the cell
-loaded with their sizes. The counters wrap ``qscope_utils.sae.load_layer_file`` and
+loaded with their sizes; every 5 s it also rewrites ``$QSCOPE_PROBE_LOG.running`` with the running
+cell's figures so far (a cell killed by a timeout still leaves its peak). The counters wrap ``qscope_utils.sae.load_layer_file`` and
 ``qscope_utils.generation.load_backbone`` right after those modules are imported (their code is
 unchanged). A last line (``"cell": "exit"``) holds the process' ru_maxrss.
 """
@@ -32,7 +33,7 @@ if _LOG and _is_kernel():
     from pathlib import Path
 
     _PAGE = os.sysconf("SC_PAGE_SIZE")
-    _state = {"peak": 0, "sae": [], "model": [], "t0": None, "rchar0": 0, "cell": 0}
+    _state = {"peak": 0, "sae": [], "model": [], "t0": None, "rchar0": 0, "cell": 0, "label": "", "running": False}
     _lock = threading.Lock()
 
     def _rss() -> int:
@@ -49,38 +50,58 @@ if _LOG and _is_kernel():
         return 0
 
     def _sampler() -> None:
+        n = 0
         while True:
             r = _rss()
             with _lock:
                 _state["peak"] = max(_state["peak"], r)
+            n += 1
+            if n % 250 == 0 and _state["running"]:
+                _heartbeat()
             time.sleep(0.02)
+
+    def _record(label: str) -> dict:
+        t = _cuda()
+        with _lock:
+            return {"cell": _state["cell"] + 1, "label": label, "seconds": time.perf_counter() - _state["t0"],
+                    "peak_rss_bytes": max(_state["peak"], _rss()), "rss_end_bytes": _rss(),
+                    "cuda_max_allocated_bytes": t.cuda.max_memory_allocated() if t is not None else None,
+                    "rchar_bytes": _rchar() - _state["rchar0"],
+                    "sae_files": list(_state["sae"]), "model_files": list(_state["model"])}
+
+    def _heartbeat() -> None:
+        tmp = _LOG + ".running.tmp"
+        with open(tmp, "w") as f:
+            json.dump({**_record(_state["label"]), "error": True, "stopped_in_cell": True}, f)
+        os.replace(tmp, _LOG + ".running")
 
     def _cuda():
         t = sys.modules.get("torch")
         return t if t is not None and t.cuda.is_available() and t.cuda.is_initialized() else None
 
+    def _label(src: str) -> str:
+        return next((ln.strip() for ln in (src or "").splitlines() if ln.strip()), "")[:120]
+
     def _pre(info=None) -> None:
         with _lock:
-            _state.update(peak=_rss(), sae=[], model=[], t0=time.perf_counter(), rchar0=_rchar())
+            _state.update(peak=_rss(), sae=[], model=[], t0=time.perf_counter(), rchar0=_rchar(), running=True,
+                          label=_label(getattr(info, "raw_cell", "")))
         if (t := _cuda()) is not None:
             t.cuda.reset_peak_memory_stats()
 
     def _post(result=None) -> None:
         if _state["t0"] is None:
             return
+        _state["running"] = False
+        rec = {**_record(_label(getattr(getattr(result, "info", None), "raw_cell", ""))),
+               "error": bool(getattr(result, "error_in_exec", None))}
         _state["cell"] += 1
-        src = getattr(getattr(result, "info", None), "raw_cell", "") or ""
-        label = next((ln.strip() for ln in src.splitlines() if ln.strip()), "")[:120]
-        t = _cuda()
-        with _lock:
-            rec = {"cell": _state["cell"], "label": label, "seconds": time.perf_counter() - _state["t0"],
-                   "peak_rss_bytes": max(_state["peak"], _rss()), "rss_end_bytes": _rss(),
-                   "cuda_max_allocated_bytes": t.cuda.max_memory_allocated() if t is not None else None,
-                   "rchar_bytes": _rchar() - _state["rchar0"],
-                   "sae_files": list(_state["sae"]), "model_files": list(_state["model"]),
-                   "error": bool(getattr(result, "error_in_exec", None))}
         with open(_LOG, "a") as f:
             f.write(json.dumps(rec) + "\n")
+        try:
+            os.unlink(_LOG + ".running")
+        except FileNotFoundError:
+            pass
 
     def _exit() -> None:
         with open(_LOG, "a") as f:
