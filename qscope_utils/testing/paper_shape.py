@@ -169,7 +169,8 @@ def portable(text, root: Path):
     """``text`` with the checkout's and the run folder's absolute paths replaced (committed results name none)."""
     if not isinstance(text, str):
         return text
-    return text.replace(str(root), "<root>").replace(str(ROOT) + "/", "").replace(str(ROOT), ".")
+    text = text.replace(str(root), "<root>").replace(str(ROOT) + "/", "").replace(str(ROOT), ".")
+    return text.replace(sys.prefix, "<venv>").replace(sys.base_prefix, "<python>")
 
 
 def _errors(executed: Path) -> list[dict]:
