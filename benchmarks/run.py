@@ -3,7 +3,9 @@
 
     .venv/bin/python benchmarks/run.py            # full (real SAE shapes too: ~3 GB RAM, a few minutes on 2 cores)
     .venv/bin/python benchmarks/run.py --quick    # mini shapes only (seconds)
-The redundancy-metric scaling benchmark is benchmarks/bench_redundancy.py (section §4).
+The redundancy-metric scaling benchmark is benchmarks/bench_redundancy.py (section §4); the paper-width
+ratios (SAE encode / sparse decode vs their GEMMs, steering and capture on a random Qwen3-1.7B-shape
+backbone: ~10 GB RAM on a CPU) are benchmarks/bench_paper_shape.py (``--only paper_shape``).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import bench_paper_shape  # noqa: E402
 import bench_pipeline  # noqa: E402
 from common import OUT  # noqa: E402
 import bench_sae  # noqa: E402
@@ -24,15 +27,16 @@ import bench_sae_train  # noqa: E402
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", nargs="*", choices=["sae", "pipeline", "train", "redundancy"],
+    ap.add_argument("--only", nargs="*", choices=["sae", "pipeline", "train", "redundancy", "paper_shape"],
                     help="re-run only these; the table is rebuilt from the saved JSON of the others")
     args = ap.parse_args(argv)
     flag = ["--quick"] if args.quick else []
     suffix = "_quick" if args.quick else ""
-    todo = set(args.only or ["sae", "pipeline", "train", "redundancy"])
+    todo = set(args.only or ["sae", "pipeline", "train", "redundancy", "paper_shape"])
     import bench_redundancy
     runs = {"sae": (bench_sae, "sae_encode_decode"), "pipeline": (bench_pipeline, "pipeline"),
-            "train": (bench_sae_train, "sae_training"), "redundancy": (bench_redundancy, "redundancy_scaling")}
+            "train": (bench_sae_train, "sae_training"), "redundancy": (bench_redundancy, "redundancy_scaling"),
+            "paper_shape": (bench_paper_shape, "paper_shape")}
     res = {}
     for name, (mod, stem) in runs.items():
         if name in todo:
@@ -40,11 +44,28 @@ def main(argv=None) -> None:
         elif name != "redundancy":
             saved = OUT / f"{stem}{suffix}.json"
             res[name] = json.loads(saved.read_text()) if saved.exists() else None
-    lines = table(res["sae"], res["pipeline"], res["train"], quick=args.quick)
+    lines = table(res["sae"], res["pipeline"], res["train"], quick=args.quick) + paper_shape_rows(res["paper_shape"], args.quick)
     print("\n".join(lines))
     OUT.mkdir(parents=True, exist_ok=True)
     out = OUT / f"TABLE{suffix}.md"
     out.write_text("\n".join(lines) + "\n")
+
+
+def paper_shape_rows(ps: dict | None, quick: bool = False) -> list[str]:
+    """Table rows of bench_paper_shape (ratios against the baseline timed in the same run)."""
+    if ps is None:
+        return [_missing("paper-width ratios", "paper_shape", quick)]
+    lines = [f"| paper width: encode {r['d_model']}x{r['d_sae']} k={r['k']} {r['dtype']} ({ps['device']}) | "
+             f"{r['encode_vs_gemm']:.2f} of its GEMM; sparse decode x{r['sparse_decode_vs_gemm']:.1f} vs the decode GEMM | "
+             f">= 0.8 |" for r in ps.get("sae", {}).get("rows", [])]
+    bb = ps.get("backbone", {})
+    if "steering_overhead" in ps:
+        lines.append(f"| paper width: steering in generate ({bb['hidden_size']}x{bb['n_layers']}, {ps['device']}) | "
+                     f"{ps['steering_overhead']['ratio']:.3f} of unhooked | >= 0.95 |")
+    if "capture" in ps:
+        lines.append(f"| paper width: capture {ps['capture']['layers']} layers in one pass ({ps['device']}) | "
+                     f"{ps['capture']['ratio']:.3f} of one plain forward | ~1 |")
+    return lines
 
 
 def _missing(what: str, only: str, quick: bool) -> str:

@@ -149,7 +149,9 @@ PROFILES = ("mini", "smoke", "paper")
 def get_profile(name: str = "mini", **overrides) -> Profile:
     """Resolve a profile by name; keyword overrides replace fields (e.g. ``device="cuda"``).
 
-    ``QSCOPE_DEVICE`` in the environment overrides the device for every profile; ``QSCOPE_SEED``
+    ``QSCOPE_DEVICE`` in the environment overrides the device for every profile, ``QSCOPE_DTYPE``
+    the backbone dtype (``float32`` | ``bfloat16`` | ``float16``; e.g. float32 for the paper profile
+    on a CPU without bf16 matrix units, where bf16 matmuls run about 100x slower). ``QSCOPE_SEED``
     selects the build seed of mini/smoke (its scope lives in ``data/<profile>-seedN``, see
     :func:`qscope_utils.paths.seeded`; seed 0 is the default build in ``data/<profile>``).
     """
@@ -163,7 +165,18 @@ def get_profile(name: str = "mini", **overrides) -> Profile:
         raise ValueError(f"unknown profile {name!r}: choose one of {', '.join(PROFILES)}")
     if os.environ.get("QSCOPE_DEVICE"):
         prof = replace(prof, device=os.environ["QSCOPE_DEVICE"])
+    if os.environ.get("QSCOPE_DTYPE"):
+        prof = replace(prof, dtype=_dtype_name(os.environ["QSCOPE_DTYPE"]))
     return replace(prof, **overrides) if overrides else prof
+
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _dtype_name(value: str) -> str:
+    if value not in DTYPES:
+        raise ValueError(f"QSCOPE_DTYPE={value!r} is not a backbone dtype: choose one of {', '.join(DTYPES)}")
+    return value
 
 
 def require_device(prof: Profile) -> None:
