@@ -8,18 +8,20 @@ folder that has ``DONE`` (runs of hours are started outside and read back), so p
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
 import sys
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import pandas as pd
 import torch
 
-__all__ = ["ACCELERATE_CONFIGS", "accelerate_command", "run_launch", "obtain", "finished", "read_run",
+__all__ = ["ACCELERATE_CONFIGS", "PolicyStore", "accelerate_command", "run_launch", "obtain", "finished", "read_run",
            "write_sasft_job", "load_sasft_job", "write_dapo_job", "load_dapo_job"]
 
 ACCELERATE_CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "accelerate"
@@ -177,3 +179,144 @@ def load_dapo_job(path: str | Path) -> dict:
     steer = torch.load(Path(job["out"]) / "steer.pt", weights_only=True) if job["steer"] else None
     return {"model": model, "tokenizer": tok, "cfg": DAPOConfig(**cfg), "steer": steer, "variant": job["variant"],
             "out": job["out"]}
+
+
+# --------------------------------------------------------------------------------------------- trained policies
+class PolicyStore:
+    """The trained policies of a notebook, by name, with at most ONE alive at a time when spilled.
+
+    ``spill=False`` (mini / smoke default): policies stay in memory, exactly as before. ``spill=True``
+    (paper default): :meth:`put` writes every unique parameter AND buffer (non-persistent ones too, e.g.
+    Qwen3's rotary ``inv_freq``, which ``state_dict`` leaves out) by name, in the policy's own dtype (lossless),
+    to ``<folder>/<i>.safetensors``, then frees the module's storage (``module.to("meta")``); :meth:`load`
+    frees any other loaded policy, then ``to_empty(device)`` + copies the saved tensors back, re-tying shared
+    weights (tied embeddings stay one tensor). Disk: one file of the policy's size per arm (an fp32 8B policy
+    is 30.5 GiB). A caller must not keep a loaded policy past the next :meth:`load` / :meth:`items` step:
+    it is freed there (its tensors become ``meta``)."""
+
+    def __init__(self, spill: bool = False, folder: str | Path | None = None):
+        self.spill = bool(spill)
+        self._tmp = tempfile.TemporaryDirectory(prefix="qscope_policies_") if spill and folder is None else None
+        self.folder = Path(self._tmp.name if self._tmp else folder) if spill else None
+        self._models: dict[str, torch.nn.Module] = {}
+        self._meta: dict[str, dict] = {}
+        self._loaded: str | None = None
+
+    @classmethod
+    def for_profile(cls, profile: str, keep: str | None = None, folder: str | Path | None = None) -> "PolicyStore":
+        """``keep``: "memory" | "disk" | None (= "disk" on the paper profile, "memory" on mini / smoke);
+        ``folder``: where spilled policies go (None: a temporary folder removed with the store)."""
+        keep = keep or ("disk" if profile == "paper" else "memory")
+        if keep not in ("memory", "disk"):
+            raise ValueError(f"keep_policies must be 'memory', 'disk' or None (profile default), not {keep!r}")
+        return cls(spill=keep == "disk", folder=Path(folder) / "policies" if keep == "disk" and folder else None)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._models
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def keys(self) -> list[str]:
+        return list(self._models)
+
+    def alive(self) -> list[str]:
+        """Names of the policies whose weights are in memory now."""
+        return [n for n, m in self._models.items() if _has_storage(m)]
+
+    def put(self, name: str, model: torch.nn.Module) -> None:
+        """Keep ``model`` as ``name`` (spilled: written to disk and freed; do not use ``model`` afterwards)."""
+        if name in self._models:
+            raise ValueError(f"policy {name!r} is already stored")
+        self._models[name] = model
+        if not self.spill:
+            return
+        from safetensors.torch import save_file
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"{len(self._meta)}.safetensors"
+        tensors, aliases = _unique_tensors(model)
+        tmp = path.with_suffix(".tmp")
+        save_file({k: t.detach().contiguous() for k, t in tensors.items()}, str(tmp))
+        tmp.replace(path)
+        device = next((t.device for t in tensors.values()), torch.device("cpu"))
+        self._meta[name] = {"path": path, "aliases": aliases, "device": device}
+        del tensors
+        self._free(name)
+
+    def load(self, name: str) -> torch.nn.Module:
+        """The policy ``name``, weights in memory (spilled: any other loaded policy is freed first)."""
+        if name not in self._models:
+            raise KeyError(f"no policy {name!r}; stored: {self.keys()}")
+        m = self._models[name]
+        if not self.spill or self._loaded == name:
+            return m
+        if self._loaded is not None:
+            self._free(self._loaded)
+        from safetensors import safe_open
+
+        meta = self._meta[name]
+        m.to_empty(device=meta["device"])
+        _retie(m, meta["aliases"])
+        with safe_open(str(meta["path"]), framework="pt", device="cpu") as f, torch.no_grad():
+            for key, t in _unique_tensors(m)[0].items():
+                t.copy_(f.get_tensor(key))
+        self._loaded = name
+        return m
+
+    def release(self, name: str) -> None:
+        """Free the weights of ``name`` (spilled; no-op in memory)."""
+        if self.spill and self._loaded == name:
+            self._free(name)
+
+    def items(self) -> Iterator[tuple[str, torch.nn.Module]]:
+        """(name, policy) in insertion order, one loaded at a time (each freed before the next loads)."""
+        for name in self.keys():
+            yield name, self.load(name)
+            self.release(name)
+
+    def _free(self, name: str) -> None:
+        self._models[name].to("meta")
+        if self._loaded == name:
+            self._loaded = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _tensor_slots(model: torch.nn.Module):
+    """(qualified name, owning module, attribute, tensor) of every parameter and buffer, shared ones repeated."""
+    for mod_name, mod in model.named_modules(remove_duplicate=False):
+        for table in (mod._parameters, mod._buffers):
+            for attr, t in table.items():
+                if t is not None:
+                    yield (f"{mod_name}.{attr}" if mod_name else attr), mod, attr, t
+
+
+def _unique_tensors(model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """({first name: tensor} of each distinct parameter / buffer object, {alias name: first name})."""
+    first: dict[int, str] = {}
+    tensors, aliases = {}, {}
+    for name, _, _, t in _tensor_slots(model):
+        if id(t) in first:
+            if first[id(t)] != name:
+                aliases[name] = first[id(t)]
+            continue
+        first[id(t)] = name
+        tensors[name] = t
+    return tensors, aliases
+
+
+def _retie(model: torch.nn.Module, aliases: Mapping[str, str]) -> None:
+    """Point every alias slot back at its source tensor (``to_empty`` gives each slot its own copy)."""
+    if not aliases:
+        return
+    slots = {name: (mod, attr, t) for name, mod, attr, t in _tensor_slots(model)}
+    for alias, src in aliases.items():
+        mod, attr, _ = slots[alias]
+        table = mod._parameters if attr in mod._parameters else mod._buffers
+        table[attr] = slots[src][2]
+
+
+def _has_storage(model: torch.nn.Module) -> bool:
+    return any(not t.is_meta for _, _, _, t in _tensor_slots(model))
