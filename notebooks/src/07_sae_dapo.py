@@ -44,6 +44,8 @@ run_dir = None          # launch / read: folder with one sub-folder per arm
 accelerate_config = None  # launch: a file in configs/accelerate (ddp_1.7b.yaml, zero3_8b.yaml, fsdp_8b.yaml)
 num_processes = None    # launch: processes (None: the config file)
 lora_r = 0              # > 0: train a LoRA adapter of this rank instead of all weights
+keep_policies = None    # trained arms: "memory" | "disk" (spilled to run_dir/policies or a temp folder, one loaded
+                        # at a time) | None: disk on paper (one fp32 8B arm is 30.5 GiB), memory on mini / smoke
 n_threads = 1           # CPU threads: 1 is fastest for the tiny mini/smoke models on a shared 2-core machine
 repetition_config = None  # any RepetitionConfig field, e.g. -y 'repetition_config: {candidate_layers: [18, 24]}'
 dapo_config = None      # any DAPOConfig field, e.g. -y 'dapo_config: {G: 8, n_prompts: 64, lr: 1.0e-6}'
@@ -224,14 +226,18 @@ fig = F.render(profile, "07_steering_sweep", {"layer": layer, "feature": feature
 # Every arm: the same prompts per step (TRL's sampler, seed fixed), the same rollout function (one batched
 # `generate` per rollout batch; the SAE arm steers rows 0, G, 2G, ...), `minibatches` updates per batch.
 # Old log-probs of the steered rows are the UNSTEERED policy's (TRL recomputes them with a plain forward),
-# so their importance ratio starts at 1.
+# so their importance ratio starts at 1. Each trained arm goes into a `PolicyStore` (`keep_policies`): on the
+# paper profile it is written to disk and freed, so at most one trained policy (plus the base model) is in
+# memory here and in sections 5-6.
 
 # %%
 steer_vec = {layer: float(alpha) * direction}
 on_cpu = not torch.cuda.is_available()
+policies = LA.PolicyStore.for_profile(profile, keep_policies, run_dir)
+logs = {}
 
 
-def run_arm(name, steer=None, variant=None):
+def run_arm(arm, name, steer=None, variant=None):
     pol = DT.SteeredRowPolicy(**variant) if variant else None
     inline = lambda: DT.train_dapo(model, tok, dcfg, det, steer_vectors=steer, policy=pol, use_cpu=on_cpu,
                                    bf16=not on_cpu, lora_r=lora_r)
@@ -240,17 +246,18 @@ def run_arm(name, steer=None, variant=None):
     t0 = time.perf_counter()
     m, log = LA.obtain(name, launch, run_dir, "dapo_trainer", inline, job, accelerate_config, num_processes, cpu=on_cpu)
     print(f"{name}: {time.perf_counter() - t0:.1f} s")
-    return m, log
+    policies.put(arm, m)
+    logs[arm] = log
 
 
 VANILLA = "vanilla DAPO"
-policies = {VANILLA: run_arm("vanilla")}
+run_arm(VANILLA, "vanilla")
 variant_names = {}
 for i, v in enumerate(sae_variants):
     vname = f"SAE arm ({DT.SteeredRowPolicy(**v).name})"
     variant_names[vname] = v
-    policies[vname] = run_arm(f"sae_{i}", steer_vec, v)
-curves = pd.concat([log.assign(arm=name) for name, (_, log) in policies.items()], ignore_index=True)
+    run_arm(vname, f"sae_{i}", steer_vec, v)
+curves = pd.concat([log.assign(arm=name) for name, log in logs.items()], ignore_index=True)
 curves.groupby("arm", sort=False)[["reward", "accuracy", "repeat_ratio", "length", "loss", "clip_high", "clip_low",
                                    "steered_reward", "steered_advantage", "seconds"]].mean().round(3)
 
@@ -266,7 +273,7 @@ all_texts = eval_texts(prof, n=dcfg.n_ppl_texts + dcfg.n_val_texts, seed=seed + 
 ppl_texts, val_texts = all_texts[:dcfg.n_ppl_texts], all_texts[dcfg.n_ppl_texts:]
 val_problems = D._problems(dcfg, "train", dcfg.n_val_problems, seed + 5)
 val_rows = []
-for name, (m, _) in policies.items():
+for name, m in policies.items():      # one trained policy loaded at a time
     sv = D._loops(m, tok, [p.prompt for p in val_problems], det, rcfg.n_samples, dcfg.max_new_tokens, dcfg.temperature,
                   seed + 99, rcfg.n_boot, steer_vectors=steer_vec, max_batch_tokens=dcfg.max_batch_tokens)
     pp = D.heldout_perplexity(m, tok, val_texts)
@@ -306,13 +313,19 @@ fig = F.render(profile, "07_training_curves", {"dapo": {"G": dcfg.G, "n_prompts"
 
 # %%
 heldout = D._problems(dcfg, "heldout", dcfg.n_eval_problems, seed)
-arms = {"before RL": model, VANILLA: policies[VANILLA][0], SAE_ARM: policies[chosen][0]}
+arms = {"before RL": None, VANILLA: VANILLA, SAE_ARM: chosen}     # row name -> stored policy (None: the base model)
 if chosen != RECIPE:
-    arms[f"{SAE_ARM} ({DT.SteeredRowPolicy(**variant_names[RECIPE]).name}, report's recipe)"] = policies[RECIPE][0]
-evals = {name: D.evaluate_policy(m, tok, heldout, det, rcfg.n_samples, dcfg.max_new_tokens, dcfg.temperature,
-                                 seed=seed + 1234, n_boot=rcfg.n_boot, ppl_texts=ppl_texts, extra_prompts=text_prompts,
-                                 answer_rule=dcfg.answer_rule, stress_vectors=steer_vec,
-                                 max_batch_tokens=dcfg.max_batch_tokens) for name, m in arms.items()}
+    arms[f"{SAE_ARM} ({DT.SteeredRowPolicy(**variant_names[RECIPE]).name}, report's recipe)"] = RECIPE
+evals = {}
+for name, key in arms.items():      # one trained policy loaded at a time
+    m = model if key is None else policies.load(key)
+    evals[name] = D.evaluate_policy(m, tok, heldout, det, rcfg.n_samples, dcfg.max_new_tokens, dcfg.temperature,
+                                    seed=seed + 1234, n_boot=rcfg.n_boot, ppl_texts=ppl_texts, extra_prompts=text_prompts,
+                                    answer_rule=dcfg.answer_rule, stress_vectors=steer_vec,
+                                    max_batch_tokens=dcfg.max_batch_tokens)
+    if key is not None:
+        policies.release(key)
+del m
 METRICS = {"repeat_task": "repeat ratio, arithmetic (sampled)", "repeat_text": "repeat ratio, text prefixes (sampled)",
            "repeat_text_greedy": "repeat ratio, text prefixes (greedy)",
            "repeat_stress": f"repeat ratio under steering (alpha={alpha:g}, f={feature})",
