@@ -253,7 +253,8 @@ def table(profile: str) -> str:
     t = res / "timings.json"
     if t.exists():
         tim = json.loads(t.read_text())["notebooks"]
-        lines += ["", f"Wall time per notebook on this profile (s, {_cores(profile)}): " +
+        lines += ["", f"Wall time per notebook on this profile (s, {_cores(profile)}; each notebook's last run, "
+                      "which may have shared the cores with other jobs): " +
                   ", ".join(f"{k[:2]}: {v:.0f}" for k, v in sorted(tim.items()))]
     lines += perf_table()
     return "\n".join(lines) + "\n"
