@@ -204,7 +204,7 @@ def test_summarize_reads_and_writes_under_qscope_results(tmp_path):
                        env=_env(tmp_path), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     md = (tmp_path / "res" / "mini" / "SUMMARY.md").read_text()
-    assert "(s, 7 CPU cores): 01: 3" in md and "| notebook 02 | | not run yet | |" in md
+    assert "(s, 7 CPU cores; each notebook's last run, which may have shared the cores with other jobs): 01: 3" in md and "| notebook 02 | | not run yet | |" in md
     r = subprocess.run([sys.executable, "scripts/summarize.py", "--profile", "mini", "--readme"], cwd=ROOT,
                        env=_env(tmp_path), capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "unset QSCOPE_RESULTS" in r.stderr
