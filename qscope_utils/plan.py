@@ -501,7 +501,8 @@ def _plan_03(p: dict, profile: str) -> NotebookPlan:
         n = (cfg.n_items or 0) * len(cfg.pair_benchmarks) + (cfg.n_general or 0)
         st.append(Stage("benchmark features", "capture", n, cfg.feature_max_length, cfg.batch_size,
                         upto_layer=max(layers), sae_layers=len(layers)))
-        zoo = len(prof.scope.zoo_steps) * len(prof.scope.mixtures)
+        from .mini.pretrain import zoo_plan
+        zoo = len(zoo_plan(prof.scope))
         st.append(Stage("zoo correctness (generation)", "generate", n * zoo, cfg.max_length, cfg.batch_size,
                         cfg.max_new_tokens))
     else:

@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import math
 from statistics import NormalDist
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["cluster_bootstrap", "paired_diff_bootstrap", "bootstrap_stat", "z_power", "se_from_interval",
+__all__ = ["one_se_pick", "cluster_bootstrap", "paired_diff_bootstrap", "bootstrap_stat", "z_power", "se_from_interval",
            "mde_from_se", "mde_paired", "n_paired", "mde_two_sample", "n_two_sample", "mde_correlation",
            "n_correlation", "n_for_effect"]
 
@@ -154,3 +154,27 @@ def n_for_effect(n0: int, mde0: float, effect: float) -> int:
     if effect == 0:
         raise ValueError("an effect of 0 cannot be detected at any n")
     return _ceil(n0 * (mde0 / abs(effect)) ** 2)
+
+
+def one_se_pick(candidates: Sequence, means: Sequence[float], ses: Sequence[float], maximize: bool = True):
+    """The one-standard-error rule (Breiman et al. 1984; Hastie, Tibshirani & Friedman, ESL §7.10):
+    the first candidate, in the given order of preference (simplest / weakest intervention first),
+    whose mean is within one standard error of the best mean. A plain argmax flips between
+    near-tied candidates with noise in the 5th digit; this rule only moves when the best one is
+    better by more than its own standard error.
+
+    candidates / means / ses: same length; NaN means are never picked, a NaN SE counts as 0.
+    Returns ``(pick, best)``: the chosen candidate and the argmax one.
+    """
+    m = np.asarray(means, dtype=float)
+    s = np.nan_to_num(np.asarray(ses, dtype=float), nan=0.0)
+    if not (len(candidates) == len(m) == len(s)) or not len(m):
+        raise ValueError(f"one_se_pick needs equal, non-empty candidates/means/ses (got {len(candidates)}, "
+                         f"{len(m)}, {len(s)})")
+    if np.isnan(m).all():
+        raise ValueError("one_se_pick: every mean is NaN; nothing can be picked")
+    sign = 1.0 if maximize else -1.0
+    score = np.where(np.isnan(m), -np.inf, sign * m)
+    b = int(np.argmax(score))
+    ok = np.flatnonzero(score >= score[b] - s[b])
+    return candidates[int(ok[0])], candidates[b]

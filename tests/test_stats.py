@@ -110,3 +110,17 @@ def test_mde_gives_eighty_percent_power_by_simulation():
     assert 0.78 < power < 0.82
     null = rng.normal(0, sd, size=(4000, n)).mean(1) / (sd / np.sqrt(n))
     assert np.mean(np.abs(null) > 1.959964) < 0.07
+
+
+def test_one_se_pick_takes_first_candidate_within_one_se_of_best():
+    from qscope_utils.stats import one_se_pick
+    # best is 0.50 (se 0.05): 0.46 is within, 0.40 is not -> the first within-one-SE candidate, "b"
+    assert one_se_pick(["a", "b", "c"], [0.40, 0.46, 0.50], [0.01, 0.01, 0.05]) == ("b", "c")
+    # noise of 1e-5 between near-ties does not move the pick (argmax would flip)
+    assert one_se_pick([1, 2], [0.300001, 0.3], [0.02, 0.02])[0] == 1
+    assert one_se_pick([1, 2], [0.3, 0.300001], [0.02, 0.02])[0] == 1
+    # minimizing: the lowest mean is best; NaN means are never picked
+    assert one_se_pick(["x", "y", "z"], [float("nan"), 0.14, 0.1], [0, 0.0, 0.05], maximize=False) == ("y", "z")
+    assert one_se_pick(["x", "y"], [0.1, 0.5], [0.0, 0.0]) == ("y", "y")     # zero SE: plain argmax
+    with pytest.raises(ValueError, match="equal"):
+        one_se_pick(["a"], [0.1, 0.2], [0.1, 0.1])
