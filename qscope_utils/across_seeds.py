@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .findings import FINDINGS
+from .findings import FINDINGS, NOT_REPRODUCED, REPRODUCED, UNTESTABLE
 from .paths import seeded
 
-__all__ = ["Headline", "Pick", "headlines", "picks", "load_seeds", "aggregate", "render", "NOTEBOOKS"]
+__all__ = ["Headline", "Pick", "headlines", "picks", "load_seeds", "aggregate", "settle", "power_note", "render",
+           "NOTEBOOKS", "POWER_OF_CLAIM"]
 
 NOTEBOOKS = ("01", "02", "03", "04", "05", "06", "07")
 SECTION = {nn: sec for nn, (sec, _) in FINDINGS.items()}
@@ -207,6 +208,75 @@ def _verdicts(nn: str, d: dict) -> list[tuple[str, str]]:
     return out
 
 
+def _kind(verdict: str) -> str:
+    """The three verdict words of :mod:`findings` (``"reproduced in direction"`` counts as reproduced)."""
+    for k in (NOT_REPRODUCED, UNTESTABLE, REPRODUCED):
+        if verdict.startswith(k):
+            return k
+    return verdict
+
+
+def settle(verdicts: list[str], n_seeds: int) -> tuple[str, str]:
+    """One verdict across seeds, and why, from each seed's verdict (docs/CONVENTIONS.md):
+
+    * **reproduced** only when every seed reproduces the claim;
+    * **not reproduced** when any seed finds the opposite or excludes the report's number;
+    * **untestable at this scale** otherwise (some seeds' intervals include 0: the design cannot tell);
+    * **incomplete** when a seed has no verdict for it (not run, or an older summary).
+    """
+    if len(verdicts) < n_seeds:
+        return "incomplete", f"verdicts from {len(verdicts)} of {n_seeds} seeds"
+    kinds = Counter(_kind(v) for v in verdicts)
+    n = len(verdicts)
+    counts = ", ".join(f"{k} in {m}/{n}" for k, m in kinds.most_common())
+    if kinds[REPRODUCED] == n:
+        return REPRODUCED, f"every seed reproduces it ({n}/{n})"
+    if kinds[NOT_REPRODUCED]:
+        return NOT_REPRODUCED, counts
+    if kinds[UNTESTABLE] == n:
+        return UNTESTABLE, f"no seed can tell ({n}/{n} intervals include 0 or the setting cannot show it)"
+    return UNTESTABLE, f"{counts}: the effect does not hold in every seed"
+
+
+# power.csv rows (scripts/power.py) that size each findings claim: {notebook: [(claim-label regex, power-claim regex)]}
+POWER_OF_CLAIM: dict[str, list[tuple[str, str]]] = {
+    "02": [(r"^Case 1", r"Chinese feature"), (r"^Case 2", r"classical feature")],
+    "03": [(r"^Spearman", r"Spearman"), (r"direct$", r"overlap_min")],
+    "04": [(r"\(es\)", r"\(es"), (r"\(it\)", r"\(it")],
+    "05": [(r"^Target coverage", r"covers"), (r"^Downstream", r"accuracy")],
+    "06": [(r"^zh$", r"\bzh\b"), (r"^ru$", r"\bru\b"), (r"^ja$", r"\bja\b")],
+    "07": [(r"ordinary sampling", r"ordinary sampling"), (r"accuracy", r"accuracy")],
+}
+
+
+def power_note(nn: str, claim: str, power: list[dict] | None) -> str:
+    """"MDE x vs claimed effect y (n used; n needed)" of the power row sizing this claim, or ""."""
+    for claim_re, power_re in POWER_OF_CLAIM.get(nn, []):
+        if not re.search(claim_re, claim):
+            continue
+        for r in power or []:
+            if str(r.get("notebook")).zfill(2) == nn and re.search(power_re, str(r.get("claim", ""))):
+                return _power_text(r)
+    return ""
+
+
+def _float(v) -> float | None:
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(x) else x
+
+
+def _power_text(r: dict) -> str:
+    mde, target, need, n = _float(r.get("mde")), _float(r.get("target_effect")), _float(r.get("n_needed")), r.get("n")
+    if mde is None or target is None:
+        return f"design: {r.get('target_basis') or 'no effect size to detect'}"
+    ok = "powered" if mde <= abs(target) else "underpowered"
+    need_s = f"; {int(need)} needed" if need is not None else ""
+    return f"design {ok}: MDE {mde:.3g} vs claimed effect {abs(target):.3g} ({n} {r.get('unit', 'units')}{need_s})"
+
+
 def _hashable(v):
     return round(v, 6) if isinstance(v, float) else (json.dumps(v) if isinstance(v, (list, dict)) else v)
 
@@ -263,8 +333,10 @@ def aggregate(per_seed: dict[int, dict[str, dict]]) -> dict:
     for c in claims.values():
         counts = Counter(x["verdict"] for x in c["per_seed"])
         whole = len(c["per_seed"]) == len(seeds)
+        final, why = settle([x["verdict"] for x in c["per_seed"]], len(seeds))
         c.update(n_seeds=len(c["per_seed"]), verdicts=dict(counts),
-                 across_seeds=("mixed" if len(counts) > 1 else next(iter(counts))) if whole else "incomplete")
+                 across_seeds=("mixed" if len(counts) > 1 else next(iter(counts))) if whole else "incomplete",
+                 final=final, why=why)
     missing = {s: [nn for nn in NOTEBOOKS if nn not in per_seed[s]] for s in seeds}
     unreadable = {s: [nn for nn, d in per_seed[s].items() if not headlines(nn, d)] for s in seeds}
     return {"seeds": seeds, "missing": missing, "unreadable": unreadable, "headlines": list(rows.values()), "picks": list(sel.values()),
@@ -293,11 +365,13 @@ def _missing_note(agg: dict) -> list[str]:
     return out
 
 
-def render(agg: dict, profile: str) -> str:
-    """Markdown: headline numbers (mean, range, per-seed value and interval), selections, claims."""
+def render(agg: dict, profile: str, power: list[dict] | None = None) -> str:
+    """Markdown: claims (verdict across seeds and why), headline numbers (mean, range, per-seed value and
+    interval), selections, and, given ``power`` (rows of scripts/power.py's power.csv), each design's MDE."""
     n = len(agg["seeds"])
     seeds = ", ".join(str(s) for s in agg["seeds"])
     lines = [f"## Results ({profile} profile) across {n} build seeds ({seeds})", "",
+             *_claims_table(agg, power), "", f"### Headline numbers across the {n} seeds", "",
              f"Generated by `scripts/summarize.py --seeds {n}` from `results/{profile}[-seedN]/NN_summary.json`. "
              "Mean and range (min-max) are over build seeds; beside them each seed's value with its 95% per-prompt "
              "bootstrap interval, which covers prompt sampling only. For differences and correlations, the last "
@@ -317,10 +391,32 @@ def render(agg: dict, profile: str) -> str:
         frac = f"{r['fraction']:.2f} ({round(r['fraction'] * r['n_seeds'])}/{r['n_seeds']})" if r["comparable"] \
             else "n/a (feature ids differ by construction: one SAE per seed)"
         lines.append(f"| {r['section']} | {r['what']} | {r['modal'] if r['comparable'] else '—'} | {frac} | {per} |")
-    lines += ["", "### Claims: verdicts per seed (`qscope_utils.findings`)", "",
-              "A claim counts as reproduced on this profile only when every seed reproduces it.", "",
-              "| section | claim | verdicts over seeds | across seeds |", "|---|---|---|---|"]
+    lines += _power_table(power)
+    return "\n".join(lines) + "\n"
+
+
+def _claims_table(agg: dict, power: list[dict] | None) -> list[str]:
+    lines = ["### The report's claims: verdict across seeds (`qscope_utils.findings`)", "",
+             "A claim counts as reproduced on this profile only when every seed reproduces it; it is not "
+             "reproduced when any seed contradicts it, and untestable at this scale when some seeds' intervals "
+             "include 0. *Why* gives the seeds' verdicts and, where `power.csv` sizes the claim, whether the "
+             "design could detect the report-sized effect (minimum detectable effect at 80% power).", "",
+             "| section | claim | verdicts over seeds | verdict | why |", "|---|---|---|---|---|"]
     for c in agg["claims"]:
         v = ", ".join(f"{k} {m}/{c['n_seeds']}" for k, m in c["verdicts"].items())
-        lines.append(f"| {c['section']} | {c['claim']} | {v} | {c['across_seeds']} |")
-    return "\n".join(lines) + "\n"
+        why = "; ".join(x for x in (c.get("why", ""), power_note(c["nn"], c["claim"], power)) if x)
+        lines.append(f"| {c['section']} | {c['claim']} | {v} | **{c.get('final', c['across_seeds'])}** | {why} |")
+    return lines
+
+
+def _power_table(power: list[dict] | None) -> list[str]:
+    if not power:
+        return []
+    lines = ["", "### Power of the mini design (`scripts/power.py`, seed 0's results as the pilot)", "",
+             "| section | claim | design | n | MDE (80% power) | claimed effect | n needed |", "|---|---|---|---|---|---|---|"]
+    for r in power:
+        mde, t, need = _float(r.get("mde")), _float(r.get("target_effect")), _float(r.get("n_needed"))
+        lines.append(f"| {r['section']} | {r['claim']} | {r['design']} | {r['n']} {r.get('unit', '')} | "
+                     f"{_num('{:.3g}', mde)} | {_num('{:.3g}', t) if t is not None else r.get('target_basis', '')} | "
+                     f"{int(need) if need is not None else '—'} |")
+    return lines

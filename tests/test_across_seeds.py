@@ -116,9 +116,40 @@ def test_summarize_seeds_writes_the_table(tmp_path):
     md = (tmp_path / "mini-seeds" / "SUMMARY.md").read_text()
     assert "| §4 | ρ(R, R̂) | 0.50 | 0.20 – 0.80 | s0: 0.20 [0.10, 0.30]; s1: 0.50 [-0.10, 0.90]; s2: 0.80 [0.60, 0.95] | 2/3 |" in md
     assert "| §4 | layer | 2 | 0.67 (2/3) | s0: 2; s1: 2; s2: 3 |" in md
-    assert "| §7 | zh | reproduced 2/3, untestable at this scale 1/3 | mixed |" in md
+    assert ("| §7 | zh | reproduced 2/3, untestable at this scale 1/3 | **untestable at this scale** | "
+            "reproduced in 2/3, untestable at this scale in 1/3: the effect does not hold in every seed |") in md
+    assert "### Seed 0 in detail" in md
     agg = json.loads((tmp_path / "mini-seeds" / "seeds.json").read_text())
     assert agg["seeds"] == [0, 1, 2]
     r = subprocess.run([sys.executable, "scripts/summarize.py", "--profile", "smoke", "--seeds", "2"], cwd=ROOT,
                        env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "--seeds 2" in r.stderr and not (tmp_path / "smoke-seeds").exists()
+
+
+def test_settle_known_answers():
+    from qscope_utils.across_seeds import settle
+
+    assert settle(["reproduced", "reproduced in direction", "reproduced"], 3)[0] == "reproduced"
+    assert settle(["reproduced", "not reproduced", "reproduced"], 3) == (
+        "not reproduced", "reproduced in 2/3, not reproduced in 1/3")
+    assert settle(["untestable at this scale"] * 3, 3)[0] == "untestable at this scale"
+    assert settle(["reproduced", "untestable at this scale", "reproduced"], 3)[0] == "untestable at this scale"
+    assert settle(["reproduced", "reproduced"], 3) == ("incomplete", "verdicts from 2 of 3 seeds")
+
+
+def test_power_note_matches_the_sizing_row_and_says_whether_it_is_powered(tmp_path):
+    from qscope_utils.across_seeds import aggregate, render, power_note
+
+    power = [{"section": "§7", "notebook": "06", "claim": "SASFT cuts the zh code-switch ratio", "design": "paired",
+              "unit": "prompts", "n": "20", "mde": "0.1876", "target_effect": "0.1187", "n_needed": "50",
+              "target_basis": "a 50% cut"},
+             {"section": "§7", "notebook": "06", "claim": "SASFT cuts the ru code-switch ratio", "design": "paired",
+              "unit": "prompts", "n": "300", "mde": "0.02", "target_effect": "0.025", "n_needed": "192",
+              "target_basis": "a 50% cut"}]
+    assert power_note("06", "zh", power) == "design underpowered: MDE 0.188 vs claimed effect 0.119 (20 prompts; 50 needed)"
+    assert power_note("06", "ru", power).startswith("design powered: MDE 0.02 vs claimed effect 0.025")
+    assert power_note("06", "ko", power) == "" and power_note("03", "zh", power) == ""
+    _write(tmp_path)
+    from qscope_utils.across_seeds import load_seeds
+    md = render(aggregate(load_seeds(tmp_path, "mini", [0, 1, 2])), "mini", power)
+    assert "| §7 | zh |" in md and "design underpowered: MDE 0.188" in md and "### Power of the mini design" in md
