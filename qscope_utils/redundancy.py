@@ -508,8 +508,8 @@ class RedundancyConfig:
     are correlated (paper: the report's Fig. 6 eight, :data:`PAPER_PAIRS`; mini: their analogues).
     """
 
-    n_items: int | None = 150
-    n_general: int | None = 200
+    n_items: int | None = 200
+    n_general: int | None = 250
     n_choices: int = 4
     layer: int | None = None
     sweep_layers: bool = True
