@@ -34,7 +34,7 @@ from .endpoint import DEFAULT_INSTRUCTION, DEFAULT_SYSTEM, REFUSAL_PATTERN, Chat
 
 __all__ = ["GenRequest", "Generator", "LocalGenerator", "ChatEndpointGenerator", "few_shot_prompt", "copy_share",
            "is_degenerate", "verify", "SynthResult", "feature_synthesis", "random_synthesis", "natural_sampling",
-           "round_robin", "cut_tokens", "generate_many", "is_refusal", "REFUSAL_PATTERN", "DEFAULT_SYSTEM",
+           "natural_sample_index", "round_robin", "cut_tokens", "generate_many", "is_refusal", "REFUSAL_PATTERN", "DEFAULT_SYSTEM",
            "DEFAULT_INSTRUCTION"]
 
 
@@ -317,8 +317,14 @@ def random_synthesis(gen: Generator, encode: Callable[[list[str]], sp.csr_matrix
     return SynthResult(texts, [-1] * len(texts), M, [{"calls": calls}], n_gen)
 
 
+def natural_sample_index(n_pool: int, budget: int, seed: int = 0) -> list[int]:
+    """Positions of ``budget`` texts drawn without replacement from a pool of ``n_pool`` (seeded); the
+    same draw as :func:`natural_sampling` (so rows of an already-encoded pool can be reused)."""
+    if budget > n_pool:
+        raise ValueError(f"natural pool has {n_pool} texts, fewer than the budget {budget}: raise natural_pool_max")
+    return random.Random(seed).sample(range(n_pool), budget)
+
+
 def natural_sampling(pool: Sequence[str], budget: int, seed: int = 0) -> list[str]:
     """``budget`` texts drawn without replacement from the unlabelled pool (seeded)."""
-    if budget > len(pool):
-        raise ValueError(f"natural pool has {len(pool)} texts, fewer than the budget {budget}: raise natural_pool_max")
-    return random.Random(seed).sample(list(pool), budget)
+    return [pool[i] for i in natural_sample_index(len(pool), budget, seed)]
