@@ -3,14 +3,19 @@
 Definitions (docs/CONVENTIONS.md §6):
 
 * Firing of feature f on text x: ``h_f(x) = 1[max_t a_{x,t,f} > eps]`` (position 0 excluded, eps = 0),
-  from the shared :func:`qscope_utils.features.text_max_activations`.
-* Coverage of one feature by a data set D: ``c_f(D) = 1[some x in D fires f]``.
+  from the shared :func:`qscope_utils.features.text_max_activations`; relevance uses this firing.
+* Coverage firing (``SafetyConfig.fire_quantile`` q, default 0.9): text x covers f when its max activation
+  exceeds eps_f, the q-quantile of f's nonzero per-text max activations over the discovery texts (a text
+  that activates f as strongly as the top tenth of real texts that activate it at all). At eps = 0 the
+  mini SAE's text-level firing is dense (every feature fires on >= 4% of the natural pool), so no target
+  could be rare in the pool; None: coverage uses eps as well.
+* Coverage of one feature by a data set D: ``c_f(D) = 1[some x in D fires f]`` (coverage firing).
 * Targets T: safety-relevant features. The report judges relevance from feature explanations with a
   threshold tau; here relevance is a data-driven score computed from labelled unsafe vs safe texts
   (``"delta"``: P(fire | unsafe) - P(fire | safe), as in §5; or ``"logodds"``: smoothed log odds ratio of
   firing); the relevant features are R = {f : score_f >= tau and P(fire | unsafe) >= min_unsafe_rate}.
 * Target set (``SafetyConfig.target_set``, fixed before any synthesis is run):
-  ``"pool_rare"`` (default): T = {f in R : P(fire | natural pool) <= r_max}, the relevant features that
+  ``"pool_rare"`` (default): T = {f in R : P(coverage-fire | natural pool) <= r_max}, the relevant features that
   natural sampling rarely reaches. r_max defaults to ``1 - 0.5 ** (1 / budget)``: a feature at that pool
   rate is hit by ``budget`` natural draws with probability exactly 1/2, so natural sampling at the
   matched budget is expected to miss each target at least half the time, and the claim "feature synthesis
@@ -46,7 +51,7 @@ __all__ = ["UNSAFE", "SAFE", "LabelledText", "SafetyConfig", "SafetySplits",
            "bootstrap_ci", "PAPER", "discover_targets", "feature_contexts", "downstream_arms",
            "downstream_table", "row_cache", "PAPER_ROW", "empty_miss_reason",
            "split_pools", "TARGET_SETS", "pool_rare_threshold", "pool_rates", "restrict_to_pool_rare",
-           "paired_coverage"]
+           "paired_coverage", "firing_thresholds"]
 
 UNSAFE, SAFE = "unsafe", "safe"
 TARGET_SETS = ("pool_rare", "relevant")
@@ -160,7 +165,9 @@ class SafetyConfig:
     max_targets: int | None = None          # keep at most this many targets (strongest relevance first)
     target_set: str = "pool_rare"           # "pool_rare": relevant AND rare in the natural pool; "relevant": all relevant
     max_pool_rate: float | None = None      # pool_rare: max natural-pool firing rate (None: 1 - 0.5 ** (1 / budget))
-    eps: float = 0.0                        # firing threshold on the per-text max activation
+    eps: float = 0.0                        # firing threshold on the per-text max activation (relevance)
+    fire_quantile: float | None = 0.9       # coverage firing: per-feature threshold = this quantile of its nonzero
+                                            # per-text max activations on discovery (None: eps)
     n_discovery_per_cell: int | None = 700  # discovery texts per (group, label) cell (None = balanced max)
     n_seed_per_cell: int = 10               # seed ("4k real") texts per (group, label) cell
     n_eval_per_cell: int | None = None      # held-out eval texts per (group, label) cell (None = balanced max)
@@ -202,6 +209,8 @@ class SafetyConfig:
             raise ValueError(f"target_set={self.target_set!r}: choose one of {TARGET_SETS}")
         if self.max_pool_rate is not None and not 0 <= self.max_pool_rate <= 1:
             raise ValueError(f"max_pool_rate={self.max_pool_rate} is a firing rate: give a value in [0, 1] or None")
+        if self.fire_quantile is not None and not 0 <= self.fire_quantile < 1:
+            raise ValueError(f"fire_quantile={self.fire_quantile}: give a quantile in [0, 1) or None (firing at eps)")
         if self.budget < 1:
             raise ValueError(f"budget={self.budget}: the matched budget needs at least 1 added example")
 
@@ -334,9 +343,34 @@ def max_act_encoder(model, tokenizer, sae, layer: int, batch_size: int = 32, max
 
 # ============================================================================ targets and coverage
 
-def fired(max_acts: sp.spmatrix, eps: float = 0.0) -> sp.csr_matrix:
-    """CSR bool (n_texts, d_sae): h = 1[max activation > eps]."""
-    return (sp.csr_matrix(max_acts) > eps).tocsr()
+def fired(max_acts: sp.spmatrix, eps: float | np.ndarray = 0.0) -> sp.csr_matrix:
+    """CSR bool (n_texts, d_sae): h = 1[max activation > eps]; ``eps`` a scalar (>= 0) or one threshold
+    per feature (d_sae,) (see :func:`firing_thresholds`)."""
+    M = sp.csr_matrix(max_acts)
+    if np.ndim(eps) == 0:
+        return (M > eps).tocsr()
+    e = np.asarray(eps, dtype=float)
+    if e.shape != (M.shape[1],) or (e < 0).any():
+        raise ValueError(f"per-feature thresholds need shape ({M.shape[1]},) and values >= 0, got {e.shape}")
+    out = M.copy()
+    out.data = M.data > e[M.indices]
+    out.eliminate_zeros()
+    return out.astype(bool).tocsr()
+
+
+def firing_thresholds(max_acts: sp.spmatrix, q: float | None, eps: float = 0.0) -> float | np.ndarray:
+    """Per-feature coverage thresholds: the ``q``-quantile of each feature's per-text max activations
+    above ``eps`` (features that never exceed eps get +inf: nothing covers them); ``q`` None: ``eps``."""
+    if q is None:
+        return eps
+    C = sp.csc_matrix(max_acts)
+    out = np.full(C.shape[1], np.inf)
+    for j in range(C.shape[1]):
+        v = C.data[C.indptr[j]:C.indptr[j + 1]]
+        v = v[v > eps]
+        if v.size:
+            out[j] = max(float(np.quantile(v, q)), eps)
+    return out
 
 
 def relevance_scores(max_unsafe: sp.spmatrix, max_safe: sp.spmatrix, kind: str = "delta", eps: float = 0.0,
@@ -409,7 +443,7 @@ def pool_rare_threshold(budget: int) -> float:
     return 1.0 - 0.5 ** (1.0 / budget)
 
 
-def pool_rates(max_acts: sp.spmatrix, eps: float = 0.0) -> np.ndarray:
+def pool_rates(max_acts: sp.spmatrix, eps: float | np.ndarray = 0.0) -> np.ndarray:
     """(d_sae,) share of the natural pool's texts that fire each feature."""
     if max_acts.shape[0] == 0:
         raise ValueError("the natural pool is empty: pool_rare targets need pool texts (raise natural_pool_max)")
@@ -440,7 +474,7 @@ def paired_coverage(a: np.ndarray, b: np.ndarray) -> dict:
             "n": int(a.size), "mcnemar_p": p}
 
 
-def feature_coverage(max_acts: sp.spmatrix, features: Sequence[int], eps: float = 0.0) -> np.ndarray:
+def feature_coverage(max_acts: sp.spmatrix, features: Sequence[int], eps: float | np.ndarray = 0.0) -> np.ndarray:
     """c_f(D) for each f in ``features``: (len(features),) bool, True iff some text of D fires f."""
     feats = np.asarray(features, dtype=int)
     if max_acts.shape[0] == 0 or len(feats) == 0:
@@ -449,20 +483,20 @@ def feature_coverage(max_acts: sp.spmatrix, features: Sequence[int], eps: float 
     return col > 0
 
 
-def coverage(max_acts: sp.spmatrix, features: Sequence[int], eps: float = 0.0) -> float:
+def coverage(max_acts: sp.spmatrix, features: Sequence[int], eps: float | np.ndarray = 0.0) -> float:
     """Cov(D) = |T ∩ covered(D)| / |T| (NaN for an empty T)."""
     if len(features) == 0:
         return float("nan")
     return float(feature_coverage(max_acts, features, eps).mean())
 
 
-def missing_targets(max_acts: sp.spmatrix, features: Sequence[int], eps: float = 0.0) -> np.ndarray:
+def missing_targets(max_acts: sp.spmatrix, features: Sequence[int], eps: float | np.ndarray = 0.0) -> np.ndarray:
     """T_miss: the targets (in the given order) that no text of D fires."""
     feats = np.asarray(features, dtype=int)
     return feats[~feature_coverage(max_acts, feats, eps)]
 
 
-def _first_hit(max_acts: sp.spmatrix, features: np.ndarray, eps: float) -> np.ndarray:
+def _first_hit(max_acts: sp.spmatrix, features: np.ndarray, eps: float | np.ndarray) -> np.ndarray:
     """(len(features),) index of the first row firing each feature (n_rows if none)."""
     n = max_acts.shape[0]
     out = np.full(len(features), n, dtype=int)
@@ -477,7 +511,7 @@ def _first_hit(max_acts: sp.spmatrix, features: np.ndarray, eps: float) -> np.nd
 
 
 def coverage_curve(base: sp.spmatrix | None, added: sp.spmatrix, features: Sequence[int],
-                   budgets: Sequence[int], eps: float = 0.0, hold: bool = False) -> np.ndarray:
+                   budgets: Sequence[int], eps: float | np.ndarray = 0.0, hold: bool = False) -> np.ndarray:
     """Cov(base ∪ added[:b]) for each budget b (rows of ``added`` are taken in order).
 
     Budgets beyond ``added.shape[0]`` (the method produced fewer examples) give NaN, or with ``hold``
@@ -569,14 +603,16 @@ def discover_targets(encode: Callable[[list[str]], sp.csr_matrix], discovery: Se
     """Encode the discovery texts, score every feature (unsafe vs safe) and select T (``cfg.target_set``).
 
     ``pool_max_acts``: the natural pool's max activations, needed by ``"pool_rare"`` (T = relevant
-    features with pool firing rate <= ``cfg.pool_rate_max``; ``max_targets`` applies after that filter).
-    Returns (T, max activations (n_discovery, d_sae) in discovery order, relevance dict, with
-    ``rate_pool`` added when the pool was given)."""
+    features with pool coverage-firing rate <= ``cfg.pool_rate_max``; ``max_targets`` applies after that
+    filter). Returns (T, max activations (n_discovery, d_sae) in discovery order, relevance dict with
+    ``fire_threshold`` (the coverage thresholds, :func:`firing_thresholds`) and ``rate_pool`` when the
+    pool was given)."""
     M = encode([x.text for x in discovery])
     y = np.array([x.label == UNSAFE for x in discovery])
     rel = relevance_scores(M[np.nonzero(y)[0]], M[np.nonzero(~y)[0]], cfg.score, cfg.eps)
+    rel["fire_threshold"] = firing_thresholds(M, cfg.fire_quantile, cfg.eps)
     if pool_max_acts is not None:
-        rel["rate_pool"] = pool_rates(pool_max_acts, cfg.eps)
+        rel["rate_pool"] = pool_rates(pool_max_acts, rel["fire_threshold"])
     if cfg.target_set == "relevant":
         return select_targets(rel, cfg.tau, cfg.layer, cfg.score, cfg.min_unsafe_rate, cfg.max_targets), M, rel
     if pool_max_acts is None:

@@ -164,10 +164,11 @@ def is_degenerate(text: str, min_chars: int = 8, n: int = 4, min_unique: float =
     return len(set(grams)) / max(len(grams), 1) < min_unique
 
 
-def verify(max_acts: sp.spmatrix, feature: int, eps: float = 0.0) -> np.ndarray:
-    """(n_candidates,) bool: does each candidate fire ``feature`` (per-text max activation > eps)?"""
+def verify(max_acts: sp.spmatrix, feature: int, eps: float | np.ndarray = 0.0) -> np.ndarray:
+    """(n_candidates,) bool: does each candidate fire ``feature`` (per-text max activation > eps, or >
+    ``eps[feature]`` for per-feature thresholds)?"""
     col = sp.csc_matrix(max_acts)[:, [int(feature)]].toarray().ravel()
-    return col > eps
+    return col > (eps[int(feature)] if np.ndim(eps) else eps)
 
 
 # ============================================================================ synthesis loops
@@ -224,7 +225,7 @@ def round_robin(per_feature: dict[int, list[int]], order: Sequence[int]) -> list
 def feature_synthesis(gen: Generator, encode: Callable[[list[str]], sp.csr_matrix], missing: Sequence[int],
                       contexts: dict[int, list[str]], budget: int, per_feature: int | None = None,
                       n_candidates: int = 8, alphas: dict[int, Sequence[float]] | Sequence[float] = (0.0,),
-                      n_rounds: int | None = None, descriptions: dict | None = None, eps: float = 0.0,
+                      n_rounds: int | None = None, descriptions: dict | None = None, eps: float | np.ndarray = 0.0,
                       max_copy: float = 0.5, n_examples: int = 2, seed: int = 0,
                       progress: bool = True, refusal: str | re.Pattern | None = REFUSAL_PATTERN) -> SynthResult:
     """Feature-driven synthesis for the missing targets, with representation-level verification.

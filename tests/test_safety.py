@@ -70,7 +70,7 @@ def test_pool_rare_target_set_known_answer():
     unsafe = _csr([{1: 1.0, 5: 1.0}, {1: 2.0, 5: 0.3}, {1: 0.3, 4: 1.0}, {1: 0.2}])
     safe = _csr([{2: 1.0}, {2: 1.0}, {3: 0.4}, {2: 0.2}])
     # natural pool of 10 texts: f1 fires on 5 (common), f5 on 1 (rate 0.1), f4 never; f2 on 3
-    pool = _csr([{1: 1.0}] * 5 + [{5: 1.0}] + [{2: 1.0}] * 3 + [{}])
+    pool = _csr([{1: 0.5}] * 5 + [{5: 1.0}] + [{2: 1.0}] * 3 + [{}])
     assert np.allclose(S.pool_rates(pool)[[1, 2, 4, 5]], [0.5, 0.3, 0.0, 0.1])
     # r_max for a budget of B draws: a feature at that rate is hit with probability exactly 1/2
     assert S.pool_rare_threshold(10) == pytest.approx(0.0669670, abs=1e-6)
@@ -78,7 +78,7 @@ def test_pool_rare_target_set_known_answer():
     texts = {f"u{i}": unsafe[i] for i in range(4)} | {f"s{i}": safe[i] for i in range(4)}
     encode = lambda ts: sp.vstack([texts[t] for t in ts]).tocsr()
     disc = [S.LabelledText(f"u{i}", S.UNSAFE) for i in range(4)] + [S.LabelledText(f"s{i}", S.SAFE) for i in range(4)]
-    base = dict(score="delta", tau=0.2, min_unsafe_rate=0.0, layer=0, budget=10)
+    base = dict(score="delta", tau=0.2, min_unsafe_rate=0.0, layer=0, budget=10, fire_quantile=None)
     T_old, _, _ = S.discover_targets(encode, disc, S.SafetyConfig(target_set="relevant", **base))
     assert list(T_old.ids) == [1, 5, 4] and T_old.rate_pool is None
     T, _, rel = S.discover_targets(encode, disc, S.SafetyConfig(**base), pool_max_acts=pool)   # default pool_rare
@@ -88,6 +88,10 @@ def test_pool_rare_target_set_known_answer():
     T3, _, _ = S.discover_targets(encode, disc, S.SafetyConfig(max_pool_rate=0.5, max_targets=2, **base),
                                   pool_max_acts=pool)
     assert list(T3.ids) == [1, 5]
+    # coverage firing above each feature's discovery median: f1's maxima [1, 2, .3, .2] -> 0.65, so the pool's
+    # 0.5s no longer fire it (pool rate 0, now a target); f5 [1, .3] -> 0.65, the pool's 1.0 still fires it
+    T4, _, rel4 = S.discover_targets(encode, disc, S.SafetyConfig(**{**base, "fire_quantile": 0.5}), pool_max_acts=pool)
+    assert rel4["fire_threshold"][[1, 4, 5]] == pytest.approx([0.65, 1.0, 0.65]) and list(T4.ids) == [1, 4]
     with pytest.raises(ValueError, match="pool_max_acts"):
         S.discover_targets(encode, disc, S.SafetyConfig(**base))
     with pytest.raises(ValueError, match="target_set"):
@@ -95,6 +99,20 @@ def test_pool_rare_target_set_known_answer():
     with pytest.raises(ValueError, match="max_pool_rate"):
         S.SafetyConfig(max_pool_rate=2.0)
     assert "max_pool_rate" in S.empty_miss_reason(0, 0, 4, S.SafetyConfig(**base))
+
+
+def test_per_feature_firing_thresholds_known_answer():
+    M = _csr([{0: 1.0}, {0: 2.0}, {0: 3.0}, {0: 4.0}, {1: 0.5}], d=3)
+    thr = S.firing_thresholds(M, 0.5)
+    assert thr[0] == pytest.approx(2.5) and thr[1] == pytest.approx(0.5) and np.isinf(thr[2])
+    assert S.firing_thresholds(M, None, 0.1) == 0.1
+    assert S.fired(M, thr).toarray().tolist() == [[False] * 3] * 2 + [[True, False, False]] * 2 + [[False] * 3]
+    assert list(Y.verify(M, 0, thr)) == [False, False, True, True, False] and Y.verify(M, 1, 0.0)[4]
+    assert list(S.missing_targets(M, [0, 1, 2], thr)) == [1, 2]
+    with pytest.raises(ValueError, match="per-feature thresholds"):
+        S.fired(M, np.zeros(2))
+    with pytest.raises(ValueError, match="fire_quantile"):
+        S.SafetyConfig(fire_quantile=1.0)
 
 
 def test_matched_budget_holds_a_short_method_and_paired_counts():

@@ -7,7 +7,8 @@
 #    is expected to miss each target at least half the time (fixed before anything is synthesised). On the
 #    built profiles the corpus's `offensive` vs `clean` labelled texts (es, it) play unsafe vs safe; on the
 #    paper profile WildJailbreak train.
-# 2. **Coverage** `c_f(D) = 1[some x in D fires f]`, `Cov(D) = |T ∩ covered| / |T|`, and `T_miss`, the
+# 2. **Coverage** `c_f(D) = 1[some x in D fires f]`, where x fires f when its max activation exceeds the
+#    `fire_quantile` (0.9) quantile of f's nonzero per-text maxima over the discovery texts, `Cov(D) = |T ∩ covered| / |T|`, and `T_miss`, the
 #    targets a real seed set misses.
 # 3. **Feature-driven synthesis** for each missing feature: a generator is prompted with the feature's
 #    top-activating contexts and steered toward it (`h += alpha * W_dec[:, f]`); a candidate is kept only
@@ -83,15 +84,17 @@ print(json.dumps(splits.info, indent=1))
 # %%
 M_pool = encode(splits.natural) if cfg.target_set == "pool_rare" else None   # pool firing rates (and natural draws)
 T, M_disc, rel = S.discover_targets(encode, splits.discovery, cfg, pool_max_acts=M_pool)
+eps_cov = rel["fire_threshold"]   # coverage firing: per-feature thresholds (fire_quantile of discovery), or eps
 seed_texts = [x.text for x in splits.seed]
 M_seed = encode(seed_texts)
-cov_seed = S.coverage(M_seed, T.ids, cfg.eps)
-T_miss = S.missing_targets(M_seed, T.ids, cfg.eps)
+cov_seed = S.coverage(M_seed, T.ids, eps_cov)
+T_miss = S.missing_targets(M_seed, T.ids, eps_cov)
 rare = f", natural-pool rate <= {cfg.pool_rate_max:.4f} over {len(splits.natural)} pool texts" if M_pool is not None else ""
+rare += f"; coverage firing above the {cfg.fire_quantile} quantile of each feature's discovery maxima" if cfg.fire_quantile is not None else ""
 print(f"|T| = {len(T)} (target set {cfg.target_set}: score={cfg.score}, tau={cfg.tau}, min unsafe rate={cfg.min_unsafe_rate}{rare}); "
       f"seed set of {len(seed_texts)} texts covers {100 * cov_seed:.1f}% -> |T_miss| = {len(T_miss)}")
 tt = T.table()
-tt["in_seed"] = S.feature_coverage(M_seed, T.ids, cfg.eps)
+tt["in_seed"] = S.feature_coverage(M_seed, T.ids, eps_cov)
 save_table(tt, profile, "05_targets")
 reason = S.empty_miss_reason(len(T), len(T_miss), len(seed_texts), cfg)
 if reason:   # say so, record it, and stop: every comparison below would be empty
@@ -102,7 +105,8 @@ if reason:   # say so, record it, and stop: every comparison below would be empt
 tt.head(10)
 
 # %%
-rel_table = pd.DataFrame({k: np.asarray(rel[k]) for k in ("score", "rate_unsafe", "rate_safe", "rate_pool") if k in rel})
+rel_table = pd.DataFrame({k: np.asarray(rel[k]) for k in ("score", "rate_unsafe", "rate_safe", "rate_pool", "fire_threshold")
+                          if k in rel and np.ndim(rel[k])})
 rel_table.insert(0, "feature", np.arange(len(rel_table)))
 save_table(rel_table[rel_table.rate_unsafe + rel_table.rate_safe > 0], profile, "05_relevance")
 fig_meta = {"group": scope.group.repo_id, "layer": cfg.layer, "score": cfg.score, "tau": cfg.tau, "n_targets": len(T),
@@ -126,7 +130,7 @@ snips, desc, scale = S.feature_contexts(scope.model, scope.tokenizer, sae, cfg.l
                                         n=6, example_tokens=cfg.example_tokens, max_length=cfg.max_length)
 alphas = {f: [m * scale[f] for m in cfg.alpha_multipliers] for f in map(int, T_miss)}
 feat = Y.feature_synthesis(gen, encode, T_miss, snips, cfg.budget, cfg.per_feature, cfg.n_candidates, alphas,
-                           cfg.n_rounds, desc, cfg.eps, cfg.max_copy, cfg.n_examples, seed=seed)
+                           cfg.n_rounds, desc, eps_cov, cfg.max_copy, cfg.n_examples, seed=seed)
 seed_unsafe = [x.text for x in splits.seed if x.label == S.UNSAFE]
 seed_unsafe_cut = [Y.cut_tokens(scope.tokenizer, t, cfg.example_tokens) for t in seed_unsafe]
 rand = Y.random_synthesis(gen, encode, seed_unsafe_cut, cfg.budget, cfg.n_candidates, cfg.n_examples, cfg.max_copy,
@@ -158,9 +162,9 @@ for f, t in list(zip(feat.targets, feat.texts))[:5]:
 B = cfg.budget
 grid = sorted(set(cfg.budget_grid) | {B})   # the matched budget B is always a point
 added = {"feature synthesis": feat.max_acts, "random synthesis": rand.max_acts, "natural sampling": M_nat}
-curves = {k: S.coverage_curve(M_seed, m, T.ids, grid, cfg.eps, hold=True) for k, m in added.items()}
-miss_curves = {k: S.coverage_curve(None, m, T_miss, grid, cfg.eps, hold=True) for k, m in added.items()}
-miss_hit = {k: S.feature_coverage(m[:B], T_miss, cfg.eps) for k, m in added.items()}   # per missing target at B
+curves = {k: S.coverage_curve(M_seed, m, T.ids, grid, eps_cov, hold=True) for k, m in added.items()}
+miss_curves = {k: S.coverage_curve(None, m, T_miss, grid, eps_cov, hold=True) for k, m in added.items()}
+miss_hit = {k: S.feature_coverage(m[:B], T_miss, eps_cov) for k, m in added.items()}   # per missing target at B
 paired = {f"feature vs {k.split()[0]}": S.paired_coverage(miss_hit["feature synthesis"], miss_hit[k])
           for k in ("natural sampling", "random synthesis")}
 print("missing targets covered at B, paired (a = feature synthesis):", json.dumps(paired))
@@ -204,7 +208,7 @@ at_B = {k: float(v[grid.index(B)]) for k, v in curves.items()}
 summary = {
     "group": scope.group.repo_id, "layer": cfg.layer, "score": cfg.score, "tau": cfg.tau, "n_targets": len(T),
     "seed_size": len(seed_texts), "seed_coverage_pct": 100 * cov_seed, "n_missing": int(len(T_miss)),
-    "target_set": cfg.target_set, "pool_rate_max": cfg.pool_rate_max if M_pool is not None else None,
+    "target_set": cfg.target_set, "fire_quantile": cfg.fire_quantile, "pool_rate_max": cfg.pool_rate_max if M_pool is not None else None,
     "n_pool": len(splits.natural), "n_eval": len(splits.eval),
     "matched_budget": B, "matched_budget_rule": "fixed: the config budget (added examples per method)",
     "added_at_matched_budget": {k: int(min(B, m.shape[0])) for k, m in added.items()}, "downstream_added": B_down,
