@@ -122,3 +122,17 @@ def test_summarize_seeds_writes_the_table(tmp_path):
     r = subprocess.run([sys.executable, "scripts/summarize.py", "--profile", "smoke", "--seeds", "2"], cwd=ROOT,
                        env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "--seeds 2" in r.stderr and not (tmp_path / "smoke-seeds").exists()
+
+
+def test_synthesis_headlines_carry_the_missing_target_counts_and_the_fixed_budget_pick():
+    from qscope_utils import across_seeds as A
+
+    d = {"layer": 3, "matched_budget": 40, "n_missing": 17,
+         "coverage_at_matched_budget_pct": {"feature synthesis": 90.0, "natural sampling": 80.0},
+         "missing_covered_at_matched_budget": {"feature synthesis": 12, "natural sampling": 5},
+         "downstream": {"sae": {}}}
+    h = {x.quantity: x.value for x in A.headlines("05", d)}
+    assert h == {"coverage feature synthesis (%)": 90.0, "coverage natural sampling (%)": 80.0,
+                 "targets the seed misses": 17, "missing targets covered, feature synthesis": 12,
+                 "missing targets covered, natural sampling": 5}
+    assert [(p.what, p.value) for p in A.picks("05", d)] == [("layer", 3), ("matched budget", 40)]
