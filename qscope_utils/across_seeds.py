@@ -93,6 +93,10 @@ def _h04(d):
 
 def _h05(d):
     out = [Headline(f"coverage {k} (%)", v, fmt="{:.1f}") for k, v in d["coverage_at_matched_budget_pct"].items()]
+    if "missing_covered_at_matched_budget" in d:   # paired design over the targets the seed misses
+        out += [Headline("targets the seed misses", d["n_missing"], fmt="{:.0f}")]
+        out += [Headline(f"missing targets covered, {k}", v, fmt="{:.0f}")
+                for k, v in d["missing_covered_at_matched_budget"].items()]
     return out + [_ci(f"downstream acc {k} (%)", r, "accuracy", "acc_lo", "acc_hi", fmt="{:.1f}")
                   for k, r in d["downstream"]["sae"].items()]
 

@@ -3,13 +3,29 @@
 Definitions (docs/CONVENTIONS.md §6):
 
 * Firing of feature f on text x: ``h_f(x) = 1[max_t a_{x,t,f} > eps]`` (position 0 excluded, eps = 0),
-  from the shared :func:`qscope_utils.features.text_max_activations`.
-* Coverage of one feature by a data set D: ``c_f(D) = 1[some x in D fires f]``.
+  from the shared :func:`qscope_utils.features.text_max_activations`; relevance uses this firing.
+* Coverage firing (``SafetyConfig.fire_quantile`` q, default 0.9): text x covers f when its max activation
+  exceeds eps_f, the q-quantile of f's nonzero per-text max activations over the discovery texts (a text
+  that activates f as strongly as the top tenth of real texts that activate it at all). At eps = 0 the
+  mini SAE's text-level firing is dense (every feature fires on >= 4% of the natural pool), so no target
+  could be rare in the pool; None: coverage uses eps as well.
+* Coverage of one feature by a data set D: ``c_f(D) = 1[some x in D fires f]`` (coverage firing).
 * Targets T: safety-relevant features. The report judges relevance from feature explanations with a
   threshold tau; here relevance is a data-driven score computed from labelled unsafe vs safe texts
   (``"delta"``: P(fire | unsafe) - P(fire | safe), as in §5; or ``"logodds"``: smoothed log odds ratio of
-  firing), and T = {f : score_f >= tau and P(fire | unsafe) >= min_unsafe_rate}.
+  firing); the relevant features are R = {f : score_f >= tau and P(fire | unsafe) >= min_unsafe_rate}.
+* Target set (``SafetyConfig.target_set``, fixed before any synthesis is run):
+  ``"pool_rare"`` (default): T = {f in R : P(coverage-fire | natural pool) <= r_max}, the relevant features that
+  natural sampling rarely reaches. r_max defaults to ``1 - 0.5 ** (1 / budget)``: a feature at that pool
+  rate is hit by ``budget`` natural draws with probability exactly 1/2, so natural sampling at the
+  matched budget is expected to miss each target at least half the time, and the claim "feature synthesis
+  covers clearly more targets than natural sampling" can fail or succeed (it fails if synthesis cannot
+  make the targets fire). ``"relevant"``: T = R (the earlier definition; the natural pool of the built
+  profiles fires almost all of R, so natural sampling ties synthesis by construction).
 * Cov(D) = |T ∩ covered(D)| / |T|;  T_miss = T \\ covered(seed set).
+* Matched budget B = ``SafetyConfig.budget`` added examples per method, fixed by design (equal to the seed
+  set's size on mini and paper, the report's "4k real + 4k synthesised"), never a data-dependent crossing
+  point: a method that produced fewer than B examples is scored with all it produced.
 
 Data: on the built profiles the corpus's ``offensive`` / ``clean`` labelled texts (es, it) play unsafe
 vs safe; on the paper profile WildJailbreak (``allenai/wildjailbreak``) train (seed, discovery) and eval.
@@ -34,9 +50,11 @@ __all__ = ["UNSAFE", "SAFE", "LabelledText", "SafetyConfig", "SafetySplits",
            "missing_targets", "coverage_curve", "top_texts", "featurize", "train_eval_classifier",
            "bootstrap_ci", "PAPER", "discover_targets", "feature_contexts", "downstream_arms",
            "downstream_table", "row_cache", "PAPER_ROW", "empty_miss_reason",
-           "split_pools"]
+           "split_pools", "TARGET_SETS", "pool_rare_threshold", "pool_rates", "restrict_to_pool_rare",
+           "paired_coverage", "firing_thresholds"]
 
 UNSAFE, SAFE = "unsafe", "safe"
+TARGET_SETS = ("pool_rare", "relevant")
 
 PAPER = {  # docs/CONVENTIONS.md §6, the report's numbers
     "coverage_pct": 99.74,
@@ -144,12 +162,16 @@ class SafetyConfig:
     score: str = "logodds"                  # relevance score: "delta" | "logodds"
     tau: float = 0.5                        # relevance threshold on the score
     min_unsafe_rate: float = 0.005          # a target must fire on at least this share of unsafe texts
-    max_targets: int | None = None
-    eps: float = 0.0                        # firing threshold on the per-text max activation
+    max_targets: int | None = None          # keep at most this many targets (strongest relevance first)
+    target_set: str = "pool_rare"           # "pool_rare": relevant AND rare in the natural pool; "relevant": all relevant
+    max_pool_rate: float | None = None      # pool_rare: max natural-pool firing rate (None: 1 - 0.5 ** (1 / budget))
+    eps: float = 0.0                        # firing threshold on the per-text max activation (relevance)
+    fire_quantile: float | None = 0.9       # coverage firing: per-feature threshold = this quantile of its nonzero
+                                            # per-text max activations on discovery (None: eps)
     n_discovery_per_cell: int | None = 700  # discovery texts per (group, label) cell (None = balanced max)
     n_seed_per_cell: int = 10               # seed ("4k real") texts per (group, label) cell
     n_eval_per_cell: int | None = None      # held-out eval texts per (group, label) cell (None = balanced max)
-    budget: int = 40                        # added examples per method (matched budget)
+    budget: int = 40                        # matched budget B: added examples per method, fixed (= seed size 4 x 10)
     budget_grid: tuple[int, ...] = (0, 5, 10, 15, 20, 30, 40)
     natural_pool_max: int = 3000            # unlabelled pool size for natural sampling
     # synthesis
@@ -181,6 +203,21 @@ class SafetyConfig:
     endpoint_url: str | None = None          # OpenAI-compatible base URL (e.g. https://api.openai.com/v1)
     endpoint_model: str = "gpt-4"
     seed: int = 0
+
+    def __post_init__(self):
+        if self.target_set not in TARGET_SETS:
+            raise ValueError(f"target_set={self.target_set!r}: choose one of {TARGET_SETS}")
+        if self.max_pool_rate is not None and not 0 <= self.max_pool_rate <= 1:
+            raise ValueError(f"max_pool_rate={self.max_pool_rate} is a firing rate: give a value in [0, 1] or None")
+        if self.fire_quantile is not None and not 0 <= self.fire_quantile < 1:
+            raise ValueError(f"fire_quantile={self.fire_quantile}: give a quantile in [0, 1) or None (firing at eps)")
+        if self.budget < 1:
+            raise ValueError(f"budget={self.budget}: the matched budget needs at least 1 added example")
+
+    @property
+    def pool_rate_max(self) -> float:
+        """r_max of the ``pool_rare`` target set (``max_pool_rate``, or the budget's half-coverage rate)."""
+        return pool_rare_threshold(self.budget) if self.max_pool_rate is None else float(self.max_pool_rate)
 
     @classmethod
     def for_profile(cls, name: str) -> "SafetyConfig":
@@ -306,9 +343,34 @@ def max_act_encoder(model, tokenizer, sae, layer: int, batch_size: int = 32, max
 
 # ============================================================================ targets and coverage
 
-def fired(max_acts: sp.spmatrix, eps: float = 0.0) -> sp.csr_matrix:
-    """CSR bool (n_texts, d_sae): h = 1[max activation > eps]."""
-    return (sp.csr_matrix(max_acts) > eps).tocsr()
+def fired(max_acts: sp.spmatrix, eps: float | np.ndarray = 0.0) -> sp.csr_matrix:
+    """CSR bool (n_texts, d_sae): h = 1[max activation > eps]; ``eps`` a scalar (>= 0) or one threshold
+    per feature (d_sae,) (see :func:`firing_thresholds`)."""
+    M = sp.csr_matrix(max_acts)
+    if np.ndim(eps) == 0:
+        return (M > eps).tocsr()
+    e = np.asarray(eps, dtype=float)
+    if e.shape != (M.shape[1],) or (e < 0).any():
+        raise ValueError(f"per-feature thresholds need shape ({M.shape[1]},) and values >= 0, got {e.shape}")
+    out = M.copy()
+    out.data = M.data > e[M.indices]
+    out.eliminate_zeros()
+    return out.astype(bool).tocsr()
+
+
+def firing_thresholds(max_acts: sp.spmatrix, q: float | None, eps: float = 0.0) -> float | np.ndarray:
+    """Per-feature coverage thresholds: the ``q``-quantile of each feature's per-text max activations
+    above ``eps`` (features that never exceed eps get +inf: nothing covers them); ``q`` None: ``eps``."""
+    if q is None:
+        return eps
+    C = sp.csc_matrix(max_acts)
+    out = np.full(C.shape[1], np.inf)
+    for j in range(C.shape[1]):
+        v = C.data[C.indptr[j]:C.indptr[j + 1]]
+        v = v[v > eps]
+        if v.size:
+            out[j] = max(float(np.quantile(v, q)), eps)
+    return out
 
 
 def relevance_scores(max_unsafe: sp.spmatrix, max_safe: sp.spmatrix, kind: str = "delta", eps: float = 0.0,
@@ -348,14 +410,17 @@ class TargetFeatures:
     rate_safe: np.ndarray
     tau: float
     kind: str
+    rate_pool: np.ndarray | None = None     # firing rate in the natural pool (pool_rare target sets)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def table(self):
         import pandas as pd
-        return pd.DataFrame({"feature": self.ids, "score": self.score, "rate_unsafe": self.rate_unsafe,
-                             "rate_safe": self.rate_safe})
+        cols = {"feature": self.ids, "score": self.score, "rate_unsafe": self.rate_unsafe, "rate_safe": self.rate_safe}
+        if self.rate_pool is not None:
+            cols["rate_pool"] = self.rate_pool
+        return pd.DataFrame(cols)
 
 
 def select_targets(rel: dict[str, np.ndarray], tau: float, layer: int, kind: str = "delta",
@@ -369,7 +434,47 @@ def select_targets(rel: dict[str, np.ndarray], tau: float, layer: int, kind: str
     return TargetFeatures(layer, keep, score[keep], ru[keep], rel["rate_safe"][keep], tau, kind)
 
 
-def feature_coverage(max_acts: sp.spmatrix, features: Sequence[int], eps: float = 0.0) -> np.ndarray:
+def pool_rare_threshold(budget: int) -> float:
+    """r_max = 1 - 0.5 ** (1 / budget): the pool firing rate at which ``budget`` natural draws (with
+    replacement) hit a feature with probability exactly 1/2. Below it, natural sampling at the matched
+    budget is expected to miss the feature more often than not."""
+    if budget < 1:
+        raise ValueError(f"budget={budget}: need at least 1 draw")
+    return 1.0 - 0.5 ** (1.0 / budget)
+
+
+def pool_rates(max_acts: sp.spmatrix, eps: float | np.ndarray = 0.0) -> np.ndarray:
+    """(d_sae,) share of the natural pool's texts that fire each feature."""
+    if max_acts.shape[0] == 0:
+        raise ValueError("the natural pool is empty: pool_rare targets need pool texts (raise natural_pool_max)")
+    return np.asarray(fired(max_acts, eps).sum(0)).ravel() / max_acts.shape[0]
+
+
+def restrict_to_pool_rare(T: TargetFeatures, rate_pool: np.ndarray, max_rate: float) -> TargetFeatures:
+    """The targets of ``T`` whose natural-pool firing rate is <= ``max_rate`` (order kept), with ``rate_pool``."""
+    rp = np.asarray(rate_pool, dtype=float)[T.ids]
+    keep = rp <= max_rate
+    return TargetFeatures(T.layer, T.ids[keep], T.score[keep], T.rate_unsafe[keep], T.rate_safe[keep], T.tau,
+                          T.kind, rp[keep])
+
+
+def paired_coverage(a: np.ndarray, b: np.ndarray) -> dict:
+    """Paired outcome of two methods over the same targets (bool arrays: covered by a / by b).
+
+    Returns counts ``both``, ``a_only``, ``b_only``, ``neither``, ``n`` and the exact two-sided McNemar
+    p-value (binomial test on the discordant pairs; 1.0 when there are none)."""
+    from scipy.stats import binomtest
+
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    if a.shape != b.shape:
+        raise ValueError(f"paired coverage needs the same targets: shapes {a.shape} vs {b.shape}")
+    ao, bo = int((a & ~b).sum()), int((~a & b).sum())
+    p = float(binomtest(ao, ao + bo, 0.5).pvalue) if ao + bo else 1.0
+    return {"both": int((a & b).sum()), "a_only": ao, "b_only": bo, "neither": int((~a & ~b).sum()),
+            "n": int(a.size), "mcnemar_p": p}
+
+
+def feature_coverage(max_acts: sp.spmatrix, features: Sequence[int], eps: float | np.ndarray = 0.0) -> np.ndarray:
     """c_f(D) for each f in ``features``: (len(features),) bool, True iff some text of D fires f."""
     feats = np.asarray(features, dtype=int)
     if max_acts.shape[0] == 0 or len(feats) == 0:
@@ -378,20 +483,20 @@ def feature_coverage(max_acts: sp.spmatrix, features: Sequence[int], eps: float 
     return col > 0
 
 
-def coverage(max_acts: sp.spmatrix, features: Sequence[int], eps: float = 0.0) -> float:
+def coverage(max_acts: sp.spmatrix, features: Sequence[int], eps: float | np.ndarray = 0.0) -> float:
     """Cov(D) = |T ∩ covered(D)| / |T| (NaN for an empty T)."""
     if len(features) == 0:
         return float("nan")
     return float(feature_coverage(max_acts, features, eps).mean())
 
 
-def missing_targets(max_acts: sp.spmatrix, features: Sequence[int], eps: float = 0.0) -> np.ndarray:
+def missing_targets(max_acts: sp.spmatrix, features: Sequence[int], eps: float | np.ndarray = 0.0) -> np.ndarray:
     """T_miss: the targets (in the given order) that no text of D fires."""
     feats = np.asarray(features, dtype=int)
     return feats[~feature_coverage(max_acts, feats, eps)]
 
 
-def _first_hit(max_acts: sp.spmatrix, features: np.ndarray, eps: float) -> np.ndarray:
+def _first_hit(max_acts: sp.spmatrix, features: np.ndarray, eps: float | np.ndarray) -> np.ndarray:
     """(len(features),) index of the first row firing each feature (n_rows if none)."""
     n = max_acts.shape[0]
     out = np.full(len(features), n, dtype=int)
@@ -406,17 +511,19 @@ def _first_hit(max_acts: sp.spmatrix, features: np.ndarray, eps: float) -> np.nd
 
 
 def coverage_curve(base: sp.spmatrix | None, added: sp.spmatrix, features: Sequence[int],
-                   budgets: Sequence[int], eps: float = 0.0) -> np.ndarray:
+                   budgets: Sequence[int], eps: float | np.ndarray = 0.0, hold: bool = False) -> np.ndarray:
     """Cov(base ∪ added[:b]) for each budget b (rows of ``added`` are taken in order).
 
-    Budgets beyond ``added.shape[0]`` give NaN (the method produced fewer examples).
+    Budgets beyond ``added.shape[0]`` (the method produced fewer examples) give NaN, or with ``hold``
+    the coverage of everything it produced (a method that stops short is scored on what it made).
     """
     feats = np.asarray(features, dtype=int)
     if len(feats) == 0:
         return np.full(len(budgets), np.nan)
     have = feature_coverage(base, feats, eps) if base is not None else np.zeros(len(feats), bool)
     first = _first_hit(added, feats, eps)
-    return np.array([np.nan if b > added.shape[0] else float((have | (first < b)).mean()) for b in budgets])
+    n = added.shape[0]
+    return np.array([np.nan if b > n and not hold else float((have | (first < min(b, n))).mean()) for b in budgets])
 
 
 def top_texts(max_acts: sp.spmatrix, feature: int, texts: Sequence[str], n: int) -> list[str]:
@@ -492,14 +599,30 @@ def train_eval_classifier(X_train, y_train: Sequence[str], X_eval, y_eval: Seque
 # ============================================================================ pipeline pieces used by notebook 05
 
 def discover_targets(encode: Callable[[list[str]], sp.csr_matrix], discovery: Sequence[LabelledText],
-                     cfg: SafetyConfig) -> tuple[TargetFeatures, sp.csr_matrix, dict]:
-    """Encode the discovery texts, score every feature (unsafe vs safe) and select T.
+                     cfg: SafetyConfig, pool_max_acts: sp.spmatrix | None = None) -> tuple[TargetFeatures, sp.csr_matrix, dict]:
+    """Encode the discovery texts, score every feature (unsafe vs safe) and select T (``cfg.target_set``).
 
-    Returns (T, max activations (n_discovery, d_sae) in discovery order, relevance dict)."""
+    ``pool_max_acts``: the natural pool's max activations, needed by ``"pool_rare"`` (T = relevant
+    features with pool coverage-firing rate <= ``cfg.pool_rate_max``; ``max_targets`` applies after that
+    filter). Returns (T, max activations (n_discovery, d_sae) in discovery order, relevance dict with
+    ``fire_threshold`` (the coverage thresholds, :func:`firing_thresholds`) and ``rate_pool`` when the
+    pool was given)."""
     M = encode([x.text for x in discovery])
     y = np.array([x.label == UNSAFE for x in discovery])
     rel = relevance_scores(M[np.nonzero(y)[0]], M[np.nonzero(~y)[0]], cfg.score, cfg.eps)
-    T = select_targets(rel, cfg.tau, cfg.layer, cfg.score, cfg.min_unsafe_rate, cfg.max_targets)
+    rel["fire_threshold"] = firing_thresholds(M, cfg.fire_quantile, cfg.eps)
+    if pool_max_acts is not None:
+        rel["rate_pool"] = pool_rates(pool_max_acts, rel["fire_threshold"])
+    if cfg.target_set == "relevant":
+        return select_targets(rel, cfg.tau, cfg.layer, cfg.score, cfg.min_unsafe_rate, cfg.max_targets), M, rel
+    if pool_max_acts is None:
+        raise ValueError("target_set='pool_rare' needs the natural pool's max activations (pool_max_acts=); "
+                         "or set target_set='relevant'")
+    R = select_targets(rel, cfg.tau, cfg.layer, cfg.score, cfg.min_unsafe_rate, None)
+    T = restrict_to_pool_rare(R, rel["rate_pool"], cfg.pool_rate_max)
+    if cfg.max_targets is not None:
+        T = TargetFeatures(T.layer, T.ids[:cfg.max_targets], T.score[:cfg.max_targets], T.rate_unsafe[:cfg.max_targets],
+                           T.rate_safe[:cfg.max_targets], T.tau, T.kind, T.rate_pool[:cfg.max_targets])
     return T, M, rel
 
 
@@ -508,7 +631,9 @@ def empty_miss_reason(n_targets: int, n_missing: int, n_seed: int, cfg: SafetyCo
     would be empty (no targets, or a seed set that already fires every target) and what to change."""
     if n_targets == 0:
         return (f"T is empty: no feature reaches relevance {cfg.score} >= tau={cfg.tau} with an unsafe firing rate "
-                f">= {cfg.min_unsafe_rate}. Fix: lower tau / min_unsafe_rate or use more discovery data.")
+                f">= {cfg.min_unsafe_rate}" + (f" and a natural-pool firing rate <= {cfg.pool_rate_max:.4f} (target_set="
+                f"'pool_rare')" if cfg.target_set == "pool_rare" else "") + ". Fix: lower tau / min_unsafe_rate, "
+                f"raise max_pool_rate, or use more discovery data.")
     if n_missing == 0:
         return (f"T_miss is empty: the {n_seed}-text seed set already fires all {n_targets} targets, so there is "
                 f"nothing to synthesise and every coverage comparison would be empty. Fix: a smaller seed "

@@ -34,7 +34,7 @@ from .endpoint import DEFAULT_INSTRUCTION, DEFAULT_SYSTEM, REFUSAL_PATTERN, Chat
 
 __all__ = ["GenRequest", "Generator", "LocalGenerator", "ChatEndpointGenerator", "few_shot_prompt", "copy_share",
            "is_degenerate", "verify", "SynthResult", "feature_synthesis", "random_synthesis", "natural_sampling",
-           "round_robin", "cut_tokens", "generate_many", "is_refusal", "REFUSAL_PATTERN", "DEFAULT_SYSTEM",
+           "natural_sample_index", "round_robin", "cut_tokens", "generate_many", "is_refusal", "REFUSAL_PATTERN", "DEFAULT_SYSTEM",
            "DEFAULT_INSTRUCTION"]
 
 
@@ -164,10 +164,11 @@ def is_degenerate(text: str, min_chars: int = 8, n: int = 4, min_unique: float =
     return len(set(grams)) / max(len(grams), 1) < min_unique
 
 
-def verify(max_acts: sp.spmatrix, feature: int, eps: float = 0.0) -> np.ndarray:
-    """(n_candidates,) bool: does each candidate fire ``feature`` (per-text max activation > eps)?"""
+def verify(max_acts: sp.spmatrix, feature: int, eps: float | np.ndarray = 0.0) -> np.ndarray:
+    """(n_candidates,) bool: does each candidate fire ``feature`` (per-text max activation > eps, or >
+    ``eps[feature]`` for per-feature thresholds)?"""
     col = sp.csc_matrix(max_acts)[:, [int(feature)]].toarray().ravel()
-    return col > eps
+    return col > (eps[int(feature)] if np.ndim(eps) else eps)
 
 
 # ============================================================================ synthesis loops
@@ -224,7 +225,7 @@ def round_robin(per_feature: dict[int, list[int]], order: Sequence[int]) -> list
 def feature_synthesis(gen: Generator, encode: Callable[[list[str]], sp.csr_matrix], missing: Sequence[int],
                       contexts: dict[int, list[str]], budget: int, per_feature: int | None = None,
                       n_candidates: int = 8, alphas: dict[int, Sequence[float]] | Sequence[float] = (0.0,),
-                      n_rounds: int | None = None, descriptions: dict | None = None, eps: float = 0.0,
+                      n_rounds: int | None = None, descriptions: dict | None = None, eps: float | np.ndarray = 0.0,
                       max_copy: float = 0.5, n_examples: int = 2, seed: int = 0,
                       progress: bool = True, refusal: str | re.Pattern | None = REFUSAL_PATTERN) -> SynthResult:
     """Feature-driven synthesis for the missing targets, with representation-level verification.
@@ -317,8 +318,14 @@ def random_synthesis(gen: Generator, encode: Callable[[list[str]], sp.csr_matrix
     return SynthResult(texts, [-1] * len(texts), M, [{"calls": calls}], n_gen)
 
 
+def natural_sample_index(n_pool: int, budget: int, seed: int = 0) -> list[int]:
+    """Positions of ``budget`` texts drawn without replacement from a pool of ``n_pool`` (seeded); the
+    same draw as :func:`natural_sampling` (so rows of an already-encoded pool can be reused)."""
+    if budget > n_pool:
+        raise ValueError(f"natural pool has {n_pool} texts, fewer than the budget {budget}: raise natural_pool_max")
+    return random.Random(seed).sample(range(n_pool), budget)
+
+
 def natural_sampling(pool: Sequence[str], budget: int, seed: int = 0) -> list[str]:
     """``budget`` texts drawn without replacement from the unlabelled pool (seeded)."""
-    if budget > len(pool):
-        raise ValueError(f"natural pool has {len(pool)} texts, fewer than the budget {budget}: raise natural_pool_max")
-    return random.Random(seed).sample(list(pool), budget)
+    return [pool[i] for i in natural_sample_index(len(pool), budget, seed)]

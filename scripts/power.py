@@ -113,14 +113,20 @@ def p05(d: dict) -> list[dict]:
     # δ = z² / (n + z²), and n = z² (1 − δ) / δ for a target δ
     mde = z2 / (n_miss + z2)
     target = 0.5
-    cov = d["coverage_at_matched_budget_pct"]
+    got = d.get("missing_covered_at_matched_budget")
+    if got:    # the paired counts over T_miss (fixed matched budget, pool-rare targets)
+        est = (got["feature synthesis"] - got["natural sampling"]) / max(n_miss, 1)
+        src, tset = "05_summary.json missing_covered_at_matched_budget", d.get("target_set", "?")
+    else:      # older summaries: back out the T_miss difference from Cov(T)
+        cov = d["coverage_at_matched_budget_pct"]
+        est = (cov["feature synthesis"] - cov["natural sampling"]) / 100 * d["n_targets"] / max(n_miss, 1)
+        src, tset = "05_summary.json coverage_at_matched_budget_pct", d.get("target_set", "relevant")
     out = [{"section": "§6", "notebook": "05", "claim": "feature synthesis covers clearly more targets than natural "
-            "sampling at a matched budget", "design": "paired coverage over the targets the seed set misses "
-            "(McNemar, one-way discordance)", "unit": "missing targets", "n": n_miss,
-            "estimate": (cov["feature synthesis"] - cov["natural sampling"]) / 100 * d["n_targets"] / max(n_miss, 1),
-            "se": None, "mde": mde, "target_effect": target,
+            "sampling at a matched budget", "design": f"paired coverage over the targets the seed set misses "
+            f"(target set {tset}, matched budget {d['matched_budget']} fixed; McNemar, one-way discordance)",
+            "unit": "missing targets", "n": n_miss, "estimate": est, "se": None, "mde": mde, "target_effect": target,
             "target_basis": "natural sampling covers half of the missing targets, feature synthesis all",
-            "n_needed": math.ceil(z2 * (1 - target) / target), "source": "05_summary.json coverage_at_matched_budget_pct"}]
+            "n_needed": math.ceil(z2 * (1 - target) / target), "source": src}]
     ds = d["downstream"]["sae"]
     f, r = ds["real + feature synthesis"], ds["real + random synthesis"]
     out.append(_row("§6", "05", "real + feature synthesis beats real + random synthesis in safety accuracy",

@@ -153,3 +153,17 @@ def test_power_note_matches_the_sizing_row_and_says_whether_it_is_powered(tmp_pa
     from qscope_utils.across_seeds import load_seeds
     md = render(aggregate(load_seeds(tmp_path, "mini", [0, 1, 2])), "mini", power)
     assert "| §7 | zh |" in md and "design underpowered: MDE 0.188" in md and "### Power of the mini design" in md
+
+
+def test_synthesis_headlines_carry_the_missing_target_counts_and_the_fixed_budget_pick():
+    from qscope_utils import across_seeds as A
+
+    d = {"layer": 3, "matched_budget": 40, "n_missing": 17,
+         "coverage_at_matched_budget_pct": {"feature synthesis": 90.0, "natural sampling": 80.0},
+         "missing_covered_at_matched_budget": {"feature synthesis": 12, "natural sampling": 5},
+         "downstream": {"sae": {}}}
+    h = {x.quantity: x.value for x in A.headlines("05", d)}
+    assert h == {"coverage feature synthesis (%)": 90.0, "coverage natural sampling (%)": 80.0,
+                 "targets the seed misses": 17, "missing targets covered, feature synthesis": 12,
+                 "missing targets covered, natural sampling": 5}
+    assert [(p.what, p.value) for p in A.picks("05", d)] == [("layer", 3), ("matched budget", 40)]

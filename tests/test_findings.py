@@ -113,3 +113,23 @@ def test_require_languages_is_silent_before_the_corpus_is_built(tmp_path, monkey
 
     monkeypatch.setenv("QSCOPE_DATA", str(tmp_path))
     require_languages("smoke", "06")                                # the loaders say what to build
+
+
+def _synth(a_only_nat: int, b_only_nat: int, p_nat: float, p_rand: float = 0.001) -> dict:
+    pair = lambda a, b, p: {"both": 1, "a_only": a, "b_only": b, "neither": 0, "n": 1 + a + b, "mcnemar_p": p}  # noqa: E731
+    return {"n_targets": 40, "seed_coverage_pct": 70.0, "n_missing": 12, "target_set": "pool_rare",
+            "matched_budget": 40, "coverage_at_matched_budget_pct": {"feature synthesis": 95.0, "natural sampling": 80.0},
+            "missing_covered_at_matched_budget": {"feature synthesis": 10, "natural sampling": 3, "random synthesis": 1},
+            "paired_missing_at_matched_budget": {"feature vs natural": pair(a_only_nat, b_only_nat, p_nat),
+                                                 "feature vs random": pair(9, 0, p_rand)},
+            "downstream": {"sae": {}}, "_meta": {"profile": "mini"}}
+
+
+def test_synthesis_cell_uses_the_paired_mcnemar_over_missing_targets():
+    md = F.render("05", _synth(7, 0, 0.0156))
+    assert "Of the 12 targets the seed set misses (target set pool_rare, 40 targets)" in md
+    assert "feature synthesis 10, natural sampling 3, random synthesis 1" in md
+    assert "feature vs natural: 7 vs 0 discordant, McNemar p=0.0156" in md and md.rstrip().endswith("**reproduced**.")
+    assert F.render("05", _synth(3, 1, 0.625)).rstrip().endswith("**untestable at this scale**.")   # right way, noise
+    assert F.render("05", _synth(1, 3, 0.625)).rstrip().endswith("**not reproduced**.")            # natural covers more
+    assert F.render("05", _synth(7, 0, 0.0156, p_rand=0.2)).rstrip().endswith("**untestable at this scale**.")

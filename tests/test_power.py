@@ -32,3 +32,27 @@ def test_power_table_known_answers(tmp_path):
     r = subprocess.run([sys.executable, "scripts/power.py", "--profile", "smoke"], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "run_all.sh --profile smoke" in r.stderr
+
+
+def _power_module():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("power_script", ROOT / "scripts" / "power.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_section6_rows_use_the_paired_missing_target_counts():
+    acc = lambda a: {"accuracy": a, "acc_lo": a - 4.9, "acc_hi": a + 4.9}   # noqa: E731
+    d = {"n_missing": 12, "n_targets": 30, "matched_budget": 40, "target_set": "pool_rare", "n_eval": 400,
+         "coverage_at_matched_budget_pct": {"feature synthesis": 90.0, "natural sampling": 70.0},
+         "missing_covered_at_matched_budget": {"feature synthesis": 10, "natural sampling": 4, "random synthesis": 2},
+         "downstream": {"sae": {"real + feature synthesis": acc(60.0), "real + random synthesis": acc(55.0)}}}
+    cov, dn = _power_module().p05(d)
+    z2 = 2.801585 ** 2                                                    # (z_0.975 + z_0.8)^2 = 7.849
+    assert cov["mde"] == pytest.approx(z2 / (12 + z2), rel=1e-4)          # 0.395
+    assert cov["estimate"] == pytest.approx(6 / 12) and cov["n_needed"] == 8   # ceil(7.849 * 0.5 / 0.5)
+    assert "pool_rare" in cov["design"] and "missing_covered" in cov["source"]
+    old = {k: v for k, v in d.items() if k not in ("missing_covered_at_matched_budget", "target_set")}
+    assert _power_module().p05(old)[0]["estimate"] == pytest.approx(0.2 * 30 / 12)   # from Cov(T), older summaries
+    assert dn["n"] == 400

@@ -65,6 +65,72 @@ def test_coverage_missing_and_curve_on_synthetic_activations():
     assert np.isnan(S.coverage(seed, []))
 
 
+def test_pool_rare_target_set_known_answer():
+    # relevance (delta): f1 = 1.0 (every unsafe text), f5 = 0.5 (2/4 unsafe), f4 = 0.25 (1/4 unsafe)
+    unsafe = _csr([{1: 1.0, 5: 1.0}, {1: 2.0, 5: 0.3}, {1: 0.3, 4: 1.0}, {1: 0.2}])
+    safe = _csr([{2: 1.0}, {2: 1.0}, {3: 0.4}, {2: 0.2}])
+    # natural pool of 10 texts: f1 fires on 5 (common), f5 on 1 (rate 0.1), f4 never; f2 on 3
+    pool = _csr([{1: 0.5}] * 5 + [{5: 1.0}] + [{2: 1.0}] * 3 + [{}])
+    assert np.allclose(S.pool_rates(pool)[[1, 2, 4, 5]], [0.5, 0.3, 0.0, 0.1])
+    # r_max for a budget of B draws: a feature at that rate is hit with probability exactly 1/2
+    assert S.pool_rare_threshold(10) == pytest.approx(0.0669670, abs=1e-6)
+    assert 1 - (1 - S.pool_rare_threshold(40)) ** 40 == pytest.approx(0.5)
+    texts = {f"u{i}": unsafe[i] for i in range(4)} | {f"s{i}": safe[i] for i in range(4)}
+    encode = lambda ts: sp.vstack([texts[t] for t in ts]).tocsr()
+    disc = [S.LabelledText(f"u{i}", S.UNSAFE) for i in range(4)] + [S.LabelledText(f"s{i}", S.SAFE) for i in range(4)]
+    base = dict(score="delta", tau=0.2, min_unsafe_rate=0.0, layer=0, budget=10, fire_quantile=None)
+    T_old, _, _ = S.discover_targets(encode, disc, S.SafetyConfig(target_set="relevant", **base))
+    assert list(T_old.ids) == [1, 5, 4] and T_old.rate_pool is None
+    T, _, rel = S.discover_targets(encode, disc, S.SafetyConfig(**base), pool_max_acts=pool)   # default pool_rare
+    assert list(T.ids) == [4] and list(T.rate_pool) == [0.0] and rel["rate_pool"][1] == 0.5
+    T2, _, _ = S.discover_targets(encode, disc, S.SafetyConfig(max_pool_rate=0.1, **base), pool_max_acts=pool)
+    assert list(T2.ids) == [5, 4] and np.allclose(T2.rate_pool, [0.1, 0.0]) and "rate_pool" in T2.table()
+    T3, _, _ = S.discover_targets(encode, disc, S.SafetyConfig(max_pool_rate=0.5, max_targets=2, **base),
+                                  pool_max_acts=pool)
+    assert list(T3.ids) == [1, 5]
+    # coverage firing above each feature's discovery median: f1's maxima [1, 2, .3, .2] -> 0.65, so the pool's
+    # 0.5s no longer fire it (pool rate 0, now a target); f5 [1, .3] -> 0.65, the pool's 1.0 still fires it
+    T4, _, rel4 = S.discover_targets(encode, disc, S.SafetyConfig(**{**base, "fire_quantile": 0.5}), pool_max_acts=pool)
+    assert rel4["fire_threshold"][[1, 4, 5]] == pytest.approx([0.65, 1.0, 0.65]) and list(T4.ids) == [1, 4]
+    with pytest.raises(ValueError, match="pool_max_acts"):
+        S.discover_targets(encode, disc, S.SafetyConfig(**base))
+    with pytest.raises(ValueError, match="target_set"):
+        S.SafetyConfig(target_set="rare")
+    with pytest.raises(ValueError, match="max_pool_rate"):
+        S.SafetyConfig(max_pool_rate=2.0)
+    assert "max_pool_rate" in S.empty_miss_reason(0, 0, 4, S.SafetyConfig(**base))
+
+
+def test_per_feature_firing_thresholds_known_answer():
+    M = _csr([{0: 1.0}, {0: 2.0}, {0: 3.0}, {0: 4.0}, {1: 0.5}], d=3)
+    thr = S.firing_thresholds(M, 0.5)
+    assert thr[0] == pytest.approx(2.5) and thr[1] == pytest.approx(0.5) and np.isinf(thr[2])
+    assert S.firing_thresholds(M, None, 0.1) == 0.1
+    assert S.fired(M, thr).toarray().tolist() == [[False] * 3] * 2 + [[True, False, False]] * 2 + [[False] * 3]
+    assert list(Y.verify(M, 0, thr)) == [False, False, True, True, False] and Y.verify(M, 1, 0.0)[4]
+    assert list(S.missing_targets(M, [0, 1, 2], thr)) == [1, 2]
+    with pytest.raises(ValueError, match="per-feature thresholds"):
+        S.fired(M, np.zeros(2))
+    with pytest.raises(ValueError, match="fire_quantile"):
+        S.SafetyConfig(fire_quantile=1.0)
+
+
+def test_matched_budget_holds_a_short_method_and_paired_counts():
+    added = _csr([{7: 0.5}, {4: 1.0}])                       # a method that made only 2 examples
+    assert np.isnan(S.coverage_curve(None, added, [4, 7, 9], [5])[0])
+    assert np.allclose(S.coverage_curve(None, added, [4, 7, 9], [1, 2, 5], hold=True), [1 / 3, 2 / 3, 2 / 3])
+    pc = S.paired_coverage(np.array([1, 1, 1, 0, 0], bool), np.array([1, 0, 0, 0, 1], bool))
+    assert {k: pc[k] for k in ("both", "a_only", "b_only", "neither", "n")} == \
+        {"both": 1, "a_only": 2, "b_only": 1, "neither": 1, "n": 5}
+    assert pc["mcnemar_p"] == pytest.approx(1.0)
+    assert S.paired_coverage(np.ones(8, bool), np.zeros(8, bool))["mcnemar_p"] == pytest.approx(2 * 0.5 ** 8)
+    assert S.paired_coverage(np.ones(3, bool), np.ones(3, bool))["mcnemar_p"] == 1.0
+    with pytest.raises(ValueError, match="same targets"):
+        S.paired_coverage(np.ones(3, bool), np.ones(2, bool))
+    pool = [f"t{i}" for i in range(20)]
+    assert Y.natural_sampling(pool, 5, seed=3) == [pool[i] for i in Y.natural_sample_index(20, 5, seed=3)]
+
+
 # ----------------------------------------------------------------------------- verification
 
 class FixedGenerator:
@@ -302,5 +368,12 @@ def test_notebook_05_runs_on_smoke(smoke_scope, tmp_path, monkeypatch):
     summary = json.loads((results_dir("smoke") / "05_summary.json").read_text())
     assert summary["_meta"]["seed"] == 0 and summary["n_targets"] > 0
     assert 0 <= summary["seed_coverage_pct"] <= 100
+    cfg = S.SafetyConfig.for_profile("smoke")
+    assert summary["target_set"] == "pool_rare" and summary["matched_budget"] == cfg.budget   # fixed by design
+    assert summary["pool_rate_max"] == pytest.approx(S.pool_rare_threshold(cfg.budget))
+    pn = summary["paired_missing_at_matched_budget"]["feature vs natural"]
+    got = summary["missing_covered_at_matched_budget"]
+    assert pn["n"] == summary["n_missing"] and pn["both"] + pn["a_only"] == got["feature synthesis"]
+    assert pn["both"] + pn["b_only"] == got["natural sampling"]
     for name in ("05_coverage_vs_budget.png", "05_downstream.csv", "05_targets.csv"):
         assert (results_dir("smoke") / name).exists()
