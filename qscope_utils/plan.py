@@ -570,7 +570,11 @@ def _plan_05(p: dict, profile: str) -> NotebookPlan:
           Stage("encode eval", "capture", per(cfg.n_eval_per_cell), **enc),
           Stage("synthesis generation (>= 2 x budget)", "generate", 2 * cfg.budget, prompt, cfg.batch_size,
                 cfg.max_new_tokens),
-          Stage("encode candidates + natural", "capture", 3 * cfg.budget, **enc)]
+          Stage("encode candidates", "capture", 2 * cfg.budget, **enc)]
+    if cfg.target_set == "pool_rare":      # pool firing rates need the whole natural pool encoded
+        st.append(Stage("encode natural pool", "capture", cfg.natural_pool_max, **enc))
+    else:
+        st.append(Stage("encode natural draws", "capture", cfg.budget, **enc))
     notes = ["discovery / eval rows are 'balanced max' of the data: ?" if cfg.n_discovery_per_cell is None else "",
              "generation counts the kept budget only (rejected candidates add more)"]
     data = [] if prof.is_built else [f"{cfg.dataset_id} (train + eval; gated)", cfg.natural_dataset_id]
