@@ -21,7 +21,8 @@ import numpy as np
 from .scripts_unicode import LANG_SCRIPT, contains_script, script_of, script_shares  # noqa: F401 (re-exported)
 
 __all__ = ["script_of", "script_shares", "contains_script", "lang_scripts",
-           "code_switched", "code_switch_flags", "bootstrap_ratio", "paired_bootstrap_diff", "RatioCI"]
+           "code_switched", "code_switch_flags", "bootstrap_ratio", "paired_bootstrap_diff", "RatioCI",
+           "CutDesign", "cut_design"]
 
 # Which scripts reveal a language: scripts_unicode.LANG_SCRIPT (Latin-script languages cannot be told
 # apart by script, so they are refused as code-switch targets).
@@ -100,3 +101,57 @@ def paired_bootstrap_diff(flags_a, flags_b, n_boot: int = 2000, seed: int = 0, l
     d = ba - bb
     a = (1 - level) / 2
     return RatioCI(float(fa.mean() - fb.mean()), float(np.quantile(d, a)), float(np.quantile(d, 1 - a)), *fa.shape)
+
+
+@dataclass(frozen=True)
+class CutDesign:
+    """Power of a paired SFT − SASFT comparison to detect a relative cut of the code-switch ratio.
+
+    ratio: pilot ratio of the control arm; between_var: between-prompt variance of the true per-prompt
+    ratio (sampling noise removed); n_samples: samples per prompt and arm in the design; cut: the
+    relative cut to detect; effect = cut x ratio; sd_diff: SD of one prompt's paired difference under
+    that cut; n_needed: prompts for 80% power at two-sided 0.05; n_used / mde: the design's prompts and
+    the smallest difference they detect."""
+
+    ratio: float
+    between_var: float
+    n_samples: int
+    cut: float
+    effect: float
+    sd_diff: float
+    n_needed: int
+    n_used: int
+    mde: float
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def cut_design(flags, n_samples: int, cut: float = 0.5, n_used: int | None = None,
+               alpha: float = 0.05, power: float = 0.8) -> CutDesign:
+    """Prompts needed to detect a ``cut`` (relative) of the code-switch ratio, from a pilot (P, S0) flag
+    matrix of the control arm, with ``n_samples`` samples per prompt and arm.
+
+    Model: prompt i has a true ratio p_i (mean m, between-prompt variance v); the treated arm has
+    (1 − cut)·p_i; each arm's per-prompt ratio averages ``n_samples`` independent draws. The paired
+    difference then has variance ``cut²·v + (E[p(1−p)] + E[q(1−q)]) / n_samples`` with q = (1 − cut)·p.
+    From the pilot (S0 >= 2 samples): ``E[p(1−p)] = mean(p̂(1−p̂))·S0/(S0−1)``, ``v = max(0, var(p̂) −
+    mean(p̂(1−p̂))/(S0−1))``. Sample size and MDE: :func:`qscope_utils.stats.n_paired` / ``mde_paired``."""
+    from .stats import mde_paired, n_paired
+
+    f = _check_flags(flags)
+    if f.shape[1] < 2:
+        raise ValueError(f"cut_design needs >= 2 samples per prompt in the pilot, got {f.shape[1]}")
+    if not 0 < cut <= 1 or n_samples < 1:
+        raise ValueError(f"cut must lie in (0, 1] and n_samples >= 1 (got cut={cut}, n_samples={n_samples})")
+    p = f.mean(1)
+    m, s0 = float(p.mean()), f.shape[1]
+    w = float((p * (1 - p)).mean())
+    v = max(0.0, float(p.var()) - w / (s0 - 1))
+    e2 = v + m * m                                          # E[p²]
+    within = (m - e2) + ((1 - cut) * m - (1 - cut) ** 2 * e2)
+    sd = float(np.sqrt(cut ** 2 * v + within / n_samples))
+    effect = cut * m
+    n_used = len(p) if n_used is None else n_used
+    need = n_paired(effect, sd, alpha, power) if effect > 0 else 0
+    return CutDesign(m, v, n_samples, cut, effect, sd, need, n_used, mde_paired(sd, n_used, alpha, power))

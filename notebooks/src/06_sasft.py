@@ -168,7 +168,7 @@ for name, t, lam in runs:
     model, log = LA.obtain(slug, launch, run_dir, "sasft_trainer", inline, job, accelerate_config, num_processes,
                            cpu=on_cpu)
     logs.append(log.assign(lam=lam, target=t or "all", run=name))
-    evals[name] = sasft.evaluate_model(model, tok, prompts, cfg, ppl_texts, heldout_ex)
+    evals[name] = sasft.evaluate_model(model, tok, prompts, cfg, ppl_texts, heldout_ex, targets=None if t is None else [t])
     print(f"{name}: {len(log)} steps, trained + evaluated in {time.perf_counter() - t0:.1f} s")
     del model
 train_log = pd.concat(logs, ignore_index=True)
@@ -180,15 +180,35 @@ fig = F.render(profile, "06_training")
 
 # %% [markdown]
 # ## Code-switch ratio: λ chosen per target on val prompts, reported on test prompts
+# The rule: the smallest λ > 0 whose val ratio is within one bootstrap SE of the lowest (one-SE rule:
+# a plain argmin flips between near-tied λ with noise in the 5th digit). Each SASFT run is scored on
+# its own target's prompts; base and SFT on all.
 
 # %%
 val = sasft.ratio_table(evals, prompts, cfg, "val")
 test = sasft.ratio_table(evals, prompts, cfg, "test")
+lam_scores = {t: sasft.lambda_scores(val[val.target == t], cfg.lambdas, {l: names.get((t, l)) for l in cfg.lambdas})
+              for t in cfg.targets}
 lam_main = {t: sasft.pick_lambda(val[val.target == t], cfg.lambdas, {l: names.get((t, l)) for l in cfg.lambdas})
             for t in cfg.targets}
+lam_argmin = {t: float(sc["lambda"][sc.ratio.idxmin()]) for t, sc in lam_scores.items()}
 cs_table = pd.concat([val, test], ignore_index=True)
 save_table(cs_table, profile, "06_code_switch")
-print("lambda chosen on val per target:", lam_main)
+print(sasft.LAMBDA_RULE)
+print("lambda chosen on val per target:", lam_main, "(plain argmin:", lam_argmin, ")")
+pd.concat({t: sc.set_index("lambda") for t, sc in lam_scores.items()}).round(4)
+
+# %% [markdown]
+# ## Is the design big enough? Power to detect a 50% cut of the SFT ratio
+# From this run's SFT flags on the test prompts (`codeswitch.cut_design`): the prompts a paired
+# SFT − SASFT comparison needs to detect a cut of half the SFT ratio with 80% power (two-sided 0.05),
+# at this design's samples per prompt, beside the prompts used (the mini design was sized on a pilot
+# this way, docs/06_sasft.md).
+
+# %%
+design = {t: cs.cut_design(evals["SFT"]["flags"][t][sasft.target_rows(prompts, cfg, t, "test")], cfg.n_seeds,
+                           cut=0.5) for t in cfg.targets}
+pd.DataFrame({t: d.as_dict() for t, d in design.items()}).T.round(4)
 test.pivot(index="model", columns="target", values="ratio").loc[list(evals)].round(3)
 
 # %%
@@ -243,7 +263,10 @@ examples
 summary = {
     "backbone": prof.backbone, "sae_group": scope.group.repo_id, "layers": layers, "top_k": cfg.top_k,
     "response_lang": cfg.response_lang, "targets": list(cfg.targets), "lambdas": list(cfg.lambdas),
-    "lambda_chosen_on_val": lam_main, "norm_ratio": norm_ratio, "steps": cfg.steps, "batch_size": cfg.batch_size, "lr": cfg.lr,
+    "lambda_chosen_on_val": lam_main, "lambda_rule": sasft.LAMBDA_RULE, "lambda_argmin_on_val": lam_argmin,
+    "lambda_val_scores": {t: sc.to_dict("records") for t, sc in lam_scores.items()},
+    "power_50pct_cut": {t: d.as_dict() for t, d in design.items()}, "prompt_windows": cfg.prompt_windows,
+    "n_eval_prompts": prompts.groupby(["lang", "part"]).size().unstack().to_dict("index"), "norm_ratio": norm_ratio, "steps": cfg.steps, "batch_size": cfg.batch_size, "lr": cfg.lr,
     "effective_batch": cfg.effective_batch, "scheduler": cfg.scheduler, "weight_decay": cfg.weight_decay,
     "max_length": cfg.max_length, "truncation": trunc._asdict(), "trainer": "trl.SFTTrainer + SASFT penalty (official per-layer formula, summed)",
     "runs": [r[0] for r in runs], "launch": launch,
