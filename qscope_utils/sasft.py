@@ -118,10 +118,11 @@ class SASFTConfig:
     gpu_memory_gb: float | None = None       # check the run fits a GPU of this size first (None: the CUDA device's)
     grad_clip: float = 1.0
     lambdas: tuple[float, ...] = (0.0, 1.0, 10.0)
-    eval_prompts_per_lang: int = 40          # split in half by document: validation (picks lambda) / test (reported)
-    prompt_windows: int = 1                  # mini: prompts cut from one held-out document (consecutive windows of
+    eval_prompts_per_lang: int = 240         # split by document: validation (picks lambda) / test (reported)
+    val_every: int = 3                       # every val_every-th document is val (2: halves), the others test
+    prompt_windows: int = 8                  # mini: prompts cut from one held-out document (consecutive windows of
                                              # prompt_tokens tokens): more prompts from a pool of few, long documents
-    n_seeds: int = 4
+    n_seeds: int = 12                        # samples per prompt (mini design: docs/06_sasft.md, "Minimum detectable effect")
     max_new_tokens: int = 24
     temperature: float = 1.0
     gen_batch_size: int = 64
@@ -143,8 +144,8 @@ class SASFTConfig:
             cfg = cls()
         elif name == "smoke":
             cfg = cls(stat_docs_per_lang=8, stat_max_length=32, n_train=32, prompt_tokens=8, response_tokens=8,
-                      steps=6, batch_size=4, effective_batch=4, warmup=2, lambdas=(0.0, 1.0), eval_prompts_per_lang=4, n_seeds=2,
-                      max_new_tokens=6, ppl_docs_per_lang=4, ppl_max_length=32, n_boot=200)
+                      steps=6, batch_size=4, effective_batch=4, warmup=2, lambdas=(0.0, 1.0), eval_prompts_per_lang=4,
+                      val_every=2, prompt_windows=2, n_seeds=2, max_new_tokens=6, ppl_docs_per_lang=4, ppl_max_length=32, n_boot=200)
         elif name == "paper":
             # Official: last two layers, top-2 per language, lambda 5e-4..1e-3 (sum over features).
             # Official schedule (train.py): batch 1 x accumulation 32, lr 5e-5 (1.7B) / 5e-6 (8B), wd 0.1, cosine,
@@ -153,7 +154,7 @@ class SASFTConfig:
             cfg = cls(targets=("zh", "ru", "ko"), stat_langs=("en", "zh", "ru", "ko", "fr", "de", "es", "ja"),
                       stat_docs_per_lang=2000, stat_max_length=512, n_train=0, steps=None, batch_size=1,
                       effective_batch=32, lr=lr, weight_decay=0.1, scheduler="cosine", max_length=2048,
-                      warmup=100, lambdas=(0.0, 5e-4, 1e-3), eval_prompts_per_lang=200, n_seeds=4,
+                      warmup=100, lambdas=(0.0, 5e-4, 1e-3), eval_prompts_per_lang=200, val_every=2, n_seeds=4,
                       max_new_tokens=512, temperature=0.7, gen_batch_size=32, ppl_docs_per_lang=200,
                       ppl_max_length=512)   # sft_file / eval_file / stats_file: required (not public)
         else:
@@ -520,19 +521,22 @@ def make_mini_sft(profile, tokenizer, cfg: SASFTConfig, split: str = "train", n:
     return out
 
 
-def eval_frame(prompts_by_lang: Mapping[str, Sequence], n: int) -> pd.DataFrame:
+def eval_frame(prompts_by_lang: Mapping[str, Sequence], n: int, val_every: int = 2) -> pd.DataFrame:
     """Evaluation prompts: columns lang, prompt, doc, part ('val' | 'test'), at most ``n`` per language.
 
     ``prompts_by_lang``: lang -> documents, each a prompt string or a list of prompts cut from one
-    document. Parts alternate by DOCUMENT within a language (all prompts of a document share a part),
-    so the val half that picks lambda shares no document with the test half that is reported."""
+    document. Parts are given by DOCUMENT within a language (all prompts of a document share a part):
+    every ``val_every``-th document is val (2: alternating halves; 3: a third val, two thirds test), so
+    the val part that picks lambda shares no document with the test part that is reported."""
+    if val_every < 2:
+        raise ValueError(f"val_every must be >= 2 (one val document in val_every), got {val_every}")
     rows = []
     for lang, docs in prompts_by_lang.items():
         kept, part = [], {}
         for d, doc in enumerate(docs):
             ps = [p for p in ([doc] if isinstance(doc, str) else doc) if p]
             if ps and len(kept) < n:
-                part[d] = "val" if len(part) % 2 == 0 else "test"
+                part[d] = "val" if len(part) % val_every == 0 else "test"
                 kept += [(d, p) for p in ps[:n - len(kept)]]
         if len(part) < 2:
             raise ValueError(f"only {len(part)} usable evaluation documents in {lang!r}: need at least 2 (val + test)")
@@ -563,7 +567,8 @@ def make_mini_eval_prompts(profile, tokenizer, cfg: SASFTConfig) -> pd.DataFrame
     n = cfg.eval_prompts_per_lang
     texts = mini_texts_by_lang(profile, langs, "heldout", 4 * n, cfg.seed + 2)
     k = {l: min(cfg.prompt_windows, -(-n // len(texts[l]))) for l in langs}
-    return eval_frame({l: [prompt_windows(tokenizer, t, cfg.prompt_tokens, k[l]) for t in texts[l]] for l in langs}, n)
+    return eval_frame({l: [prompt_windows(tokenizer, t, cfg.prompt_tokens, k[l]) for t in texts[l]] for l in langs}, n,
+                      cfg.val_every)
 
 
 def load_sft_jsonl(path: str | Path | None, n: int | None = None) -> list[SFTExample]:

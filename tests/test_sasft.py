@@ -308,8 +308,12 @@ def test_eval_frame_parts_by_document():
     assert ja.part.tolist() == ["val"] * 3 + ["test", "val", "test"]      # all prompts of a document share its part
     assert ja.doc.tolist() == [0, 0, 0, 1, 2, 3]
     assert f[f.lang == "ru"].part.tolist() == ["val", "test", "val"]      # one prompt per document: alternating
+    third = sasft.eval_frame({"ru": list("abcdefg")}, n=6, val_every=3)              # every third document is val
+    assert third.part.tolist() == ["val", "test", "test", "val", "test", "test"]
     with pytest.raises(ValueError, match="evaluation documents"):
         sasft.eval_frame({"ja": [["a1", "a2"]]}, n=4)
+    with pytest.raises(ValueError, match="val_every must be >= 2"):
+        sasft.eval_frame({"ru": list("abc")}, n=3, val_every=1)
 
 
 def test_prompt_windows(tiny_model):

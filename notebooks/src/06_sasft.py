@@ -116,7 +116,7 @@ else:
                  sasft.load_texts_jsonl(cfg.stats_file, cfg.stat_langs).items()}
     all_ex = sasft.load_sft_jsonl(cfg.sft_file)
     heldout_ex, train_ex = all_ex[:200], all_ex[200:]
-    prompts = sasft.eval_frame(sasft.load_texts_jsonl(cfg.eval_file), cfg.eval_prompts_per_lang)
+    prompts = sasft.eval_frame(sasft.load_texts_jsonl(cfg.eval_file), cfg.eval_prompts_per_lang, cfg.val_every)
 contam = {t: float(np.mean([cs.code_switched(e.response, t) for e in train_ex if e.prompt_lang == t]))
           for t in cfg.targets if any(e.prompt_lang == t for e in train_ex)}
 print(f"{len(train_ex)} SFT examples, prompt languages {sorted({e.prompt_lang for e in train_ex})}; "
