@@ -58,7 +58,8 @@ __all__ = ["SASFTConfig", "SFTExample", "PAPER_GROUPS", "PAPER_TABLE4", "CHAT_US
            "default_layers", "language_stats", "monolinguality", "select_language_features", "SASFTPenalty",
            "official_layer_penalty", "format_prompt", "clip_tokens", "encode_examples", "respond", "perplexity_by_lang",
            "response_ce", "mini_texts_by_lang", "make_mini_sft", "make_mini_eval_prompts", "load_sft_jsonl",
-           "load_texts_jsonl", "eval_frame", "prompt_windows", "evaluate_model", "target_rows", "ratio_table", "LAMBDA_RULE", "lambda_scores", "pick_lambda",
+           "load_texts_jsonl", "eval_frame", "prompt_windows", "evaluate_model", "target_rows", "doc_groups",
+           "ratio_table", "LAMBDA_RULE", "lambda_scores", "pick_lambda",
            "table4"]
 
 CHAT_USER = "<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
@@ -631,12 +632,20 @@ def target_rows(prompts: pd.DataFrame, cfg: SASFTConfig, target: str, part: str 
     return m
 
 
+def doc_groups(prompts: pd.DataFrame, rows: np.ndarray) -> np.ndarray | None:
+    """(n,) document label of the selected prompts, for the cluster bootstrap (None without a ``doc`` column)."""
+    if "doc" not in prompts:
+        return None
+    return (prompts.lang.astype(str) + ":" + prompts.doc.astype(str)).to_numpy()[rows]
+
+
 def ratio_table(evals: Mapping[str, dict], prompts: pd.DataFrame, cfg: SASFTConfig, part: str | None) -> pd.DataFrame:
     """One row per (model, evaluated target): code-switch ratio with its two-stage bootstrap interval."""
     rows = []
     for name, ev in evals.items():
         for t in (t for t in cfg.targets if t in ev["flags"]):     # a SASFT run is scored on its own target
-            r = cs.bootstrap_ratio(ev["flags"][t][target_rows(prompts, cfg, t, part)], cfg.n_boot, cfg.seed)
+            rows_t = target_rows(prompts, cfg, t, part)
+            r = cs.bootstrap_ratio(ev["flags"][t][rows_t], cfg.n_boot, cfg.seed, groups=doc_groups(prompts, rows_t))
             rows.append({"model": name, "target": t, "part": part or "all", "ratio": r.value, "lo": r.lo, "hi": r.hi,
                          "n_prompts": r.n_prompts, "n_seeds": r.n_seeds})
     return pd.DataFrame(rows)

@@ -267,6 +267,23 @@ def test_cut_design_known_answers():
         cs.cut_design(np.ones((5, 2)), 4, cut=0)
 
 
+def test_design_effect_and_cluster_bootstrap():
+    assert cs.design_effect([0.1, 0.5, 0.2, 0.0], ["a", "b", "c", "d"]) == pytest.approx(1.0)   # singletons
+    # two documents of identical windows: V_c = 2/1 * (1 + 1) / 16 = 0.25, V_srs = (1/3) / 4: ratio 3
+    assert cs.design_effect([1, 1, 0, 0], ["a", "a", "b", "b"]) == pytest.approx(3.0)
+    f = np.tile([[1, 0, 0, 0]], (4, 1))
+    d1, d3 = cs.cut_design(f, 8), cs.cut_design(np.r_[f[:2], 1 - f[2:]], 8, groups=["a", "a", "b", "b"])
+    assert d1.design_effect == 1.0 and d3.design_effect > 1.0
+    # documents resampled whole: all windows of one doc agree, documents differ -> wider than prompt-level
+    flags = np.repeat(np.eye(2, dtype=bool)[:, :1].repeat(4, 1), 10, axis=0)          # 10 windows of doc A = 1, of B = 0
+    g = np.repeat(["A", "B"], 10)
+    wide, narrow = cs.bootstrap_ratio(flags, 400, 0, groups=g), cs.bootstrap_ratio(flags, 400, 0)
+    assert wide.value == narrow.value == 0.5 and (wide.hi - wide.lo) > 2 * (narrow.hi - narrow.lo)
+    # distinct labels: the prompt-level draw, bit-identical to no groups
+    assert cs.bootstrap_ratio(flags, 400, 0, groups=np.arange(20)) == narrow
+    assert cs.paired_bootstrap_diff(flags, ~flags, 400, 0, groups=g).hi > cs.paired_bootstrap_diff(flags, ~flags, 400, 0).hi
+
+
 def test_cut_design_matches_simulation():
     """The predicted SD of a per-prompt paired difference equals the simulated one (beta-distributed
     per-prompt rates, pilot of 4 samples, design of 8 samples, SASFT = half the SFT rate)."""

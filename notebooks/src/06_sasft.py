@@ -202,12 +202,13 @@ pd.concat({t: sc.set_index("lambda") for t, sc in lam_scores.items()}).round(4)
 # ## Is the design big enough? Power to detect a 50% cut of the SFT ratio
 # From this run's SFT flags on the test prompts (`codeswitch.cut_design`): the prompts a paired
 # SFT − SASFT comparison needs to detect a cut of half the SFT ratio with 80% power (two-sided 0.05),
-# at this design's samples per prompt, beside the prompts used (the mini design was sized on a pilot
-# this way, docs/06_sasft.md).
+# at this design's samples per prompt, beside the prompts used, the variance inflated by the design
+# effect of windows cut from one document (the mini design was sized on a pilot this way, docs/06_sasft.md).
 
 # %%
-design = {t: cs.cut_design(evals["SFT"]["flags"][t][sasft.target_rows(prompts, cfg, t, "test")], cfg.n_seeds,
-                           cut=0.5) for t in cfg.targets}
+test_rows = {t: sasft.target_rows(prompts, cfg, t, "test") for t in cfg.targets}
+design = {t: cs.cut_design(evals["SFT"]["flags"][t][r], cfg.n_seeds, cut=0.5, groups=sasft.doc_groups(prompts, r))
+          for t, r in test_rows.items()}
 pd.DataFrame({t: d.as_dict() for t, d in design.items()}).T.round(4)
 test.pivot(index="model", columns="target", values="ratio").loc[list(evals)].round(3)
 
@@ -226,10 +227,11 @@ for t in cfg.targets:
     rows = sasft.target_rows(prompts, cfg, t, "test")
     best = names[(t, lam_main[t])]
     f = {k: evals[k]["flags"][t][rows] for k in ("base", "SFT", best)}
-    ours[t] = {"base": cs.bootstrap_ratio(f["base"], cfg.n_boot, cfg.seed),
-               "sft": cs.bootstrap_ratio(f["SFT"], cfg.n_boot, cfg.seed),
-               "sasft": cs.bootstrap_ratio(f[best], cfg.n_boot, cfg.seed),
-               "diff": cs.paired_bootstrap_diff(f["SFT"], f[best], cfg.n_boot, cfg.seed)}
+    g = sasft.doc_groups(prompts, rows)          # windows of one document are resampled together
+    ours[t] = {"base": cs.bootstrap_ratio(f["base"], cfg.n_boot, cfg.seed, groups=g),
+               "sft": cs.bootstrap_ratio(f["SFT"], cfg.n_boot, cfg.seed, groups=g),
+               "sasft": cs.bootstrap_ratio(f[best], cfg.n_boot, cfg.seed, groups=g),
+               "diff": cs.paired_bootstrap_diff(f["SFT"], f[best], cfg.n_boot, cfg.seed, groups=g)}
 t4 = sasft.table4(ours, paper_model=cfg.paper_model, paper_target={"ja": "ko"} if prof.is_built else None)
 t4.insert(1, "lambda", [lam_main[t] for t in ours])
 save_table(t4, profile, "06_table4")
