@@ -21,7 +21,7 @@
 # learns English answers *and* the occasional switch; SASFT adds the penalty on zh, ru and ja
 # features (ja's kana stands in for the paper's Korean, absent from the corpus). Code-switch ratio
 # into L: share of sampled responses to held-out L-language prompts that contain L's script (Han,
-# Cyrillic, kana). λ is chosen on half of the evaluation prompts (val), reported on the other half (test).
+# Cyrillic, kana). λ is chosen on a third of the evaluation documents (val), reported on the rest (test).
 #
 # Why the noise: without it, plain SFT removed all code-switching within 60 steps when this notebook
 # was designed (900-step checkpoint of the mini model, 12 val prompts per language x 2 seeds: base
