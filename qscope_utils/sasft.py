@@ -52,12 +52,15 @@ from .generation import generate
 from .hooks import decoder_layers, hidden_of, iter_batches, pad_ids
 from .recon import lm_loss
 from .sae import TopKSAE
+from .stats import one_se_pick, se_from_interval
 
 __all__ = ["SASFTConfig", "SFTExample", "PAPER_GROUPS", "PAPER_TABLE4", "CHAT_USER", "CHAT_END",
            "default_layers", "language_stats", "monolinguality", "select_language_features", "SASFTPenalty",
            "official_layer_penalty", "format_prompt", "clip_tokens", "encode_examples", "respond", "perplexity_by_lang",
            "response_ce", "mini_texts_by_lang", "make_mini_sft", "make_mini_eval_prompts", "load_sft_jsonl",
-           "load_texts_jsonl", "eval_frame", "evaluate_model", "target_rows", "ratio_table", "pick_lambda", "table4"]
+           "load_texts_jsonl", "eval_frame", "prompt_windows", "evaluate_model", "target_rows", "doc_groups",
+           "ratio_table", "LAMBDA_RULE", "lambda_scores", "pick_lambda",
+           "table4"]
 
 CHAT_USER = "<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
 CHAT_END = "<|im_end|>"
@@ -116,8 +119,11 @@ class SASFTConfig:
     gpu_memory_gb: float | None = None       # check the run fits a GPU of this size first (None: the CUDA device's)
     grad_clip: float = 1.0
     lambdas: tuple[float, ...] = (0.0, 1.0, 10.0)
-    eval_prompts_per_lang: int = 40          # split in half: validation (picks lambda) / test (reported)
-    n_seeds: int = 4
+    eval_prompts_per_lang: int = 240         # split by document: validation (picks lambda) / test (reported)
+    val_every: int = 3                       # every val_every-th document is val (2: halves), the others test
+    prompt_windows: int = 8                  # mini: prompts cut from one held-out document (consecutive windows of
+                                             # prompt_tokens tokens): more prompts from a pool of few, long documents
+    n_seeds: int = 12                        # samples per prompt (mini design: docs/06_sasft.md, "Minimum detectable effect")
     max_new_tokens: int = 24
     temperature: float = 1.0
     gen_batch_size: int = 64
@@ -139,8 +145,8 @@ class SASFTConfig:
             cfg = cls()
         elif name == "smoke":
             cfg = cls(stat_docs_per_lang=8, stat_max_length=32, n_train=32, prompt_tokens=8, response_tokens=8,
-                      steps=6, batch_size=4, effective_batch=4, warmup=2, lambdas=(0.0, 1.0), eval_prompts_per_lang=4, n_seeds=2,
-                      max_new_tokens=6, ppl_docs_per_lang=4, ppl_max_length=32, n_boot=200)
+                      steps=6, batch_size=4, effective_batch=4, warmup=2, lambdas=(0.0, 1.0), eval_prompts_per_lang=4,
+                      val_every=2, prompt_windows=2, n_seeds=2, max_new_tokens=6, ppl_docs_per_lang=4, ppl_max_length=32, n_boot=200)
         elif name == "paper":
             # Official: last two layers, top-2 per language, lambda 5e-4..1e-3 (sum over features).
             # Official schedule (train.py): batch 1 x accumulation 32, lr 5e-5 (1.7B) / 5e-6 (8B), wd 0.1, cosine,
@@ -149,7 +155,7 @@ class SASFTConfig:
             cfg = cls(targets=("zh", "ru", "ko"), stat_langs=("en", "zh", "ru", "ko", "fr", "de", "es", "ja"),
                       stat_docs_per_lang=2000, stat_max_length=512, n_train=0, steps=None, batch_size=1,
                       effective_batch=32, lr=lr, weight_decay=0.1, scheduler="cosine", max_length=2048,
-                      warmup=100, lambdas=(0.0, 5e-4, 1e-3), eval_prompts_per_lang=200, n_seeds=4,
+                      warmup=100, lambdas=(0.0, 5e-4, 1e-3), eval_prompts_per_lang=200, val_every=2, n_seeds=4,
                       max_new_tokens=512, temperature=0.7, gen_batch_size=32, ppl_docs_per_lang=200,
                       ppl_max_length=512)   # sft_file / eval_file / stats_file: required (not public)
         else:
@@ -516,26 +522,54 @@ def make_mini_sft(profile, tokenizer, cfg: SASFTConfig, split: str = "train", n:
     return out
 
 
-def eval_frame(prompts_by_lang: Mapping[str, Sequence[str]], n: int) -> pd.DataFrame:
-    """Evaluation prompts: columns lang, prompt, part ('val' | 'test', alternating within a language).
+def eval_frame(prompts_by_lang: Mapping[str, Sequence], n: int, val_every: int = 2) -> pd.DataFrame:
+    """Evaluation prompts: columns lang, prompt, doc, part ('val' | 'test'), at most ``n`` per language.
 
-    The val half picks lambda, the test half is reported, so the chosen lambda is not scored on the
-    prompts that chose it."""
+    ``prompts_by_lang``: lang -> documents, each a prompt string or a list of prompts cut from one
+    document. Parts are given by DOCUMENT within a language (all prompts of a document share a part):
+    every ``val_every``-th document is val (2: alternating halves; 3: a third val, two thirds test), so
+    the val part that picks lambda shares no document with the test part that is reported."""
+    if val_every < 2:
+        raise ValueError(f"val_every must be >= 2 (one val document in val_every), got {val_every}")
     rows = []
-    for lang, prompts in prompts_by_lang.items():
-        kept = [p for p in prompts if p][:n]
-        if len(kept) < 2:
-            raise ValueError(f"only {len(kept)} usable evaluation prompts in {lang!r}: need at least 2 (val + test)")
-        rows += [{"lang": lang, "prompt": p, "part": "val" if i % 2 == 0 else "test"} for i, p in enumerate(kept)]
+    for lang, docs in prompts_by_lang.items():
+        kept, part = [], {}
+        for d, doc in enumerate(docs):
+            ps = [p for p in ([doc] if isinstance(doc, str) else doc) if p]
+            if ps and len(kept) < n:
+                part[d] = "val" if len(part) % val_every == 0 else "test"
+                kept += [(d, p) for p in ps[:n - len(kept)]]
+        if len(part) < 2:
+            raise ValueError(f"only {len(part)} usable evaluation documents in {lang!r}: need at least 2 (val + test)")
+        rows += [{"lang": lang, "prompt": p, "doc": d, "part": part[d]} for d, p in kept]
     return pd.DataFrame(rows)
 
 
+def prompt_windows(tokenizer, text: str, n_tokens: int, k: int) -> list[str]:
+    """Up to ``k`` consecutive non-overlapping windows of ``n_tokens`` tokens of ``text`` (the first one
+    always, as :func:`clip_tokens`; later ones only when they are full length)."""
+    if k < 1:
+        raise ValueError(f"prompt_windows needs k >= 1 windows per document, got {k}")
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    out = []
+    for i in range(k):
+        w = ids[i * n_tokens:(i + 1) * n_tokens]
+        if i and len(w) < n_tokens:
+            break
+        out.append(tokenizer.decode(w, skip_special_tokens=True).replace("\ufffd", "").strip())
+    return out
+
+
 def make_mini_eval_prompts(profile, tokenizer, cfg: SASFTConfig) -> pd.DataFrame:
-    """Held-out corpus prompts (first ``prompt_tokens`` tokens) in each evaluation language: :func:`eval_frame`."""
+    """Held-out corpus prompts in each evaluation language (:func:`eval_frame`): one window of
+    ``prompt_tokens`` tokens per document, more (up to ``cfg.prompt_windows``, :func:`prompt_windows`)
+    only where the language has fewer documents than ``eval_prompts_per_lang`` (mini ja: 34 documents)."""
     langs = sorted({l for t in cfg.targets for l in cfg.eval_langs_for(t)})
-    texts = mini_texts_by_lang(profile, langs, "heldout", 4 * cfg.eval_prompts_per_lang, cfg.seed + 2)
-    return eval_frame({l: [clip_tokens(tokenizer, t, cfg.prompt_tokens) for t in texts[l]] for l in langs},
-                      cfg.eval_prompts_per_lang)
+    n = cfg.eval_prompts_per_lang
+    texts = mini_texts_by_lang(profile, langs, "heldout", 4 * n, cfg.seed + 2)
+    k = {l: min(cfg.prompt_windows, -(-n // len(texts[l]))) for l in langs}
+    return eval_frame({l: [prompt_windows(tokenizer, t, cfg.prompt_tokens, k[l]) for t in texts[l]] for l in langs}, n,
+                      cfg.val_every)
 
 
 def load_sft_jsonl(path: str | Path | None, n: int | None = None) -> list[SFTExample]:
@@ -566,18 +600,25 @@ def load_texts_jsonl(path: str | Path | None, langs: Sequence[str] | None = None
 # ============================================================================ evaluation of one model
 def evaluate_model(model: nn.Module, tokenizer, prompts: pd.DataFrame, cfg: SASFTConfig,
                    ppl_texts: Mapping[str, list[str]] | None = None,
-                   heldout: Sequence[SFTExample] | None = None) -> dict:
+                   heldout: Sequence[SFTExample] | None = None, targets: Sequence[str] | None = None) -> dict:
     """Sample ``cfg.n_seeds`` responses per prompt (seeds cfg.seed ..), flag code-switches per target,
     and measure held-out perplexity per language and held-out response CE.
 
-    Returns {'responses': (P) lists of (S) str, 'flags': target -> (P, S) bool over ALL prompts,
-    'ppl': lang -> float, 'response_ce': float | None}.
+    ``targets`` (default: all of ``cfg.targets``): only the prompts of these targets are sampled (a
+    SASFT run for one target is scored on that target only); other prompts get ``None`` responses.
+    Returns {'responses': (P) lists of (S) str | None, 'flags': target -> (P, S) bool over ALL prompts
+    (read only at that target's rows, :func:`target_rows`), 'ppl': lang -> float, 'response_ce': float | None}.
     """
+    targets = list(cfg.targets if targets is None else targets)
     seeds = list(range(cfg.seed, cfg.seed + cfg.n_seeds))
-    R = respond(model, tokenizer, prompts.prompt.tolist(), seeds, cfg.max_new_tokens, cfg.temperature,
-                cfg.gen_batch_size)
-    flags = {t: np.array([[cs.code_switched(r, t, cfg.min_chars) for r in row] for row in R], dtype=bool)
-             for t in cfg.targets}
+    rows = np.flatnonzero(np.logical_or.reduce([target_rows(prompts, cfg, t) for t in targets]))
+    got = respond(model, tokenizer, prompts.prompt.iloc[rows].tolist(), seeds, cfg.max_new_tokens, cfg.temperature,
+                  cfg.gen_batch_size)
+    R: list = [None] * len(prompts)
+    for i, r in zip(rows, got):
+        R[i] = r
+    flags = {t: np.array([[r is not None and cs.code_switched(r, t, cfg.min_chars) for r in (row or [None] * len(seeds))]
+                          for row in R], dtype=bool) for t in targets}
     ppl = perplexity_by_lang(model, tokenizer, ppl_texts, max_length=cfg.ppl_max_length) if ppl_texts else {}
     ce = response_ce(model, tokenizer, heldout) if heldout else None
     return {"responses": R, "flags": flags, "ppl": ppl, "response_ce": ce}
@@ -591,24 +632,53 @@ def target_rows(prompts: pd.DataFrame, cfg: SASFTConfig, target: str, part: str 
     return m
 
 
+def doc_groups(prompts: pd.DataFrame, rows: np.ndarray) -> np.ndarray | None:
+    """(n,) document label of the selected prompts, for the cluster bootstrap (None without a ``doc`` column)."""
+    if "doc" not in prompts:
+        return None
+    return (prompts.lang.astype(str) + ":" + prompts.doc.astype(str)).to_numpy()[rows]
+
+
 def ratio_table(evals: Mapping[str, dict], prompts: pd.DataFrame, cfg: SASFTConfig, part: str | None) -> pd.DataFrame:
-    """One row per (model, target): code-switch ratio with its two-stage bootstrap interval."""
+    """One row per (model, evaluated target): code-switch ratio with its two-stage bootstrap interval."""
     rows = []
     for name, ev in evals.items():
-        for t in cfg.targets:
-            r = cs.bootstrap_ratio(ev["flags"][t][target_rows(prompts, cfg, t, part)], cfg.n_boot, cfg.seed)
+        for t in (t for t in cfg.targets if t in ev["flags"]):     # a SASFT run is scored on its own target
+            rows_t = target_rows(prompts, cfg, t, part)
+            r = cs.bootstrap_ratio(ev["flags"][t][rows_t], cfg.n_boot, cfg.seed, groups=doc_groups(prompts, rows_t))
             rows.append({"model": name, "target": t, "part": part or "all", "ratio": r.value, "lo": r.lo, "hi": r.hi,
                          "n_prompts": r.n_prompts, "n_seeds": r.n_seeds})
     return pd.DataFrame(rows)
 
 
-def pick_lambda(val: pd.DataFrame, lambdas: Sequence[float], names: Mapping[float, str]) -> float:
-    """The lambda > 0 with the lowest mean validation code-switch ratio over targets (ties: smaller)."""
-    cand = [l for l in lambdas if l > 0]
+LAMBDA_RULE = ("one-SE rule (qscope_utils.stats.one_se_pick): the smallest lambda > 0 whose validation code-switch "
+               "ratio is within one bootstrap SE of the lowest one")
+
+
+def lambda_scores(val: pd.DataFrame, lambdas: Sequence[float], names: Mapping[float, str]) -> pd.DataFrame:
+    """Per lambda > 0 (ascending): mean validation ratio over the rows of ``val`` of its run (``names``) and
+    its SE from the rows' 95% bootstrap interval (root mean square over targets, as for a mean of them)."""
+    cand = sorted(l for l in lambdas if l > 0)
     if not cand:
         raise ValueError("the sweep has no lambda > 0: add one to compare SASFT with plain SFT")
-    score = {l: float(val[val.model == names[l]].ratio.mean()) for l in cand}
-    return min(cand, key=lambda l: (score[l], l))
+    rows = []
+    for l in cand:
+        sub = val[val.model == names[l]]
+        if sub.empty:
+            raise KeyError(f"no validation rows for lambda {l:g} (run {names[l]!r}): evaluate it on val first")
+        se = [se_from_interval(lo, hi) for lo, hi in zip(sub.lo, sub.hi)]
+        rows.append({"lambda": l, "ratio": float(sub.ratio.mean()),
+                     "se": float(np.sqrt(np.mean(np.square(se))) / np.sqrt(len(se)))})
+    return pd.DataFrame(rows)
+
+
+def pick_lambda(val: pd.DataFrame, lambdas: Sequence[float], names: Mapping[float, str]) -> float:
+    """The lambda > 0 chosen on validation by the one-SE rule (:data:`LAMBDA_RULE`): the argmin would
+    flip between near-tied lambdas with noise in the 5th digit; this moves only when a larger lambda is
+    better by more than its own SE."""
+    sc = lambda_scores(val, lambdas, names)
+    pick, _ = one_se_pick(list(sc["lambda"]), list(sc.ratio), list(sc.se), maximize=False)
+    return float(pick)
 
 
 # ============================================================================ table

@@ -150,13 +150,25 @@ def _eval_n(d: dict) -> int:
 
 
 def p06(d: dict) -> list[dict]:
+    """§7 rows. With ``power_50pct_cut`` in the summary (``codeswitch.cut_design`` on the SFT test flags:
+    the paired SD under a cut, from per-prompt rates and sampling noise), its n needed and MDE; else the
+    SE of the observed paired difference's interval."""
     out = []
     for lang, r in d["test"].items():
         df = r["diff"]
+        design = (f"paired difference over prompts (SFT − SASFT, per-prompt ratio over {df['n_seeds']} samples"
+                  + (f" of {d['max_new_tokens']} new tokens)" if d.get("max_new_tokens") else ")"))
+        pw = d.get("power_50pct_cut", {}).get(lang)
+        if pw:
+            out.append(_row("§7", "06", f"SASFT cuts the {lang} code-switch ratio", design + "; SD under the cut "
+                            "from the SFT per-prompt rates (codeswitch.cut_design)", "prompts", pw["n_used"],
+                            df["value"], pw["sd_diff"] / math.sqrt(pw["n_used"]), pw["effect"],
+                            f"a {pw['cut']:.0%} cut of our SFT ratio {pw['ratio']:.2f} (report, 1.7B: 73-100% cuts)",
+                            f"06_summary.json power_50pct_cut.{lang}", mde=pw["mde"], need=pw["n_needed"]))
+            continue
         target = RELATIVE_CUT * r["sft"]["value"]
-        out.append(_row("§7", "06", f"SASFT cuts the {lang} code-switch ratio",
-                        f"paired difference over prompts (SFT − SASFT, per-prompt ratio over {df['n_seeds']} samples)",
-                        "prompts", df["n_prompts"], df["value"], _se(df), target,
+        out.append(_row("§7", "06", f"SASFT cuts the {lang} code-switch ratio", design, "prompts", df["n_prompts"],
+                        df["value"], _se(df), target,
                         f"a {RELATIVE_CUT:.0%} cut of our SFT ratio {r['sft']['value']:.2f} (report, 1.7B: 73-100% cuts)",
                         f"06_summary.json test.{lang}.diff"))
     return out

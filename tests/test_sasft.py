@@ -243,6 +243,137 @@ def test_config_profiles():
         sasft.SASFTConfig.for_profile("nope")
 
 
+# ----------------------------------------------------------------------------- design and lambda rule
+def test_cut_design_known_answers():
+    z = 2.801585                                              # z_0.975 + z_0.8
+    # every prompt [1, 0]: m = 0.5, no between-prompt variance; q = 0.25:
+    # var = (0.25 + 0.1875) / 4 = 0.109375
+    d = cs.cut_design(np.tile([1, 0], (10, 1)), n_samples=4, cut=0.5)
+    assert (d.ratio, d.between_var, d.effect) == (0.5, 0.0, 0.25)
+    assert d.sd_diff == pytest.approx(0.109375 ** 0.5)
+    assert d.n_needed == 14                                   # ceil((z * 0.3307 / 0.25)^2) = ceil(13.73)
+    assert d.n_used == 10 and d.mde == pytest.approx(z * 0.109375 ** 0.5 / 10 ** 0.5, rel=1e-5)
+    # half the prompts always switch, half never: v = 0.25, E[p(1-p)] = 0, E[q(1-q)] = 0.25 - 0.125:
+    # var = 0.25 * 0.25 + 0.125 / 8 = 0.078125
+    f = np.r_[np.ones((5, 4)), np.zeros((5, 4))]
+    d = cs.cut_design(f, n_samples=8, cut=0.5, n_used=40)
+    assert d.between_var == pytest.approx(0.25) and d.sd_diff == pytest.approx(0.078125 ** 0.5)
+    assert d.n_needed == 10 and d.n_used == 40               # ceil((z * 0.2795 / 0.25)^2) = ceil(9.81)
+    # more samples per prompt shrink only the sampling part
+    assert cs.cut_design(np.tile([1, 0], (10, 1)), 16).n_needed < 14
+    with pytest.raises(ValueError, match=">= 2 samples"):
+        cs.cut_design(np.ones((5, 1)), 4)
+    with pytest.raises(ValueError, match="cut must lie"):
+        cs.cut_design(np.ones((5, 2)), 4, cut=0)
+
+
+def test_design_effect_and_cluster_bootstrap():
+    assert cs.design_effect([0.1, 0.5, 0.2, 0.0], ["a", "b", "c", "d"]) == pytest.approx(1.0)   # singletons
+    # two documents of identical windows: V_c = 2/1 * (1 + 1) / 16 = 0.25, V_srs = (1/3) / 4: ratio 3
+    assert cs.design_effect([1, 1, 0, 0], ["a", "a", "b", "b"]) == pytest.approx(3.0)
+    f = np.tile([[1, 0, 0, 0]], (4, 1))
+    d1, d3 = cs.cut_design(f, 8), cs.cut_design(np.r_[f[:2], 1 - f[2:]], 8, groups=["a", "a", "b", "b"])
+    assert d1.design_effect == 1.0 and d3.design_effect > 1.0
+    # documents resampled whole: all windows of one doc agree, documents differ -> wider than prompt-level
+    flags = np.repeat(np.eye(2, dtype=bool)[:, :1].repeat(4, 1), 10, axis=0)          # 10 windows of doc A = 1, of B = 0
+    g = np.repeat(["A", "B"], 10)
+    wide, narrow = cs.bootstrap_ratio(flags, 400, 0, groups=g), cs.bootstrap_ratio(flags, 400, 0)
+    assert wide.value == narrow.value == 0.5 and (wide.hi - wide.lo) > 2 * (narrow.hi - narrow.lo)
+    # distinct labels: the prompt-level draw, bit-identical to no groups
+    assert cs.bootstrap_ratio(flags, 400, 0, groups=np.arange(20)) == narrow
+    assert cs.paired_bootstrap_diff(flags, ~flags, 400, 0, groups=g).hi > cs.paired_bootstrap_diff(flags, ~flags, 400, 0).hi
+
+
+def test_cut_design_matches_simulation():
+    """The predicted SD of a per-prompt paired difference equals the simulated one (beta-distributed
+    per-prompt rates, pilot of 4 samples, design of 8 samples, SASFT = half the SFT rate)."""
+    rng = np.random.default_rng(0)
+    p = rng.beta(0.5, 4.0, 20000)                            # skewed: most prompts rarely switch
+    pilot = rng.random((p.size, 4)) < p[:, None]
+    d = cs.cut_design(pilot, n_samples=8, cut=0.5)
+    a = (rng.random((p.size, 8)) < p[:, None]).mean(1)
+    b = (rng.random((p.size, 8)) < 0.5 * p[:, None]).mean(1)
+    assert d.sd_diff == pytest.approx(float(np.std(a - b)), rel=0.03)
+    assert d.between_var == pytest.approx(float(p.var()), rel=0.05)
+    assert d.ratio == pytest.approx(float(p.mean()), rel=0.02)
+
+
+def _val(rows):
+    se95 = 2 * 1.959964                                       # interval width per unit SE
+    return pd.DataFrame([{"model": f"SASFT[zh] λ={l:g}", "target": "zh", "ratio": r, "lo": r - se * se95 / 2,
+                          "hi": r + se * se95 / 2} for l, r, se in rows])
+
+
+def test_pick_lambda_one_se_rule():
+    names = {l: f"SASFT[zh] λ={l:g}" for l in (0.0, 1.0, 10.0)}
+    # 10 is lower, but by less than its SE (0.20 - 0.16 < 0.05): the smaller lambda stays (argmin would flip)
+    assert sasft.pick_lambda(_val([(1.0, 0.20, 0.05), (10.0, 0.16, 0.05)]), (10.0, 0.0, 1.0), names) == 1.0
+    # better by more than one SE: the larger lambda
+    assert sasft.pick_lambda(_val([(1.0, 0.20, 0.05), (10.0, 0.14, 0.05)]), (0.0, 1.0, 10.0), names) == 10.0
+    sc = sasft.lambda_scores(_val([(1.0, 0.20, 0.05), (10.0, 0.14, 0.03)]), (10.0, 1.0), names)
+    assert list(sc["lambda"]) == [1.0, 10.0] and sc.se.tolist() == pytest.approx([0.05, 0.03], rel=1e-4)
+    with pytest.raises(ValueError, match="no lambda > 0"):
+        sasft.pick_lambda(_val([(1.0, 0.2, 0.05)]), (0.0,), names)
+    with pytest.raises(KeyError, match="evaluate it on val"):
+        sasft.pick_lambda(_val([(1.0, 0.2, 0.05)]), (1.0, 10.0), names)
+
+
+def test_eval_frame_parts_by_document():
+    f = sasft.eval_frame({"ja": [["a1", "a2", "a3"], "b1", ["", "c2"], ["d1", "d2"]], "ru": ["x", "y", "z"]}, n=6)
+    ja = f[f.lang == "ja"]
+    assert ja.prompt.tolist() == ["a1", "a2", "a3", "b1", "c2", "d1"]       # capped at n, empty prompts dropped
+    assert ja.part.tolist() == ["val"] * 3 + ["test", "val", "test"]      # all prompts of a document share its part
+    assert ja.doc.tolist() == [0, 0, 0, 1, 2, 3]
+    assert f[f.lang == "ru"].part.tolist() == ["val", "test", "val"]      # one prompt per document: alternating
+    third = sasft.eval_frame({"ru": list("abcdefg")}, n=6, val_every=3)              # every third document is val
+    assert third.part.tolist() == ["val", "test", "test", "val", "test", "test"]
+    with pytest.raises(ValueError, match="evaluation documents"):
+        sasft.eval_frame({"ja": [["a1", "a2"]]}, n=4)
+    with pytest.raises(ValueError, match="val_every must be >= 2"):
+        sasft.eval_frame({"ru": list("abc")}, n=3, val_every=1)
+
+
+def test_prompt_windows(tiny_model):
+    _, tok = tiny_model
+    text = "one two three four five six seven eight nine ten eleven"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    w = sasft.prompt_windows(tok, text, 4, 100)
+    assert len(w) == len(ids) // 4 and len(ids) % 4 and w[0] == sasft.clip_tokens(tok, text, 4)       # only full later windows
+    assert w[1] == tok.decode(ids[4:8]).strip()
+    assert sasft.prompt_windows(tok, text, 4, 1) == [w[0]] and sasft.prompt_windows(tok, text, 4, 3) == w[:3]
+    with pytest.raises(ValueError, match="k >= 1"):
+        sasft.prompt_windows(tok, text, 4, 0)
+
+
+def test_evaluate_model_on_one_target(tiny_model, one_thread):
+    model, tok = tiny_model
+    cfg = sasft.SASFTConfig.for_profile("smoke", targets=("zh", "ru"), n_seeds=2, max_new_tokens=3, n_boot=50)
+    prompts = sasft.eval_frame({"zh": ["你好", "中文"], "ru": ["Привет", "мир"]}, 2)
+    ev = sasft.evaluate_model(model, tok, prompts, cfg, targets=["ru"])
+    assert set(ev["flags"]) == {"ru"} and ev["flags"]["ru"].shape == (4, 2)
+    assert ev["responses"][:2] == [None, None] and all(len(r) == 2 for r in ev["responses"][2:])
+    tab = sasft.ratio_table({"SASFT[ru] λ=1": ev}, prompts, cfg, None)
+    assert tab.target.tolist() == ["ru"] and tab.n_prompts.tolist() == [2]
+
+
+def test_power_rows_from_design_block():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("power", Path(__file__).resolve().parents[1] / "scripts" / "power.py")
+    power = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(power)
+    v = {"value": 0.1, "lo": 0.0, "hi": 0.2, "n_prompts": 100, "n_seeds": 8}
+    pw = cs.cut_design(np.tile([1, 0, 0, 0], (100, 2)), n_samples=8, n_used=100).as_dict()
+    rows = power.p06({"max_new_tokens": 48, "test": {"zh": {"sft": v, "sasft": v, "diff": v}},
+                      "power_50pct_cut": {"zh": pw}})
+    r = rows[0]
+    assert (r["n"], r["mde"], r["n_needed"], r["target_effect"]) == (100, pw["mde"], pw["n_needed"], 0.125)
+    assert r["se"] == pytest.approx(pw["sd_diff"] / 10) and "8 samples of 48 new tokens" in r["design"]
+    old = power.p06({"test": {"zh": {"sft": v, "sasft": v, "diff": v}}})[0]         # summaries without the block
+    assert old["n"] == 100 and old["target_effect"] == pytest.approx(0.05)
+
+
 # ----------------------------------------------------------------------------- notebook
 @pytest.mark.slow
 def test_notebook_06_runs_on_smoke(run_notebook_smoke):
