@@ -113,6 +113,7 @@ def _h06(d):
 def _h07(d):
     out = []
     for arm, a in d["arms"].items():
+        out.append(_ci(f"repeat ratio, evaluation regime, {arm}", a["repeat_task"], "ratio", fmt="{:.2f}"))
         out.append(_ci(f"stress repeat ratio, {arm}", a["repeat_stress"], "ratio", fmt="{:.2f}"))
         out.append(_ci(f"greedy accuracy, {arm}", a["acc_greedy"], "mean"))
         if isinstance(a.get("ppl"), dict):
@@ -152,7 +153,8 @@ def _p06(d):
 
 def _p07(d):
     return [Pick("layer", d["layer"]), Pick("feature", d["feature"], False), Pick("steering α", d["alpha"]),
-            Pick("SAE variant", d.get("sae_variant_chosen"))]
+            Pick("SAE variant", d.get("sae_variant_chosen")),
+            Pick("evaluation regime", (d.get("eval_regime") or {}).get("label"))]
 
 
 HEADLINES: dict[str, Callable[[dict], list[Headline]]] = {

@@ -26,9 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .regime import GenerationRegime, regime_grid, regime_repeat_ratio
 from .repetition import RepetitionDetector, Rollouts, sample_rollouts
 
-__all__ = ["group_advantages", "overlong_penalty", "dapo_loss", "extract_int", "answer_correct", "task_rewards", "hf_problems",
+__all__ = ["pick_variant", "group_advantages", "overlong_penalty", "dapo_loss", "extract_int", "answer_correct", "task_rewards", "hf_problems",
            "steered_rows", "DAPOConfig", "evaluate_policy", "heldout_perplexity",
            "PAPER_MODELS", "paper_compute"]
 
@@ -160,7 +161,17 @@ class DAPOConfig:
     (:meth:`qscope_utils.model_shapes.BackboneShape.kv_bytes_per_token`), so 9.7 GB (19.3 GB for an fp32
     policy), against 250-320 GB for the 512-row rollout batch at once; per-step sampling logits are
     rows x 151,936 x 4 bytes (10 MB). Log-prob passes (perplexity) run the LM head on chunks of
-    :data:`qscope_utils.batching.DEFAULT_CHUNK_TOKENS` positions."""
+    :data:`qscope_utils.batching.DEFAULT_CHUNK_TOKENS` positions.
+
+    Evaluation regime of the ordinary-sampling repeat ratio (``repeat_task``; :mod:`qscope_utils.regime`):
+    eval_temperature (0 = greedy), eval_max_new_tokens (length limit, tokens) and eval_min_new_tokens
+    (tokens during which end-of-text is suppressed) fix it; all three None = chosen before any training by
+    :func:`qscope_utils.regime.pick_regime` from a pilot of the pre-RL policy on ``n_regime_prompts``
+    TRAINING-split problems over the grid ``regime_temperatures`` x ``regime_length_mults`` (multiples of
+    max_new_tokens) x ``regime_eos_floors`` (share of the length limit during which end-of-text is
+    suppressed), the cheapest setting whose repeat ratio lies in ``regime_band``, else the closest.
+    RL rollouts, the steering screen, sweep and stress test keep max_new_tokens and temperature (the
+    report trains with ordinary sampling)."""
 
     G: int = 4
     n_prompts: int = 8
@@ -195,6 +206,14 @@ class DAPOConfig:
     eval_data: tuple[str, str | None, str] | None = None
     prompt_template: str = "Question: {question}\nAnswer: Let's think step by step."
     max_batch_tokens: int | None = None        # generation batch budget, tokens (see the class docstring)
+    eval_temperature: float | None = None      # repeat_task regime: temperature (0 = greedy); None: the pilot picks
+    eval_max_new_tokens: int | None = None     # repeat_task regime: length limit, tokens
+    eval_min_new_tokens: int | None = None     # repeat_task regime: tokens before end-of-text is allowed
+    regime_temperatures: tuple[float, ...] = (1.0, 0.7, 0.5, 0.3, 0.0)   # pilot grid: temperatures (0 = greedy)
+    regime_length_mults: tuple[int, ...] = (1, 2, 4)   # pilot grid: length limits, multiples of max_new_tokens
+    regime_eos_floors: tuple[float, ...] = (0.0, 1.0)  # pilot grid: share of the limit with end-of-text suppressed
+    regime_band: tuple[float, float] = (0.3, 0.7)      # pre-RL repeat ratio the chosen regime should have
+    n_regime_prompts: int = 32                 # TRAINING-split problems of the regime pilot
 
     def __post_init__(self):
         if self.max_batch_tokens is not None and self.max_batch_tokens < 1:
@@ -203,12 +222,31 @@ class DAPOConfig:
             raise ValueError(f"clip-higher needs eps_high >= eps_low, got {self.eps_high} < {self.eps_low}")
         steered_rows(1, self.G, self.n_steered)  # validates G / n_steered
         overlong_penalty(torch.zeros(1), self.max_new_tokens, self.cache_len)  # validates lengths
+        self.eval_regime()       # validates the eval_* fields
+        self.regime_grid()       # validates the pilot grid
+
+    def eval_regime(self) -> GenerationRegime | None:
+        """The fixed evaluation regime (all three ``eval_*`` fields set), or None (the pilot picks)."""
+        vals = (self.eval_temperature, self.eval_max_new_tokens, self.eval_min_new_tokens)
+        if all(v is None for v in vals):
+            return None
+        if any(v is None for v in vals):
+            raise ValueError(f"set all of eval_temperature, eval_max_new_tokens, eval_min_new_tokens or none (got "
+                             f"{vals}); e.g. dapo_config: {{eval_temperature: 0.0, eval_max_new_tokens: 96, "
+                             f"eval_min_new_tokens: 96}}")
+        return GenerationRegime(float(vals[0]), int(vals[1]), int(vals[2]))
+
+    def regime_grid(self) -> list[GenerationRegime]:
+        """The regime pilot's settings (:func:`qscope_utils.regime.regime_grid`)."""
+        return regime_grid(self.max_new_tokens, self.regime_temperatures, self.regime_length_mults,
+                           self.regime_eos_floors)
 
     @classmethod
     def for_profile(cls, name: str, paper_model: str = "8B") -> "DAPOConfig":
         if name == "smoke":
             return cls(G=3, n_prompts=2, n_steps=2, max_new_tokens=12, cache_len=4, ppo_epochs=1, minibatches=2,
-                       n_train_problems=50, n_eval_problems=8, n_ppl_texts=8, n_val_problems=4, n_val_texts=4)
+                       n_train_problems=50, n_eval_problems=8, n_ppl_texts=8, n_val_problems=4, n_val_texts=4,
+                       regime_temperatures=(1.0, 0.0), regime_length_mults=(1, 2), n_regime_prompts=4)
         if name == "mini":
             return cls()
         if name == "paper":
@@ -222,7 +260,10 @@ class DAPOConfig:
                        ppo_epochs=1, minibatches=4, micro_batch=4, grad_checkpointing=True,
                        n_train_problems=7473, n_eval_problems=250, n_ppl_texts=1000,
                        paper_model=paper_model, answer_rule="last", train_data=("openai/gsm8k", "main", "train"),
-                       eval_data=("juletxara/mgsm", "en", "test"), max_batch_tokens=65_536)
+                       eval_data=("juletxara/mgsm", "en", "test"), max_batch_tokens=65_536,
+                       # the report's ordinary sampling (T = 1, L_max, end-of-text allowed): one pilot cell that
+                       # records the pre-RL repeat ratio; widen the grid if the base model does not loop there
+                       regime_temperatures=(1.0,), regime_length_mults=(1,), regime_eos_floors=(0.0,))
         raise ValueError(f"unknown profile {name!r}: choose mini, smoke or paper")
 
     def profile_overrides(self) -> dict:
@@ -247,6 +288,32 @@ def paper_compute(model: str, cfg: DAPOConfig | None = None, mean_len_frac: floa
     flops = tok * N * (2 + 2 + 6 * cfg.ppo_epochs)
     return {"model": model, "tokens": tok, "flops": flops, "gpu_hours_lower_bound": flops / (mfu * peak_flops) / 3600,
             "train_memory_gb_full_adamw": N * 16 / 1e9}
+
+
+# --------------------------------------------------------------------------------------------- selection
+def pick_variant(val: pd.DataFrame, ppl_ratio_max: float = 1.5, vanilla: str = "vanilla DAPO") -> tuple[str, str]:
+    """The SAE arm's variant from its validation table: ``(chosen arm, rule in words)``.
+
+    ``val``: one row per arm with ``arm``, ``val_ppl``, ``val_stress`` (repeat ratio under steering
+    stress) and its 95% interval ``val_stress_lo`` / ``val_stress_hi``, ``ppl_ratio_vs_vanilla``; the
+    ``vanilla`` row is not a candidate. Eligible: perplexity ratio <= ``ppl_ratio_max``. Among them, in
+    order of increasing validation perplexity (least damage first), the first whose stress ratio is within
+    one standard error (from its interval) of the lowest: :func:`qscope_utils.stats.one_se_pick`, so the
+    pick does not flip between near-tied variants with noise. None eligible: the lowest perplexity.
+    """
+    from .stats import one_se_pick, se_from_interval
+
+    cand = val[val.arm != vanilla]
+    if cand.empty:
+        raise ValueError(f"no SAE-arm variant in the validation table (arms: {list(val.arm)})")
+    ok = cand[cand.ppl_ratio_vs_vanilla <= ppl_ratio_max].sort_values("val_ppl", kind="stable")
+    if ok.empty:
+        return (str(cand.sort_values("val_ppl", kind="stable").iloc[0].arm),
+                f"NO variant within {ppl_ratio_max} x vanilla's validation perplexity: the lowest perplexity")
+    ses = [se_from_interval(lo, hi) for lo, hi in zip(ok.val_stress_lo, ok.val_stress_hi)]
+    chosen, _ = one_se_pick(list(ok.arm), list(ok.val_stress), ses, maximize=False)
+    return (str(chosen), f"among variants with perplexity <= {ppl_ratio_max} x vanilla, the lowest validation "
+            "perplexity whose validation stress repeat ratio is within one standard error of the lowest (one-SE rule)")
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -346,11 +413,13 @@ def evaluate_policy(model: nn.Module, tokenizer, problems, detector: RepetitionD
                     max_new_tokens: int, temperature: float = 1.0, seed: int = 1234, n_boot: int = 1000,
                     ppl_texts: list[str] | None = None, extra_prompts: list[str] | None = None,
                     answer_rule: str = "first", stress_vectors: dict[int, torch.Tensor] | None = None,
-                    max_batch_tokens: int | None = None) -> dict:
+                    max_batch_tokens: int | None = None, regime: GenerationRegime | None = None) -> dict:
     """Held-out metrics of one policy, each {'ratio'|'mean', 'lo', 'hi'} with a 95% bootstrap CI over prompts:
 
-    repeat_task: repeat ratio of ``n_samples`` sampled responses per held-out problem; acc_sampled (same
-    samples) and acc_greedy; repeat_text / repeat_text_greedy on ``extra_prompts`` (e.g. corpus text
+    repeat_task: repeat ratio of the held-out problems' responses in the evaluation ``regime``
+    (:func:`qscope_utils.regime.regime_repeat_ratio`, with its generated-token count; None = the rollout
+    setting below); repeat_task_rollout: repeat ratio of ``n_samples`` responses per problem sampled like
+    the RL rollouts (``max_new_tokens``, ``temperature``); acc_sampled (same samples) and acc_greedy; repeat_text / repeat_text_greedy on ``extra_prompts`` (e.g. corpus text
     prefixes); repeat_stress: repeat ratio of sampled task responses while steering with
     ``stress_vectors`` (how easily the policy is pushed into a loop); ppl on ``ppl_texts``.
     Every generation streams in batches of at most ``max_batch_tokens`` tokens (rows x (prompt +
@@ -367,7 +436,11 @@ def evaluate_policy(model: nn.Module, tokenizer, problems, detector: RepetitionD
                         max_batch_tokens=max_batch_tokens)
     from .repetition import repeat_ratio
 
-    out = {"repeat_task": repeat_ratio(detector.flags(ro).reshape(n, n_samples), n_boot=n_boot, seed=seed),
+    rollout = repeat_ratio(detector.flags(ro).reshape(n, n_samples), n_boot=n_boot, seed=seed)
+    task = rollout if regime is None else regime_repeat_ratio(
+        model, tokenizer, [p.prompt for p in problems], regime, detector, n_samples, seed=seed + 3, n_boot=n_boot,
+        max_batch_tokens=max_batch_tokens)
+    out = {"repeat_task": task, "repeat_task_rollout": rollout,
            "acc_sampled": _ci(answer_correct(ro.texts, answers, answer_rule).view(n, -1).mean(1).numpy(), n_boot, seed),
            "acc_greedy": _ci(answer_correct(g.texts, [p.answer for p in problems], answer_rule).numpy(), n_boot, seed),
            "repeat_task_greedy": _ci(detector.flags(g).astype(float), n_boot, seed),

@@ -659,7 +659,8 @@ def fig_07_training_curves(d: Path, meta: dict | None = None):
 @figure("07_comparison", "07_comparison.csv", "07_summary.json")
 def fig_07_comparison(d: Path, meta: dict | None = None):
     comp, s = _read(d, "07_comparison.csv"), _summary(d, "07", meta)
-    titles = {"repeat_task": "repeat ratio, arithmetic (sampled)", "repeat_text": "repeat ratio, text prefixes (sampled)",
+    titles = {"repeat_task": f"repeat ratio, arithmetic ({(s.get('eval_regime') or {}).get('label', 'sampled')})",
+              "repeat_text": "repeat ratio, text prefixes (sampled)",
               "repeat_text_greedy": "repeat ratio, text prefixes (greedy)",
               "repeat_stress": f"repeat ratio under steering (alpha={s['alpha']:g}, f={s['feature']})",
               "acc_greedy": "accuracy, arithmetic (greedy)", "ppl": "held-out perplexity"}

@@ -161,16 +161,22 @@ def f06(d: dict) -> list[str]:
 def f07(d: dict) -> list[str]:
     arms = d["arms"]
     natural = max(a["repeat_task"]["ratio"] for a in arms.values())
+    reg = d.get("eval_regime")
+    where = (f"in the evaluation regime chosen before training ({reg['label']}; "
+             f"{d.get('regime_rule', {}).get('rule', '?')}, band {d.get('regime_rule', {}).get('band', '?')})"
+             if reg else "under ordinary sampling")
     out = []
     if natural == 0:
-        out.append(_b("Repeat ratio under ordinary sampling (report: drops sharply after SAE-guided DAPO): our model "
-                      "never loops on its own before or after RL (0.00 in every arm):", UNTESTABLE))
+        out.append(_b(f"Repeat ratio {where} (report: drops sharply after SAE-guided DAPO): our model never loops on "
+                      "its own before or after RL (0.00 in every arm):", UNTESTABLE))
     else:
-        out.append(_b("Repeat ratio under ordinary sampling: "
+        s, v = arms.get("DAPO + SAE rollouts", {}).get("repeat_task"), arms.get("vanilla DAPO", {}).get("repeat_task")
+        verdict = UNTESTABLE if not (s and v) else (REPRODUCED if s["hi"] < v["lo"] else
+                                                    NOT_REPRODUCED if s["lo"] > v["hi"] else UNTESTABLE)
+        out.append(_b(f"Repeat ratio {where} (report: drops sharply after SAE-guided DAPO): "
                       + "; ".join(f"{k} {a['repeat_task']['ratio']:.2f} [{a['repeat_task']['lo']:.2f}, "
-                                  f"{a['repeat_task']['hi']:.2f}]" for k, a in arms.items()) + ":",
-                      REPRODUCED if arms.get("DAPO + SAE rollouts", {}).get("repeat_task", {}).get("hi", 1)
-                      < arms.get("vanilla DAPO", {}).get("repeat_task", {}).get("lo", 0) else UNTESTABLE))
+                                  f"{a['repeat_task']['hi']:.2f}]" for k, a in arms.items())
+                      + (" (SAE arm vs vanilla: intervals overlap)" if verdict == UNTESTABLE else "") + ":", verdict))
     stress = "; ".join(f"{k} {a['repeat_stress']['ratio']:.2f} [{a['repeat_stress']['lo']:.2f}, "
                        f"{a['repeat_stress']['hi']:.2f}]" for k, a in arms.items())
     out.append(f"- With the repetition feature (#{d['feature']}, layer {d['layer']}) steered in at evaluation, repeat "

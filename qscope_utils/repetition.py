@@ -242,7 +242,7 @@ def _eos_ids(model, tokenizer) -> set[int]:
 def sample_rollouts(model: nn.Module, tokenizer, prompts: list[str], max_new_tokens: int = 32,
                     temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
                     steer_vectors: dict[int, torch.Tensor] | None = None, steer_rows=None,
-                    do_sample: bool = True, max_batch_tokens: int | None = None) -> Rollouts:
+                    do_sample: bool = True, max_batch_tokens: int | None = None, min_new_tokens: int = 0) -> Rollouts:
     """Sample one response per prompt (KV cache on), optionally steering some rows.
 
     steer_vectors: {layer: (d_model,) vector} added at every position and decode step (shared
@@ -254,22 +254,29 @@ def sample_rollouts(model: nn.Module, tokenizer, prompts: list[str], max_new_tok
     that many tokens (rows x (prompt + max_new_tokens), :func:`generation_groups`) run one after
     another from one seeded random stream, so memory is bounded. Greedy results do not depend on the
     grouping; sampled ones do (the random stream is drawn per batch), so a profile keeps one budget.
+
+    min_new_tokens: end-of-text is suppressed for the first this-many tokens (HF ``min_new_tokens``; 0 =
+    ordinary generation): a minimum response length (:mod:`qscope_utils.regime`).
     """
+    if not 0 <= min_new_tokens <= max_new_tokens:
+        raise ValueError(f"min_new_tokens={min_new_tokens} must lie in 0..max_new_tokens={max_new_tokens}")
     if not prompts:
         raise ValueError("no prompts to sample from")
     torch.manual_seed(seed)
     groups = generation_groups(tokenizer, prompts, max_new_tokens, max_batch_tokens)
     parts = [_rollout_batch(model, tokenizer, [prompts[i] for i in g], max_new_tokens, temperature, top_p,
-                            steer_vectors, local_rows(steer_rows, g), do_sample) for g in groups]
+                            steer_vectors, local_rows(steer_rows, g), do_sample, min_new_tokens) for g in groups]
     return parts[0] if len(parts) == 1 else _concat_rollouts(parts, _pad_id(tokenizer, _eos_ids(model, tokenizer)))
 
 
 def _rollout_batch(model, tokenizer, prompts, max_new_tokens, temperature, top_p, steer_vectors, steer_rows,
-                   do_sample) -> Rollouts:
+                   do_sample, min_new_tokens: int = 0) -> Rollouts:
     """One left-padded ``generate`` batch (the caller seeds the random stream)."""
     enc, eos, pad = left_padded_batch(model, tokenizer, prompts)
     kw = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=pad, eos_token_id=sorted(eos),
               use_cache=True)
+    if min_new_tokens:
+        kw["min_new_tokens"] = min_new_tokens
     if do_sample:
         kw.update(temperature=temperature, top_p=top_p, top_k=0)
     if steer_vectors and steer_rows != []:

@@ -179,12 +179,23 @@ def p07(d: dict) -> list[dict]:
     v, s = arms["vanilla DAPO"], arms["DAPO + SAE rollouts"]
     natural = max(a["repeat_task"]["ratio"] for a in arms.values())
     n = v["repeat_stress"]["n_prompts"]
-    out = [{"section": "§8", "notebook": "07", "claim": "the repeat ratio drops sharply (ordinary sampling)",
-            "design": "repeat ratio, vanilla vs SAE arm", "unit": "prompts", "n": v["repeat_task"]["n_prompts"],
-            "estimate": s["repeat_task"]["ratio"] - v["repeat_task"]["ratio"], "se": None, "mde": None,
-            "target_effect": None, "target_basis": f"untestable: the unsteered policy's repeat ratio is {natural:.2f} "
-            "in every arm, so there is no drop to detect at any n", "n_needed": None,
-            "source": "07_summary.json arms.*.repeat_task"}]
+    reg = d.get("eval_regime")
+    regime = f"in the pre-registered evaluation regime ({reg['label']})" if reg else "under ordinary sampling"
+    claim = f"the repeat ratio drops sharply ({'evaluation regime' if reg else 'ordinary sampling'})"
+    vt, st = v["repeat_task"], s["repeat_task"]
+    design = (f"two arms on the same prompts, repeat-ratio difference {regime} ({vt['n_samples']} response(s) per "
+              "prompt; treated as two samples)")
+    if natural == 0:
+        out = [{"section": "§8", "notebook": "07", "claim": claim, "design": design, "unit": "prompts",
+                "n": vt["n_prompts"], "estimate": st["ratio"] - vt["ratio"], "se": None, "mde": None,
+                "target_effect": None, "target_basis": f"untestable: the unsteered policy's repeat ratio {regime} is "
+                f"{natural:.2f} in every arm, so there is no drop to detect at any n", "n_needed": None,
+                "source": "07_summary.json arms.*.repeat_task"}]
+    else:
+        out = [_row("§8", "07", claim, design, "prompts", vt["n_prompts"], st["ratio"] - vt["ratio"],
+                    _two_arm_se(vt, st, "lo", "hi"), -RELATIVE_CUT * vt["ratio"],
+                    f"a {RELATIVE_CUT:.0%} cut of vanilla's ratio {vt['ratio']:.2f} {regime}",
+                    "07_summary.json arms.*.repeat_task")]
     target = -RELATIVE_CUT * v["repeat_stress"]["ratio"]
     out.append(_row("§8", "07", "the repeat ratio drops sharply (repetition feature steered in at evaluation)",
                     "two arms on the same prompts, repeat-ratio difference (treated as two samples)", "prompts", n,

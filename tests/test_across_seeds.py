@@ -167,3 +167,21 @@ def test_synthesis_headlines_carry_the_missing_target_counts_and_the_fixed_budge
                  "targets the seed misses": 17, "missing targets covered, feature synthesis": 12,
                  "missing targets covered, natural sampling": 5}
     assert [(p.what, p.value) for p in A.picks("05", d)] == [("layer", 3), ("matched budget", 40)]
+
+
+def test_07_headlines_and_picks_read_the_evaluation_regime():
+    from qscope_utils.across_seeds import headlines, picks
+
+    ci = lambda r, lo, hi, k="ratio": {k: r, "lo": lo, "hi": hi}   # noqa: E731
+    arm = {"repeat_task": ci(0.15, 0.1, 0.2), "repeat_stress": ci(0.4, 0.35, 0.45),
+           "acc_greedy": ci(0.02, 0.0, 0.05, "mean"), "ppl": ci(40.0, 33.0, 47.0, "ppl")}
+    d = {"layer": 2, "feature": 1951, "alpha": 24.0, "sae_variant_chosen": "SAE arm (drop)", "arms": {"before RL": arm},
+         "eval_regime": {"label": "greedy, 96 tokens, end-of-text after 96"}}
+    h = {x.quantity: x for x in headlines("07", d)}
+    assert (h["repeat ratio, evaluation regime, before RL"].value, h["repeat ratio, evaluation regime, before RL"].lo) \
+        == (0.15, 0.1)
+    assert h["stress repeat ratio, before RL"].value == 0.4 and h["held-out perplexity, before RL"].value == 40.0
+    p = {x.what: x.value for x in picks("07", d)}
+    assert p["evaluation regime"] == "greedy, 96 tokens, end-of-text after 96" and p["steering α"] == 24.0
+    del d["eval_regime"]                                # an older summary: the other picks still come through
+    assert {x.what: x.value for x in picks("07", d)}["evaluation regime"] is None

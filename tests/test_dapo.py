@@ -169,3 +169,29 @@ def test_hf_problems_gsm8k_and_mgsm_rows(dataset_hub):
     assert [p.answer for p in m] == [9, 13, 17]
     cfg = DAPOConfig.for_profile("paper", "1.7B")
     assert cfg.train_data[0] == "openai/gsm8k" and cfg.eval_data[0] == "juletxara/mgsm" and cfg.answer_rule == "last"
+
+
+# ------------------------------------------------------------------ the SAE arm's variant (one-SE rule)
+def test_pick_variant_one_se_rule_known_answers():
+    import pandas as pd
+
+    from qscope_utils.dapo import pick_variant
+
+    def table(rows):   # (arm, val_ppl, stress, half-width of the stress interval)
+        return pd.DataFrame([{"arm": a, "val_ppl": p, "val_stress": s, "val_stress_lo": s - h, "val_stress_hi": s + h,
+                              "ppl_ratio_vs_vanilla": p / 40.0} for a, p, s, h in rows])
+
+    base = [("vanilla DAPO", 40.0, 0.27, 0.05), ("recipe", 320.0, 0.0, 0.0)]
+    # b has the lowest stress (0.01); a (less damage, stress 0.03) is picked only if 0.03 <= 0.01 + b's SE:
+    # b's interval +-0.0196 -> SE 0.01: not within -> b; +-0.0588 -> SE 0.03: within -> a
+    v, rule = pick_variant(table(base + [("a", 42.0, 0.03, 0.0392), ("b", 44.0, 0.01, 0.0196)]), 1.5)
+    assert v == "b" and "one standard error" in rule
+    v, _ = pick_variant(table(base + [("a", 42.0, 0.03, 0.0392), ("b", 44.0, 0.01, 0.0588)]), 1.5)
+    assert v == "a"
+    # ties at 0 (the committed mini case): the lowest perplexity among the eligible; the recipe is not eligible
+    v, _ = pick_variant(table(base + [("drop", 42.6, 0.0, 0.0), ("trunc", 43.5, 0.0, 0.0)]), 1.5)
+    assert v == "drop"
+    v, rule = pick_variant(table(base + [("x", 100.0, 0.0, 0.0)]), 1.5)      # none eligible: the lowest perplexity
+    assert v == "x" and rule.startswith("NO variant")
+    with pytest.raises(ValueError, match="no SAE-arm variant"):
+        pick_variant(table(base[:1]), 1.5)

@@ -133,3 +133,21 @@ def test_synthesis_cell_uses_the_paired_mcnemar_over_missing_targets():
     assert F.render("05", _synth(3, 1, 0.625)).rstrip().endswith("**untestable at this scale**.")   # right way, noise
     assert F.render("05", _synth(1, 3, 0.625)).rstrip().endswith("**not reproduced**.")            # natural covers more
     assert F.render("05", _synth(7, 0, 0.0156, p_rand=0.2)).rstrip().endswith("**untestable at this scale**.")
+
+
+def test_dapo_cell_judges_the_drop_in_the_pre_registered_regime():
+    def arm(r, lo, hi):
+        return {"repeat_task": {"ratio": r, "lo": lo, "hi": hi, "n_prompts": 150, "n_samples": 1},
+                "repeat_stress": {"ratio": 0.3, "lo": 0.25, "hi": 0.35},
+                "acc_greedy": {"mean": 0.03, "lo": 0.01, "hi": 0.05}}
+    reg = {"temperature": 0.0, "max_new_tokens": 96, "min_new_tokens": 96, "label": "greedy, 96 tokens, end-of-text after 96"}
+    d = {"feature": 7, "layer": 2, "eval_regime": reg, "regime_rule": {"rule": "closest to band", "band": [0.3, 0.7]},
+         "arms": {"before RL": arm(0.15, 0.1, 0.2), "vanilla DAPO": arm(0.2, 0.14, 0.26),
+                  "DAPO + SAE rollouts": arm(0.05, 0.02, 0.09)}}
+    md = F.render("07", d)
+    assert "in the evaluation regime chosen before training (greedy, 96 tokens, end-of-text after 96; closest to band" in md
+    assert "DAPO + SAE rollouts 0.05 [0.02, 0.09]: **reproduced**" in md
+    d["arms"]["DAPO + SAE rollouts"] = arm(0.35, 0.28, 0.42)           # the SAE arm loops MORE: reversed
+    assert "0.35 [0.28, 0.42]: **not reproduced**" in F.render("07", d)
+    d["arms"]["DAPO + SAE rollouts"] = arm(0.18, 0.12, 0.24)           # overlapping intervals
+    assert "(SAE arm vs vanilla: intervals overlap): **untestable at this scale**" in F.render("07", d)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import json
 import os
 import subprocess
@@ -56,3 +57,28 @@ def test_section6_rows_use_the_paired_missing_target_counts():
     old = {k: v for k, v in d.items() if k not in ("missing_covered_at_matched_budget", "target_set")}
     assert _power_module().p05(old)[0]["estimate"] == pytest.approx(0.2 * 30 / 12)   # from Cov(T), older summaries
     assert dn["n"] == 400
+
+
+def test_power_07_rows_in_the_evaluation_regime(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("power", ROOT / "scripts" / "power.py")
+    power = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(power)
+    ci = lambda r, lo, hi, k="ratio", n=150, m=1: {k: r, "lo": lo, "hi": hi, "n_prompts": n, "n_samples": m}  # noqa: E731
+    arm = lambda t: {"repeat_task": t, "repeat_stress": ci(0.3, 0.25, 0.35, m=4),   # noqa: E731
+                     "acc_greedy": ci(0.03, 0.01, 0.05, "mean")}
+    d = {"eval_regime": {"label": "greedy, 96 tokens, end-of-text after 96"},
+         "arms": {"before RL": arm(ci(0.15, 0.1, 0.2)), "vanilla DAPO": arm(ci(0.2, 0.1, 0.3)),
+                  "DAPO + SAE rollouts": arm(ci(0.1, 0.0, 0.2))}}
+    r = power.p07(d)[0]
+    se = math.hypot(0.2, 0.2) / (2 * 1.959964)           # two arms, each interval 0.2 wide
+    assert r["claim"] == "the repeat ratio drops sharply (evaluation regime)" and r["n"] == 150
+    assert "greedy, 96 tokens, end-of-text after 96" in r["design"] and "1 response(s) per prompt" in r["design"]
+    assert r["estimate"] == pytest.approx(-0.1) and r["se"] == pytest.approx(se, rel=1e-4)
+    assert r["target_effect"] == pytest.approx(-0.1)     # a 50% cut of vanilla's 0.2
+    assert r["n_needed"] == math.ceil(150 * (2.801585 * se / 0.1) ** 2)
+    for a in d["arms"].values():                        # nothing loops: untestable, no MDE
+        a["repeat_task"] = ci(0.0, 0.0, 0.0)
+    r = power.p07(d)[0]
+    assert r["mde"] is None and r["target_basis"].startswith("untestable")

@@ -18,10 +18,15 @@
 #    group's only signal, and AdamW turns even a down-weighted push-down of these off-policy tokens into
 #    full-size steps. Variants (`sae_variants`): drop such steered rows (`drop_overlong_only`), drop
 #    truncated steered rows, a weight 0.25 with the normal rows normalised among themselves. Chosen on TRAINING-split problems and
-#    validation texts, never the test set: the variant with the lowest repeat ratio under steering stress
-#    among those whose validation perplexity is within `ppl_ratio_max` x vanilla's.
+#    validation texts, never the test set: among the variants whose validation perplexity is within
+#    `ppl_ratio_max` x vanilla's, the least damaging one whose repeat ratio under steering stress is within one
+#    standard error of the lowest.
 # 5. **Comparison** of before RL / vanilla DAPO / the report's SAE recipe / the chosen SAE variant on
 #    held-out prompts: repeat ratio (bootstrap CI over prompts), accuracy, held-out perplexity.
+#
+# 0. **The evaluation regime, pre-registered**: before anything is trained, the pre-RL policy's repeat ratio
+#    on training prompts over a grid of generation settings; the regime of the ordinary-sampling comparison
+#    is picked by a rule fixed in advance, so the report's headline (ordinary samples loop less) is testable.
 #
 # The report gives no detector, layer, feature, alpha or RL hyper-parameters: all are parameters here.
 # Long paper runs: `launch="launch"` starts each arm with `accelerate launch` (`accelerate_config`, e.g.
@@ -66,6 +71,7 @@ import torch
 from qscope_utils import dapo as D
 from qscope_utils import dapo_trainer as DT
 from qscope_utils import launch as LA
+from qscope_utils import regime as RG
 from qscope_utils import repetition as R
 from qscope_utils.hooks import capture_residuals, pad_ids
 from qscope_utils.params import override_config
@@ -95,6 +101,38 @@ else:
 det = rcfg.detector
 print(f"backbone {prof.backbone} | SAE {scope.group.repo_id} candidate layers {cand_layers} | detector {det}")
 print(dcfg)
+
+# %% [markdown]
+# ## 0 · The evaluation regime, chosen before any training
+# The report's headline is about ORDINARY samples: the repeat ratio drops sharply after SAE-guided DAPO. A drop
+# only shows where the unsteered policy loops. Before anything is trained, the pre-RL policy's repeat ratio is
+# measured on `n_regime_prompts` TRAINING-split problems (`n_samples` each; 1 when greedy) over the grid
+# temperature x length limit x end-of-text floor (`DAPOConfig.regime_*`; the floor is the share of the length
+# limit during which end-of-text is suppressed, a minimum response length as a chain of thought imposes). The
+# rule, fixed here before any arm's result exists (`regime.pick_regime`): the cheapest setting (generated-token
+# budget per prompt) whose ratio lies in `regime_band`; if none does, the one closest to the band. The arms'
+# `repeat_task` is measured in that regime; RL rollouts, the screen, the sweep and the stress test keep the
+# report's ordinary sampling (`max_new_tokens`, `temperature`): the report trains with it, and a forced length in
+# training would give every rollout the same overlong penalty at several times the cost.
+
+# %%
+regime_prompts = [p.prompt for p in D._problems(dcfg, "train", dcfg.n_regime_prompts, seed + 7)]
+pilot = RG.pilot_regimes(model, tok, regime_prompts, dcfg.regime_grid(), det, rcfg.n_samples, seed=seed + 7,
+                         n_boot=rcfg.n_boot, max_batch_tokens=dcfg.max_batch_tokens)
+regime_rule = RG.pick_regime(pilot, tuple(dcfg.regime_band))
+eval_regime = dcfg.eval_regime()
+if eval_regime is None:
+    eval_regime = RG.GenerationRegime(regime_rule["temperature"], regime_rule["max_new_tokens"],
+                                      regime_rule["min_new_tokens"])
+else:
+    regime_rule = {**regime_rule, "rule": "given (dapo_config eval_*)", "rule_would_pick": regime_rule["label"]}
+pilot["chosen"] = pilot.label == eval_regime.label
+save_table(pilot, profile, "07_regime_pilot")
+print(f"evaluation regime: {eval_regime.label} ({regime_rule['rule']}; band {list(dcfg.regime_band)}; pre-RL ratio "
+      f"{regime_rule['ratio']:.3f} [{regime_rule['lo']:.3f}, {regime_rule['hi']:.3f}] on training prompts); pilot: "
+      f"{len(pilot)} settings, {int(pilot.generated_tokens.sum())} generated tokens")
+pilot[["temperature", "max_new_tokens", "min_new_tokens", "ratio", "lo", "hi", "mean_len", "budget_tokens",
+       "chosen"]].round(3)
 
 # %% [markdown]
 # ## 1 · Repetition features
@@ -265,8 +303,9 @@ curves.groupby("arm", sort=False)[["reward", "accuracy", "repeat_ratio", "length
 # ## 5 · Choosing the SAE arm's variant on validation (training-split problems, validation texts)
 # Validation perplexity on held-out texts disjoint from the test texts, and the repeat ratio under steering
 # stress on TRAINING-split problems (the SAE arm's purpose: a policy that is hard to push into a loop).
-# Eligible: validation perplexity <= `ppl_ratio_max` x vanilla's; chosen: the lowest stress repeat ratio among
-# the eligible (ties: lower perplexity). If none is eligible, the lowest perplexity, said plainly.
+# Eligible: validation perplexity <= `ppl_ratio_max` x vanilla's; chosen (`dapo.pick_variant`, the one-standard-error
+# rule): in order of increasing validation perplexity, the first eligible variant whose stress repeat ratio is within
+# one SE of the lowest, so near-ties do not flip the pick. If none is eligible, the lowest perplexity, said plainly.
 
 # %%
 all_texts = eval_texts(prof, n=dcfg.n_ppl_texts + dcfg.n_val_texts, seed=seed + 1)
@@ -282,14 +321,7 @@ for name, m in policies.items():      # one trained policy loaded at a time
 val = pd.DataFrame(val_rows)
 van_ppl = float(val.set_index("arm").loc[VANILLA, "val_ppl"])
 val["ppl_ratio_vs_vanilla"] = val.val_ppl / van_ppl
-cand = val[val.arm != VANILLA]
-ok = cand[cand.ppl_ratio_vs_vanilla <= ppl_ratio_max]
-if len(ok):
-    chosen = ok.sort_values(["val_stress", "val_ppl"]).iloc[0].arm
-    choice_rule = f"lowest validation stress repeat ratio among variants with perplexity <= {ppl_ratio_max} x vanilla"
-else:
-    chosen = cand.sort_values("val_ppl").iloc[0].arm
-    choice_rule = f"NO variant within {ppl_ratio_max} x vanilla's validation perplexity: the lowest perplexity"
+chosen, choice_rule = D.pick_variant(val, ppl_ratio_max, VANILLA)
 val["chosen"] = val.arm == chosen
 save_table(val, profile, "07_variant_validation")
 RECIPE = next(iter(variant_names))                   # the report's recipe: first variant (token-level, weight 1)
@@ -306,8 +338,8 @@ fig = F.render(profile, "07_training_curves", {"dapo": {"G": dcfg.G, "n_prompts"
 
 # %% [markdown]
 # ## 6 · Before RL vs vanilla DAPO vs the SAE arm (held-out test prompts)
-# Held-out arithmetic problems (never in the pretraining corpus), `n_samples` sampled responses each;
-# repeat ratio also on held-out corpus text prefixes (general prompts); perplexity on held-out corpus
+# Held-out arithmetic problems (never in the pretraining corpus): repeat ratio in the evaluation regime of
+# section 0 (`repeat_task`) and sampled like the RL rollouts (`n_samples` each, with the accuracy); repeat ratio also on held-out corpus text prefixes (general prompts); perplexity on held-out corpus
 # texts. Intervals: 95% percentile bootstrap over prompts (texts for perplexity). Arms: before RL, vanilla,
 # the chosen SAE variant and, if different, the report's recipe (token-level, weight 1).
 
@@ -322,11 +354,13 @@ for name, key in arms.items():      # one trained policy loaded at a time
     evals[name] = D.evaluate_policy(m, tok, heldout, det, rcfg.n_samples, dcfg.max_new_tokens, dcfg.temperature,
                                     seed=seed + 1234, n_boot=rcfg.n_boot, ppl_texts=ppl_texts, extra_prompts=text_prompts,
                                     answer_rule=dcfg.answer_rule, stress_vectors=steer_vec,
-                                    max_batch_tokens=dcfg.max_batch_tokens)
+                                    max_batch_tokens=dcfg.max_batch_tokens, regime=eval_regime)
     if key is not None:
         policies.release(key)
 del m
-METRICS = {"repeat_task": "repeat ratio, arithmetic (sampled)", "repeat_text": "repeat ratio, text prefixes (sampled)",
+METRICS = {"repeat_task": f"repeat ratio, arithmetic ({eval_regime.label})",
+           "repeat_task_rollout": "repeat ratio, arithmetic (sampled like the RL rollouts)",
+           "repeat_text": "repeat ratio, text prefixes (sampled)",
            "repeat_text_greedy": "repeat ratio, text prefixes (greedy)",
            "repeat_stress": f"repeat ratio under steering (alpha={alpha:g}, f={feature})",
            "acc_greedy": "accuracy, arithmetic (greedy)", "acc_sampled": "accuracy, arithmetic (sampled)",
@@ -382,6 +416,14 @@ summary = {
                         f"{ppl_ratio_max} x); variant {chosen}: {choice_rule}"),
     "launch": launch,
     "detector": vars(det),
+    "eval_regime": {**vars(eval_regime), "label": eval_regime.label},
+    "regime_rule": regime_rule,
+    "regime_pilot": pilot.drop(columns=["label"]).to_dict("records"),
+    "regime_cost": {"pilot_generated_tokens": int(pilot.generated_tokens.sum()),
+                    "pilot_budget_tokens": int(pilot.budget_tokens.sum()),
+                    "repeat_task_generated_tokens": {n: e["repeat_task"].get("generated_tokens") for n, e in evals.items()},
+                    "rollout_sampling_generated_tokens": {n: round(e["mean_len"] * len(heldout) * rcfg.n_samples)
+                                                          for n, e in evals.items()}},
     "arms": {n: {k: v for k, v in e.items() if k != "examples"} for n, e in evals.items()},
     "examples": {n: e["examples"] for n, e in evals.items()},
     "delta_sae_minus_vanilla": {**{k: float(sae_arm[k] - van[k]) for k in METRICS if k != "acc_greedy"},
