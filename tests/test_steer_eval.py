@@ -250,6 +250,13 @@ def test_notebook_runs_on_smoke(smoke_scope, tmp_path, monkeypatch):
     assert 0.0 <= rec["case2"]["classifier_heldout"]["accuracy"] <= 1.0
     s1 = pd.read_csv(out / "02_case1_summary.csv")
     assert {"baseline", "clamp=0"} <= set(s1.condition)
+    # the recorded operating point is the one-SE rule's pick on the saved sweep, the argmax beside it
+    want = se.pick_alpha(s1, "has_script", "down", cost="nll", max_cost=rec["config"]["max_nll_cost"])
+    got = rec["case1"]["has_script"]
+    assert got["best_steered"]["condition"] == want["best_steered"]["condition"] != "none"
+    assert got["argmax_steered"]["condition"] == want["argmax_steered"]["condition"]
+    assert got["selection_rule"] == want["selection_rule"]
+    assert "argmax_steered" in rec["case2"]["p_classical"]
     assert took < 180, f"smoke notebook took {took:.0f} s"
 
 

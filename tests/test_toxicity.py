@@ -344,4 +344,9 @@ def test_notebook_04_runs_on_smoke(run_notebook_smoke, smoke_scope):
     assert ((grid.f1 >= 0) & (grid.f1 <= 1)).all()
     summary = json.loads((out / "04_summary.json").read_text())
     assert summary["languages"] == ["es", "it"] and summary["_meta"]["seed"] == 0
+    for lang in ("es", "it"):
+        by_k = summary["or_rule_at_top1diff_layer"][lang]
+        assert summary["k_selection"][lang] == tx.pick_k(by_k)                      # one-SE K, argmax beside it
+        sel = summary["layer_selection"][lang]
+        assert sel["top1diff"] == by_k["K=1"]["layer"] and sel["margin_se"] >= 0
     assert executed.exists()
