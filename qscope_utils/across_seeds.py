@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .findings import FINDINGS, NOT_REPRODUCED, REPRODUCED, UNTESTABLE
+from .findings import FINDINGS, NOT_REPRODUCED, REPRODUCED, UNTESTABLE, chosen_k as _best_k
 from .paths import seeded
 
 __all__ = ["Headline", "Pick", "headlines", "picks", "load_seeds", "aggregate", "settle", "power_note", "render",
@@ -78,15 +78,11 @@ def _h03(d):
          for k in ("pearson_direct", "pearson_partial", "spearman_direct", "spearman_partial")]
 
 
-def _best_k(ks: dict) -> tuple[str, dict]:
-    return max(ks.items(), key=lambda kv: kv[1]["f1"])
-
-
 def _h04(d):
     out = []
-    for lang, ks in d["or_rule_at_top1diff_layer"].items():
-        _, r = _best_k(ks)
-        out.append(Headline(f"OR-rule F1 {lang} (best K)", r["f1"], *r["f1_ci95"], fmt="{:.2f}"))
+    for lang in d["or_rule_at_top1diff_layer"]:
+        _, r = _best_k(d, lang)
+        out.append(Headline(f"OR-rule F1 {lang} (chosen K)", r["f1"], *r["f1_ci95"], fmt="{:.2f}"))
     return out + [Headline(f"10% data keeps (K={r['K']})", r["ratio_to_full"], fmt="{:.2f}")
                   for r in d["data_efficiency_macro_f1"] if abs(r["fraction"] - 0.1) < 1e-9]
 
@@ -121,23 +117,31 @@ def _h07(d):
     return out
 
 
-def _alpha_mult(d: dict, case: str, metric: str, feat: str) -> float:
-    return round(d[case][metric]["best_steered"]["alpha"] / d["alpha_scale"][feat], 2)
+def _alpha_mult(d: dict, case: str, metric: str, feat: str, key: str = "best_steered") -> float:
+    return round(d[case][metric][key]["alpha"] / d["alpha_scale"][feat], 2)
 
 
 def _p02(d):
-    return [Pick("layer", d["layer"]), Pick("zh feature", d["zh_feature"], False),
-            Pick("lzh feature", d["lzh_feature"], False),
-            Pick("case 1 α / scale", _alpha_mult(d, "case1", "has_script", "zh")),
-            Pick("case 2 α / scale", _alpha_mult(d, "case2", "p_classical", "lzh"))]
+    out = [Pick("layer", d["layer"]), Pick("zh feature", d["zh_feature"], False),
+           Pick("lzh feature", d["lzh_feature"], False)]
+    for case, metric, feat in (("case1", "has_script", "zh"), ("case2", "p_classical", "lzh")):
+        n = case[-1]
+        out.append(Pick(f"case {n} α / scale", _alpha_mult(d, case, metric, feat)))
+        if "argmax_steered" in d[case][metric]:   # summaries from before the one-SE rule lack it
+            out.append(Pick(f"case {n} α / scale (argmax, not used)", _alpha_mult(d, case, metric, feat, "argmax_steered")))
+    return out
 
 
 def _p04(d):
     out = []
-    for lang, ks in d["or_rule_at_top1diff_layer"].items():
-        k, r = _best_k(ks)
-        out += [Pick(f"top1-diff layer {lang}", r["layer"]), Pick(f"best K {lang}", k),
+    for lang in d["or_rule_at_top1diff_layer"]:
+        k, r = _best_k(d, lang)
+        out += [Pick(f"top1-diff layer {lang}", r["layer"]), Pick(f"chosen K {lang}", k),
                 Pick(f"top feature {lang}", r["features"][0], False)]
+        if lang in d.get("k_selection", {}):
+            out.append(Pick(f"best K {lang} (argmax, not used)", _best_k(d, lang, "argmax")[0]))
+        if lang in d.get("layer_selection", {}):
+            out.append(Pick(f"one-SE layer {lang} (not used)", d["layer_selection"][lang]["one_se"]))
     return out
 
 

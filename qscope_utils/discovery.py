@@ -283,26 +283,41 @@ def pick_feature(response_rank: pd.DataFrame | None, contrast_rank: pd.DataFrame
     Among the ``top`` features of the bad-response ranking, the one with the largest contrast
     difference (the most language-specific of the features that fire on the bad tokens); without a
     response ranking (no bad response found), the top contrast feature. Returns {feature,
-    response_rank (or None), contrast_rank, method}.
+    response_rank (or None), contrast_rank, method, runner_up, diff_margin}: ``runner_up`` is the
+    candidate with the next-largest contrast difference and ``diff_margin`` the winner's lead over it
+    (relative: (diff - diff_runner_up) / |diff|; None without a runner-up), so a reader can see how
+    close the pick is to flipping.
     """
     c = contrast_rank.set_index("feature")
     if response_rank is None or response_rank.empty:
-        f = int(contrast_rank.feature.iloc[0])
-        return {"feature": f, "response_rank": None, "contrast_rank": int(c.loc[f, "rank"]), "method": "contrast"}
+        cand = [int(f) for f in contrast_rank.feature.head(2)]
+        return {"feature": cand[0], "response_rank": None, "contrast_rank": int(c.loc[cand[0], "rank"]),
+                "method": "contrast", **_runner_up(cand, c["diff"])}
     cand = [int(f) for f in response_rank.feature.head(top) if int(f) in c.index]
     if not cand:
         raise ValueError(f"none of the top-{top} response features is in the contrast ranking: pass top=None to "
                          f"contrast_features so every feature is ranked")
-    f = max(cand, key=lambda x: float(c.loc[x, "diff"]))
+    cand = sorted(cand, key=lambda x: -float(c.loc[x, "diff"]))      # stable: ties keep the response order
+    f = cand[0]
     r = response_rank.set_index("feature")
     return {"feature": f, "response_rank": int(r.loc[f, "rank"]), "contrast_rank": int(c.loc[f, "rank"]),
-            "method": f"best contrast among top-{top} by response"}
+            "method": f"best contrast among top-{top} by response", **_runner_up(cand, c["diff"])}
+
+
+def _runner_up(ordered: Sequence[int], score: pd.Series) -> dict:
+    """{runner_up, diff_margin} of a pick ``ordered[0]`` over ``ordered[1]`` by ``score`` (feature -> value)."""
+    if len(ordered) < 2:
+        return {"runner_up": None, "diff_margin": None}
+    a, b = float(score.loc[ordered[0]]), float(score.loc[ordered[1]])
+    return {"runner_up": int(ordered[1]), "diff_margin": (a - b) / abs(a) if a else None}
 
 
 def pick_contrast(contrast_rank: pd.DataFrame, min_ratio: float = 2.0, exclude: Iterable[int] = ()) -> dict:
     """The top contrast feature that is *specific* to the positive set: mean_pos >= min_ratio x mean_neg
     (features that merely fire a bit more on the positive set, e.g. a general language feature when
-    contrasting two styles of that language, are skipped), and not in ``exclude``."""
+    contrasting two styles of that language, are skipped), and not in ``exclude``. Also returns the
+    next eligible feature and the relative lead in ``diff`` (``runner_up``, ``diff_margin``) and
+    ``ratio``, whose distance from ``min_ratio`` shows how close the cut is."""
     ex = {int(f) for f in exclude}
     ok = contrast_rank[(contrast_rank.mean_pos >= min_ratio * contrast_rank.mean_neg) & (contrast_rank["diff"] > 0)
                        & ~contrast_rank.feature.isin(ex)]
@@ -310,7 +325,8 @@ def pick_contrast(contrast_rank: pd.DataFrame, min_ratio: float = 2.0, exclude: 
         raise ValueError(f"no feature fires >= {min_ratio}x more on the positive set: lower min_ratio or add data")
     r = ok.iloc[0]
     return {"feature": int(r.feature), "contrast_rank": int(r["rank"]), "ratio": float(r.mean_pos / max(r.mean_neg, 1e-12)),
-            "method": f"top contrast with mean_pos >= {min_ratio} x mean_neg" + (f", excluding {sorted(ex)}" if ex else "")}
+            "method": f"top contrast with mean_pos >= {min_ratio} x mean_neg" + (f", excluding {sorted(ex)}" if ex else ""),
+            **_runner_up([int(x) for x in ok.feature.head(2)], ok.set_index("feature")["diff"])}
 
 
 def given_feature_rank(feature: int, tables: Mapping[str, pd.DataFrame | None], layer: int, top: int = 50,

@@ -89,10 +89,20 @@ def f03(d: dict) -> list[str]:
             _corr(sim["pearson_partial"], 0.755, "Pearson of overlap_min with score correlation, partial")]
 
 
+def chosen_k(d: dict, lang: str, key: str = "pick") -> tuple[str, dict]:
+    """§5: the K notebook 04 chose for ``lang`` by its one-SE rule (``key="argmax"``: the plain argmax
+    recorded beside it), as ``("K=2", row)``; summaries without ``k_selection`` (older): their argmax."""
+    ks = d["or_rule_at_top1diff_layer"][lang]
+    sel = d.get("k_selection", {}).get(lang)
+    if sel is None:
+        return max(ks.items(), key=lambda kv: kv[1]["f1"])
+    return sel[key], ks[sel[key]]
+
+
 def f04(d: dict) -> list[str]:
     out = []
-    for lang, ks in d["or_rule_at_top1diff_layer"].items():
-        k, r = max(ks.items(), key=lambda kv: kv[1]["f1"])
+    for lang in d["or_rule_at_top1diff_layer"]:
+        k, r = chosen_k(d, lang)
         lo, hi = r["f1_ci95"]
         v = REPRODUCED if lo > 0.90 else (NOT_REPRODUCED if hi < 0.90 else UNTESTABLE)
         out.append(_b(f"OR-rule held-out F1 (report: > 0.90 in English): {lang} {r['f1']:.2f} [{lo:.2f}, {hi:.2f}] "

@@ -11,6 +11,9 @@
   continuation under the UNSTEERED model; perplexity = exp(NLL).
 * :func:`cluster_bootstrap` / :func:`summarise`: bootstrap over prompts (all seeds of a prompt
   resampled together), for a metric and for its paired change against the baseline.
+* :func:`pick_alpha`: the operating point of a sweep by a rule stated in advance (the weakest
+  |alpha| whose change is within one standard error of the best change, among alphas whose
+  fluency cost is within budget), with the plain argmax recorded beside it.
 * :class:`ClassicalnessClassifier`: character n-gram logistic regression trained on classical
   (``lzh``) vs modern (``zh``) Chinese windows, validated on held-out documents, and
   :func:`style_stats` (share of classical function characters, mean clause length).
@@ -33,11 +36,11 @@ from .generation import generate
 from .hooks import pad_ids
 from .sae import TopKSAE
 from .scripts_unicode import script_of
-from .stats import cluster_bootstrap, paired_diff_bootstrap  # noqa: F401 (re-exported)
+from .stats import cluster_bootstrap, one_se_pick, paired_diff_bootstrap, se_from_interval  # noqa: F401 (re-exported)
 from .steering import clamp_features, feature_vector, steer
 
 __all__ = ["SteerConfig", "Condition", "BASELINE", "additive", "clamped", "run_conditions", "script_metrics",
-           "continuation_nll", "cluster_bootstrap", "paired_diff_bootstrap", "summarise", "ClassicalnessClassifier",
+           "continuation_nll", "cluster_bootstrap", "paired_diff_bootstrap", "summarise", "pick_alpha", "ClassicalnessClassifier",
            "normalize_zh", "zh_windows", "style_stats", "CLASSICAL_FUNCTION_CHARS", "STORY_OPENINGS", "CUES",
            "english_prompts", "middle_layer", "alpha_scale_from_contrast", "load_case_texts", "plot_sweep",
            "OTHER_LANGS"]
@@ -76,6 +79,7 @@ class SteerConfig:
     n_dashboard_texts: int = 30      # texts per language for dashboards
     max_length: int = 64             # tokens per text in discovery / dashboards
     classical_min_ratio: float = 2.0  # classical feature must fire >= this x more on lzh than on zh
+    max_nll_cost: float = 0.25       # case 1 operating point: NLL change (nats/token) allowed, i.e. perplexity x1.28
     n_boot: int = 2000
     clf_window_chars: int = 24
     english_dataset: str = "Salesforce/wikitext"          # paper only: English prompt source (report: unnamed)
@@ -280,6 +284,62 @@ def summarise(df: pd.DataFrame, metrics: Sequence[str], baseline: str = "baselin
                          "diff_lo": dlo, "diff_hi": dhi,
                          "significant": bool(cond != baseline and (dlo > 0 or dhi < 0))})
     return pd.DataFrame(rows)
+
+
+_PICK_KEYS = ("condition", "alpha", "mean", "lo", "hi", "diff", "diff_lo", "diff_hi", "significant")
+
+
+def _pick_row(r: pd.Series | None) -> dict:
+    if r is None:   # metric undefined everywhere (e.g. no continuation has enough Han characters)
+        return {"condition": "none", "significant": False, **{k: float("nan") for k in _PICK_KEYS[1:-1]}}
+    return {k: (r[k] if k in ("condition", "significant") else float(r[k])) for k in _PICK_KEYS} | \
+        {"significant": bool(r["significant"])}
+
+
+def selection_rule(want: str, cost: str | None, max_cost: float | None) -> str:
+    """The text of :func:`pick_alpha`'s rule, as recorded in the summary."""
+    budget = (f" among alphas whose {cost} change is <= {max_cost:g} (if none is, the cheapest one)"
+              if cost is not None and max_cost is not None else "")
+    return (f"weakest |alpha| whose change ({'decrease' if want == 'down' else 'increase'} wanted) is within one "
+            f"standard error (from its 95% paired bootstrap interval) of the largest change{budget}")
+
+
+def pick_alpha(summary: pd.DataFrame, metric: str, want: str, cost: str | None = None,
+               max_cost: float | None = None) -> dict:
+    """The operating point of an additive-alpha sweep, by a rule fixed before looking (one-SE rule).
+
+    Candidates are the additive conditions (``add...``) with a defined change in ``metric``. With
+    ``cost`` / ``max_cost``, only alphas whose change in ``cost`` (e.g. NLL under the unsteered
+    model) is at most ``max_cost`` are eligible (none eligible: the cheapest alpha alone). Among
+    them, in order of increasing |alpha|, the first whose change is within one SE of the best change
+    in the wanted direction (``want``: "down" or "up"); SE = width of its 95% interval / 3.92.
+    A plain argmax flips between near-tied alphas with noise in the 5th digit; this pick moves only
+    when a stronger alpha is better by more than its standard error.
+
+    Returns ``{"best_steered": pick, "argmax_steered": argmax pick, "mildest_significant":
+    the former rule's pick (mildest alpha significant in the wanted direction), "selection_rule": text}``;
+    each pick has the keys condition, alpha, mean, lo, hi, diff, diff_lo, diff_hi, significant.
+    """
+    if want not in ("down", "up"):
+        raise ValueError(f"want must be 'down' or 'up', not {want!r}")
+    add = summary[summary.condition.str.startswith("add")]
+    s = add[add.metric == metric].dropna(subset=["diff"])
+    out = {"selection_rule": selection_rule(want, cost, max_cost)}
+    if s.empty:
+        return out | {k: _pick_row(None) for k in ("best_steered", "argmax_steered", "mildest_significant")}
+    s = full = s.assign(_abs=s.alpha.abs()).sort_values(["_abs", "condition"], kind="stable")
+    if cost is not None and max_cost is not None:
+        c = add[add.metric == cost].set_index("condition")["diff"].reindex(s.condition).to_numpy()
+        if np.isnan(c).all():
+            raise ValueError(f"no {cost!r} rows in the summary: summarise the cost metric too, or pass cost=None")
+        ok = np.nan_to_num(c, nan=np.inf) <= max_cost
+        s = s[ok] if ok.any() else s.iloc[[int(np.nanargmin(c))]]
+    ses = [se_from_interval(lo, hi) for lo, hi in zip(s.diff_lo, s.diff_hi)]
+    rows = list(s.index)
+    pick, best = one_se_pick(rows, s["diff"].to_numpy(), ses, maximize=(want == "up"))
+    sig = full[full.significant & ((full["diff"] < 0) if want == "down" else (full["diff"] > 0))]
+    return out | {"best_steered": _pick_row(s.loc[pick]), "argmax_steered": _pick_row(s.loc[best]),
+                  "mildest_significant": _pick_row(sig.iloc[0] if len(sig) else None)}
 
 
 # ----------------------------------------------------------------------------- classical style

@@ -9,6 +9,10 @@ Definitions (docs/CONVENTIONS.md §5, normative):
 * OR rule: predict toxic iff any selected feature fires anywhere in the text (no trained head);
 * top1-diff layer choice ``d(l) = max_f Delta_f(l)``, ``l* = argmax_l d(l)``; multi-layer: the best
   single feature of each of the top-m layers by d(l), OR-ed;
+* picks made on noisy scores use the one-standard-error rule (:func:`qscope_utils.stats.one_se_pick`):
+  the reported K is the smallest K whose held-out F1 is within one SE of the best (:func:`pick_k`);
+  for the layer, the earliest layer whose d(l) is within one SE of the largest is recorded beside
+  the top1-diff layer, with the top1-diff margin in SEs (:func:`layer_selection`);
 * cross-lingual transfer: features discovered on one language, applied to another's evaluation set;
   Jaccard of top-10 sets between languages per layer; data efficiency: the whole pipeline re-run on
   balanced nested subsets (10/25/50/100 %) of the discovery split, F1 on the fixed evaluation split.
@@ -37,12 +41,12 @@ import torch
 from tqdm.auto import tqdm
 
 from .features import firing_rates, subset, text_max_activations, top_contexts_by_layer
-from .stats import bootstrap_stat
+from .stats import bootstrap_stat, one_se_pick, se_from_interval
 from .hooks import capture_residuals, iter_batches, position_mask
 
 __all__ = ["ToxicityConfig", "PAPER_CLAIMS", "FiringCounts", "nested_subsets", "delta_scores", "top_features",
            "fired", "or_predict", "prf", "bootstrap_f1_ci", "evaluate_layers", "top1_diff", "layer_agreement",
-           "multi_layer_eval", "jaccard", "jaccard_by_layer", "transfer_table", "data_efficiency_table",
+           "multi_layer_eval", "pick_k", "K_RULE", "top1_diff_se", "layer_selection", "LAYER_RULE", "language_layer_selection", "jaccard", "jaccard_by_layer", "transfer_table", "data_efficiency_table",
            "LanguageResult", "stream_max_activations", "discover_from_chunks", "run_language", "run_languages",
            "mean_pooled_residuals", "logreg_eval", "baseline_table", "length_features"]
 
@@ -281,6 +285,63 @@ def layer_agreement(grid: pd.DataFrame) -> pd.DataFrame:
         rows.append({"K": k, "layer_top1diff": ls, "layer_best_heldout": lb, "agree": ls == lb,
                      "f1_at_top1diff": f1[ls], "f1_best": f1[lb], "f1_regret": f1[lb] - f1[ls]})
     return pd.DataFrame(rows)
+
+
+K_RULE = ("smallest K whose held-out F1 is within one standard error (from its 95% bootstrap interval over "
+          "evaluation texts) of the best K's F1")
+LAYER_RULE = ("top1-diff layer l* = argmax d(l) (the method under test, used); beside it the earliest layer whose "
+              "d(l) is within one standard error of d(l*) (binomial SE of the top feature's Delta on the "
+              "discovery split), not used")
+
+
+def pick_k(by_k: Mapping[str, Mapping]) -> dict:
+    """The reported K of one language by the one-SE rule (:data:`K_RULE`).
+
+    by_k: ``{"K=1": {"f1": ..., "f1_ci95": [lo, hi]}, ...}`` (the summary's per-K rows). Returns
+    ``{"pick": "K=2", "argmax": "K=10", "rule": K_RULE}``; the argmax (ties: smaller K) is recorded
+    beside the pick, it flips between near-tied K with noise in the 5th digit, the pick does not.
+    """
+    if not by_k:
+        raise ValueError("pick_k needs at least one K row")
+    keys = sorted(by_k, key=lambda k: int(str(k).split("=")[-1]))
+    f1 = [float(by_k[k]["f1"]) for k in keys]
+    ses = [se_from_interval(*by_k[k]["f1_ci95"]) for k in keys]
+    pick, best = one_se_pick(keys, f1, ses, maximize=True)
+    return {"pick": pick, "argmax": best, "rule": K_RULE}
+
+
+def top1_diff_se(delta: np.ndarray, p_toxic: np.ndarray, p_clean: np.ndarray, n_toxic: int, n_clean: int) -> float:
+    """Binomial SE of d(l) = Delta of the layer's top feature (difference of two independent
+    proportions over ``n_toxic`` / ``n_clean`` discovery texts)."""
+    f = int(top_features(delta, 1)[0])
+    pt, pc = float(p_toxic[f]), float(p_clean[f])
+    return math.sqrt(pt * (1 - pt) / max(n_toxic, 1) + pc * (1 - pc) / max(n_clean, 1))
+
+
+def layer_selection(d: Mapping[int, float], se: Mapping[int, float]) -> dict:
+    """The top1-diff layer and, beside it, the one-SE layer (:data:`LAYER_RULE`).
+
+    d / se: layer -> d(l) and its SE. Returns ``{"top1diff", "one_se", "runner_up", "margin_se", "rule"}``:
+    ``margin_se`` = (d(l*) - d(runner-up)) / SE(l*), how far the argmax is from flipping (< 1: a
+    different build may well pick the runner-up). One layer only: runner_up None, margin inf.
+    """
+    layers = sorted(d)
+    ls = _argmax_layer(d)
+    one_se, _ = one_se_pick(layers, [d[l] for l in layers], [se[l] for l in layers], maximize=True)
+    rest = [l for l in layers if l != ls]
+    ru = _argmax_layer({l: d[l] for l in rest}) if rest else None
+    gap = math.inf if ru is None else d[ls] - d[ru]
+    margin = gap / se[ls] if se[ls] > 0 and ru is not None else (0.0 if gap == 0 else math.inf)
+    return {"top1diff": int(ls), "one_se": int(one_se), "runner_up": None if ru is None else int(ru),
+            "margin_se": float(margin), "rule": LAYER_RULE}
+
+
+def language_layer_selection(r: "LanguageResult") -> dict:
+    """:func:`layer_selection` of one language's discovery result (full discovery split)."""
+    n_clean, n_toxic = (int(x) for x in np.asarray(r.subset_n)[0])
+    d = top1_diff(r.delta)
+    se = {l: top1_diff_se(r.delta[l], r.p_toxic[l], r.p_clean[l], n_toxic, n_clean) for l in r.layers}
+    return layer_selection(d, se)
 
 
 def multi_layer_eval(deltas: Mapping[int, np.ndarray], eval_acts: Mapping[int, sp.spmatrix], y_eval: np.ndarray,

@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from qscope_utils import stats as S  # noqa: E402
+from qscope_utils.findings import chosen_k  # noqa: E402
 
 COLUMNS = ["section", "notebook", "claim", "design", "unit", "n", "estimate", "se", "mde", "target_effect",
            "target_basis", "n_needed", "source"]
@@ -94,8 +95,8 @@ def p03(d: dict) -> list[dict]:
 
 def p04(d: dict) -> list[dict]:
     out = []
-    for lang, ks in d["or_rule_at_top1diff_layer"].items():
-        k, r = max(ks.items(), key=lambda kv: kv[1]["f1"])
+    for lang in d["or_rule_at_top1diff_layer"]:
+        k, r = chosen_k(d, lang)          # notebook 04's one-SE pick (argmax for older summaries)
         n = d["split_sizes"][lang]["eval_toxic"] + d["split_sizes"][lang]["eval_clean"]
         se = S.se_from_interval(*r["f1_ci95"])
         out.append(_row("§5", "04", f"OR-rule held-out F1 > 0.90 ({lang}, {k})",

@@ -87,9 +87,12 @@ def s03(d):
 
 
 def s04(d):
+    sys.path.insert(0, str(ROOT))
+    from qscope_utils.findings import chosen_k
+
     best = {}
-    for lang, ks in d["or_rule_at_top1diff_layer"].items():
-        k, r = max(ks.items(), key=lambda kv: kv[1]["f1"])
+    for lang in d["or_rule_at_top1diff_layer"]:
+        k, r = chosen_k(d, lang)          # notebook 04's one-SE pick (argmax for older summaries)
         best[lang] = f"{lang} {r['f1']:.2f} [{r['f1_ci95'][0]:.2f}, {r['f1_ci95'][1]:.2f}] ({k}, layer {r['layer']})"
     eff = [r for r in d["data_efficiency_macro_f1"] if r["fraction"] == 0.1]
     eff_s = ", ".join(f"K={r['K']}: {r['ratio_to_full']:.2f}" for r in eff)

@@ -185,3 +185,24 @@ def test_07_headlines_and_picks_read_the_evaluation_regime():
     assert p["evaluation regime"] == "greedy, 96 tokens, end-of-text after 96" and p["steering α"] == 24.0
     del d["eval_regime"]                                # an older summary: the other picks still come through
     assert {x.what: x.value for x in picks("07", d)}["evaluation regime"] is None
+
+
+def test_picks_report_the_rule_and_the_argmax_beside_it():
+    from qscope_utils.across_seeds import PICKS
+
+    pick = lambda a: {"alpha": a}
+    d02 = {"layer": 2, "zh_feature": 5, "lzh_feature": 9, "alpha_scale": {"zh": 2.0, "lzh": 4.0},
+           "case1": {"has_script": {"best_steered": pick(-2.0), "argmax_steered": pick(-8.0)}},
+           "case2": {"p_classical": {"best_steered": pick(16.0)}}}          # case 2 as in an older summary
+    got = {p.what: p.value for p in PICKS["02"](d02)}
+    assert got["case 1 α / scale"] == -1.0 and got["case 1 α / scale (argmax, not used)"] == -4.0
+    assert got["case 2 α / scale"] == 4.0 and "case 2 α / scale (argmax, not used)" not in got
+    row = lambda f1: {"layer": 1, "features": [7, 3], "f1": f1, "f1_ci95": [f1 - 0.05, f1 + 0.05]}
+    d04 = {"or_rule_at_top1diff_layer": {"es": {"K=1": row(0.5), "K=2": row(0.66), "K=10": row(0.68)}},
+           "k_selection": {"es": {"pick": "K=2", "argmax": "K=10"}},
+           "layer_selection": {"es": {"top1diff": 1, "one_se": 0}}}
+    got = {p.what: p.value for p in PICKS["04"](d04)}
+    assert got["chosen K es"] == "K=2" and got["best K es (argmax, not used)"] == "K=10"
+    assert got["top1-diff layer es"] == 1 and got["one-SE layer es (not used)"] == 0
+    del d04["k_selection"]                                                   # older summaries: the argmax
+    assert {p.what: p.value for p in PICKS["04"](d04)}["chosen K es"] == "K=10"

@@ -147,6 +147,14 @@ def test_pick_feature_prefers_the_specific_one(tiny_model, probe_sae):
     con = pd.DataFrame({"rank": [1, 2, 3], "feature": [0, 7, 5], "diff": [2.0, 1.0, -0.5]})
     p = disc.pick_feature(resp, con, top=3)
     assert p["feature"] == 0 and p["response_rank"] == 2 and p["contrast_rank"] == 1
+    assert p["runner_up"] == 7 and p["diff_margin"] == pytest.approx(0.5)      # (2.0 - 1.0) / 2.0
+    assert disc.pick_feature(resp, con, top=1)["runner_up"] is None
+    con2 = pd.DataFrame({"rank": [1, 2, 3], "feature": [4, 6, 9], "diff": [1.0, 0.9, 0.8],
+                         "mean_pos": [1.5, 1.0, 0.9], "mean_neg": [0.5, 0.1, 0.1]})
+    c = disc.pick_contrast(con2, min_ratio=2.0)
+    assert (c["feature"], c["runner_up"], c["ratio"]) == (4, 6, pytest.approx(3.0))
+    assert c["diff_margin"] == pytest.approx(0.1)
+    assert disc.pick_contrast(con2, min_ratio=5.0)["feature"] == 6               # 4 fails the 5x cut
     assert disc.pick_feature(None, con)["feature"] == 0
     assert disc.pick_feature(resp, con, top=1)["feature"] == 5
 

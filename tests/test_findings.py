@@ -45,6 +45,16 @@ def test_toxicity_cell_compares_f1_with_the_report_threshold():
     assert "K=1: 99% (means over resamples): **reproduced**" in md
 
 
+def test_toxicity_cell_reports_the_k_the_notebook_chose_not_the_argmax():
+    ks = {"K=1": {"f1": 0.5, "f1_ci95": [0.4, 0.6], "layer": 1}, "K=2": {"f1": 0.66, "f1_ci95": [0.6, 0.72], "layer": 1},
+          "K=10": {"f1": 0.68, "f1_ci95": [0.62, 0.73], "layer": 1}}
+    d = {"or_rule_at_top1diff_layer": {"es": ks}, "k_selection": {"es": {"pick": "K=2", "argmax": "K=10"}},
+         "data_efficiency_macro_f1": []}
+    assert F.chosen_k(d, "es") == ("K=2", ks["K=2"]) and F.chosen_k(d, "es", "argmax") == ("K=10", ks["K=10"])
+    assert "es 0.66 [0.60, 0.72] (K=2, layer 1;" in F.render("04", d)
+    assert F.chosen_k({"or_rule_at_top1diff_layer": {"es": ks}}, "es")[0] == "K=10"   # older summaries: argmax
+
+
 def test_dapo_cell_calls_the_claim_untestable_when_nothing_loops():
     arm = lambda acc, lo, hi, stress: {"repeat_task": {"ratio": 0.0, "lo": 0.0, "hi": 0.0},  # noqa: E731
                                        "repeat_stress": {"ratio": stress, "lo": stress, "hi": stress},

@@ -77,6 +77,65 @@ def test_summarise_detects_a_real_effect_and_not_a_null_one():
         se.summarise(_fake_runs(0.5)[lambda d: d.condition != "baseline"], ["has_script"])
 
 
+def _sweep(rows: list[tuple[str, float, str, float, float]]) -> pd.DataFrame:
+    """A hand-made summarise() table: (condition, alpha, metric, diff, se) -> 95% interval diff ± 1.96 se."""
+    out = []
+    for cond, alpha, metric, d, s in rows:
+        lo, hi = d - 1.959964 * s, d + 1.959964 * s
+        out.append({"condition": cond, "alpha": alpha, "multiplier": abs(alpha), "metric": metric, "n": 100,
+                    "mean": 0.5 + d, "lo": 0.4 + d, "hi": 0.6 + d, "diff": d, "diff_lo": lo, "diff_hi": hi,
+                    "significant": bool(lo > 0 or hi < 0)})
+    return pd.DataFrame(out)
+
+
+# suppression sweep: has_script change (SE 0.03 each) and NLL cost per alpha; the argmax is -8 (-0.30),
+# -4 (-0.28) is within one SE of it, -2 (-0.20) is not; clamp rows are never candidates
+SUPPRESS = [("baseline", 0.0, "has_script", 0.0, 0.0), ("add-2", -2.0, "has_script", -0.20, 0.03),
+            ("add-4", -4.0, "has_script", -0.28, 0.03), ("add-8", -8.0, "has_script", -0.30, 0.03),
+            ("clamp=0", 0.0, "has_script", -0.50, 0.03),
+            ("baseline", 0.0, "nll", 0.0, 0.0), ("add-2", -2.0, "nll", 0.05, 0.04), ("add-4", -4.0, "nll", 0.20, 0.04),
+            ("add-8", -8.0, "nll", 0.90, 0.05), ("clamp=0", 0.0, "nll", 0.0, 0.04)]
+
+
+def test_pick_alpha_one_se_rule_differs_from_argmax_and_is_recorded_beside_it():
+    r = se.pick_alpha(_sweep(SUPPRESS), "has_script", "down")
+    assert r["argmax_steered"]["condition"] == "add-8"
+    assert r["best_steered"]["condition"] == "add-4" and r["best_steered"]["alpha"] == -4.0
+    assert r["mildest_significant"]["condition"] == "add-2"
+    assert "one standard error" in r["selection_rule"] and "nll" not in r["selection_rule"]
+    assert set(r["best_steered"]) == {"condition", "alpha", "mean", "lo", "hi", "diff", "diff_lo", "diff_hi",
+                                      "significant"}
+    # the NLL budget removes -8 (cost 0.90): best is now -4 (-0.28); -2 (-0.20) is still > 1 SE away
+    r = se.pick_alpha(_sweep(SUPPRESS), "has_script", "down", cost="nll", max_cost=0.25)
+    assert r["argmax_steered"]["condition"] == "add-4" and r["best_steered"]["condition"] == "add-4"
+    assert "nll change is <= 0.25" in r["selection_rule"]
+    # a budget nothing meets: the cheapest alpha alone
+    assert se.pick_alpha(_sweep(SUPPRESS), "has_script", "down", cost="nll", max_cost=0.01)[
+        "best_steered"]["condition"] == "add-2"
+    # activation ("up"): the weakest alpha within one SE of the largest increase
+    up = _sweep([("baseline", 0.0, "p", 0.0, 0.0), ("add+1", 1.0, "p", 0.05, 0.02), ("add+2", 2.0, "p", 0.20, 0.04),
+                 ("add+4", 4.0, "p", 0.23, 0.04), ("add+8", 8.0, "p", 0.10, 0.04)])
+    assert se.pick_alpha(up, "p", "up")["best_steered"]["condition"] == "add+2"
+    assert se.pick_alpha(up, "p", "up")["argmax_steered"]["condition"] == "add+4"
+    with pytest.raises(ValueError, match="'down' or 'up'"):
+        se.pick_alpha(up, "p", "more")
+    with pytest.raises(ValueError, match="cost"):
+        se.pick_alpha(up, "p", "up", cost="nll", max_cost=0.2)
+    assert se.pick_alpha(up, "missing", "up")["best_steered"]["condition"] == "none"
+
+
+def test_pick_alpha_does_not_flip_with_5th_digit_noise_where_argmax_does():
+    tie = [("baseline", 0.0, "has_script", 0.0, 0.0), ("add-2", -2.0, "has_script", -0.10, 0.03),
+           ("add-4", -4.0, "has_script", -0.25, 0.03), ("add-8", -8.0, "has_script", -0.25, 0.03)]
+    picks = {}
+    for eps in (-1e-5, 1e-5):   # add-8 slightly better, then slightly worse than add-4
+        rows = [(c, a, m, d + (eps if c == "add-8" else 0.0), s) for c, a, m, d, s in tie]
+        r = se.pick_alpha(_sweep(rows), "has_script", "down")
+        picks[eps] = (r["argmax_steered"]["condition"], r["best_steered"]["condition"])
+    assert picks[-1e-5][0] == "add-8" and picks[1e-5][0] == "add-4"        # the argmax flips
+    assert picks[-1e-5][1] == picks[1e-5][1] == "add-4"                     # the rule does not
+
+
 def test_english_prompts_cycle_cues():
     texts = [f"This is English sentence number {i} with enough words." for i in range(10)]
     df = se.english_prompts(texts, 8, seed=0)
@@ -191,6 +250,13 @@ def test_notebook_runs_on_smoke(smoke_scope, tmp_path, monkeypatch):
     assert 0.0 <= rec["case2"]["classifier_heldout"]["accuracy"] <= 1.0
     s1 = pd.read_csv(out / "02_case1_summary.csv")
     assert {"baseline", "clamp=0"} <= set(s1.condition)
+    # the recorded operating point is the one-SE rule's pick on the saved sweep, the argmax beside it
+    want = se.pick_alpha(s1, "has_script", "down", cost="nll", max_cost=rec["config"]["max_nll_cost"])
+    got = rec["case1"]["has_script"]
+    assert got["best_steered"]["condition"] == want["best_steered"]["condition"] != "none"
+    assert got["argmax_steered"]["condition"] == want["argmax_steered"]["condition"]
+    assert got["selection_rule"] == want["selection_rule"]
+    assert "argmax_steered" in rec["case2"]["p_classical"]
     assert took < 180, f"smoke notebook took {took:.0f} s"
 
 

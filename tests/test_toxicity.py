@@ -135,6 +135,49 @@ def test_layer_agreement_reports_disagreement_and_regret():
     assert row.f1_regret == pytest.approx(0.2)
 
 
+def _ks(*rows):
+    """{"K=k": {"f1", "f1_ci95"}} from (k, f1, se) with 95% intervals f1 ± 1.96 se."""
+    return {f"K={k}": {"f1": f, "f1_ci95": [f - 1.959964 * s, f + 1.959964 * s], "layer": 1} for k, f, s in rows}
+
+
+def test_pick_k_smallest_k_within_one_se_of_the_best_f1():
+    # argmax is K=10 (0.70); K=5 (0.68) is within its SE 0.03, K=2 (0.60) is not: the rule picks K=5
+    r = tx.pick_k(_ks((10, 0.70, 0.03), (1, 0.50, 0.03), (2, 0.60, 0.03), (5, 0.68, 0.03)))
+    assert (r["pick"], r["argmax"]) == ("K=5", "K=10") and "smallest K" in r["rule"]
+    # numeric order of K, not string order ("K=10" < "K=2" as strings)
+    assert tx.pick_k(_ks((10, 0.70, 0.05), (2, 0.69, 0.05)))["pick"] == "K=2"
+    with pytest.raises(ValueError, match="at least one"):
+        tx.pick_k({})
+
+
+def test_pick_k_does_not_flip_with_5th_digit_noise_where_argmax_does():
+    out = {eps: tx.pick_k(_ks((1, 0.55, 0.03), (2, 0.66, 0.03), (5, 0.67, 0.03), (10, 0.67 + eps, 0.03)))
+           for eps in (-1e-5, 1e-5)}
+    assert out[-1e-5]["argmax"] == "K=5" and out[1e-5]["argmax"] == "K=10"   # the argmax flips
+    assert out[-1e-5]["pick"] == out[1e-5]["pick"] == "K=2"                   # the rule does not
+
+
+def test_layer_selection_margin_and_one_se_layer():
+    # d: layer 2 best (0.30); layer 0 (0.28) within SE 0.03, layer 1 (0.20) not
+    r = tx.layer_selection({0: 0.28, 1: 0.20, 2: 0.30}, {0: 0.03, 1: 0.03, 2: 0.03})
+    assert (r["top1diff"], r["one_se"], r["runner_up"]) == (2, 0, 0)
+    assert r["margin_se"] == pytest.approx(0.02 / 0.03)
+    # an exact tie: top1-diff takes the lower layer, margin 0 (any noise can flip it)
+    r = tx.layer_selection({0: 0.2275, 3: 0.2275}, {0: 0.02, 3: 0.02})
+    assert (r["top1diff"], r["runner_up"], r["margin_se"]) == (0, 3, 0.0)
+    assert tx.layer_selection({4: 0.5}, {4: 0.1})["runner_up"] is None
+
+
+def test_top1_diff_se_is_the_binomial_se_of_the_top_feature():
+    delta = np.array([0.1, 0.5, 0.2])
+    pt, pc = np.array([0.3, 0.8, 0.4]), np.array([0.2, 0.3, 0.2])
+    want = np.sqrt(0.8 * 0.2 / 400 + 0.3 * 0.7 / 100)
+    assert tx.top1_diff_se(delta, pt, pc, n_toxic=400, n_clean=100) == pytest.approx(want)
+    r = _two_layer_result(rates=(0.6, 1.0))
+    sel = tx.language_layer_selection(r)
+    assert sel["top1diff"] == 1 and sel["runner_up"] == 0 and sel["margin_se"] > 1
+
+
 def test_multi_layer_or_composition_recovers_complementary_features():
     # layer 0 feature catches toxic texts with even index, layer 1 feature the odd ones: together F1 = 1
     y = np.array([1] * 40 + [0] * 40)
@@ -301,4 +344,9 @@ def test_notebook_04_runs_on_smoke(run_notebook_smoke, smoke_scope):
     assert ((grid.f1 >= 0) & (grid.f1 <= 1)).all()
     summary = json.loads((out / "04_summary.json").read_text())
     assert summary["languages"] == ["es", "it"] and summary["_meta"]["seed"] == 0
+    for lang in ("es", "it"):
+        by_k = summary["or_rule_at_top1diff_layer"][lang]
+        assert summary["k_selection"][lang] == tx.pick_k(by_k)                      # one-SE K, argmax beside it
+        sel = summary["layer_selection"][lang]
+        assert sel["top1diff"] == by_k["K=1"]["layer"] and sel["margin_se"] >= 0
     assert executed.exists()

@@ -247,25 +247,19 @@ display(ex2)
 # ## Summary and verdict (numbers from the tables above)
 
 # %%
-def best(summary, metric, want):
-    """The mildest additive alpha whose change is significant in the wanted direction (else the largest change)."""
-    s = summary[(summary.metric == metric) & summary.condition.str.startswith("add")].dropna(subset=["diff"])
-    ok = s[s.significant & ((s["diff"] < 0) if want == "down" else (s["diff"] > 0))]
-    if s.empty:   # metric undefined everywhere (e.g. no continuation has enough Han characters)
-        return {"condition": "none", "significant": False, **{k: float("nan") for k in
-                ("alpha", "mean", "lo", "hi", "diff", "diff_lo", "diff_hi")}}
-    r = (ok.loc[ok.alpha.abs().idxmin()] if len(ok) else s.sort_values("diff", ascending=(want == "down")).iloc[0])
-    return {k: (float(r[k]) if k not in ("condition", "significant") else r[k])
-            for k in ("condition", "alpha", "mean", "lo", "hi", "diff", "diff_lo", "diff_hi", "significant")}
-
 def base(summary, metric):
     r = summary[(summary.metric == metric) & (summary.condition == "baseline")].iloc[0]
     return {"mean": float(r["mean"]), "lo": float(r.lo), "hi": float(r.hi)}
 
-c1 = {m: {"baseline": base(sum1, m), "best_steered": best(sum1, m, "down")} for m in ("has_script", "script_share")}
+# The operating point is picked by a rule fixed in advance (se.pick_alpha, one-SE rule): the weakest
+# |alpha| whose change is within one SE of the largest change, case 1 only among alphas whose NLL
+# cost is <= cfg.max_nll_cost. The argmax and the former rule's pick (mildest significant alpha) are
+# recorded beside it; the argmax flips between near-tied alphas, the rule does not.
+c1 = {m: {"baseline": base(sum1, m), **se.pick_alpha(sum1, m, "down", cost="nll", max_cost=cfg.max_nll_cost)}
+      for m in ("has_script", "script_share")}
 c1_clamp = sum1[sum1.condition == "clamp=0"].set_index("metric")[["mean", "diff", "diff_lo", "diff_hi", "significant"]]
 nll_at = sum1[(sum1.metric == "nll") & (sum1.condition == c1["has_script"]["best_steered"]["condition"])].iloc[0]
-c2 = {m: {"baseline": base(sum2, m), "best_steered": best(sum2, m, "up")} for m in ("p_classical", "function_share")}
+c2 = {m: {"baseline": base(sum2, m), **se.pick_alpha(sum2, m, "up")} for m in ("p_classical", "function_share")}
 record = {
     "backbone": prof.backbone, "sae_group": scope.group.repo_id, "layer": L,
     "zh_feature": F_ZH, "zh_feature_selection": zh_pick, "lzh_feature": F_LZH, "lzh_feature_selection": lzh_pick,
@@ -289,10 +283,12 @@ def verdict(name, d, want):
     sig = s["significant"] and ((s["diff"] < 0) if want == "down" else (s["diff"] > 0))
     return (f"{name}: baseline {b['mean']:.3f} [{b['lo']:.3f}, {b['hi']:.3f}] -> {s['mean']:.3f} at {s['condition']} "
             f"(change {s['diff']:+.3f}, 95% CI [{s['diff_lo']:+.3f}, {s['diff_hi']:+.3f}]): "
-            + ("the interval excludes zero." if sig else "NOT significant: the interval includes zero (or goes the wrong way)."))
+            + ("the interval excludes zero." if sig else "NOT significant: the interval includes zero (or goes the wrong way).")
+            + f" [argmax alpha: {d['argmax_steered']['condition']}]")
 
 lines = [verdict("Case 1 share of continuations with Han", c1["has_script"], "down"),
          verdict("Case 1 share of Han characters", c1["script_share"], "down"),
+         "Operating-point rule: " + c1["has_script"]["selection_rule"],
          f"Case 1 cost at that alpha: NLL change {nll_at['diff']:+.3f} nats/token [{nll_at.diff_lo:+.3f}, {nll_at.diff_hi:+.3f}]",
          f"Case 1 clamp=0: Han share change {c1_clamp.loc['has_script', 'diff']:+.3f} "
          f"[{c1_clamp.loc['has_script', 'diff_lo']:+.3f}, {c1_clamp.loc['has_script', 'diff_hi']:+.3f}]",
@@ -305,8 +301,12 @@ print("\n".join(lines))
 # %% [markdown]
 # ## How to read these numbers
 # * **Significance.** A change counts only when its 95% paired bootstrap interval excludes zero; the
-#   verdict lines above say so explicitly, metric by metric, and report the *mildest* alpha that
-#   reaches significance (stronger alphas remove more but break the text: watch the NLL panel).
+#   verdict lines above say so explicitly, metric by metric.
+# * **Which alpha.** The reported alpha is chosen by a rule fixed in advance, not by the largest
+#   effect: the weakest |alpha| whose change is within one standard error of the largest change
+#   (case 1: only alphas costing at most `max_nll_cost` nats/token of NLL; stronger alphas remove
+#   more Chinese but break the text, watch the NLL panel). The argmax alpha is printed beside it;
+#   it flips between near-tied alphas with tiny numeric differences, the rule does not.
 # * **Case 1 cost.** NLL is measured under the unsteered model; at large |alpha| the continuations
 #   become letter soup (see the example table), so "no Chinese" there is not a success. The useful
 #   operating point is where Han drops and the NLL interval still (nearly) includes zero.
