@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
@@ -173,9 +173,9 @@ def load_dapo_job(path: str | Path) -> dict:
     job = json.loads(Path(path).read_text())
     model, tok = load_backbone(job["model_dir"])
     cfg = job["cfg"]
-    for k in ("styles", "train_data", "eval_data"):
-        if isinstance(cfg.get(k), list):
-            cfg[k] = tuple(cfg[k])
+    for f in fields(DAPOConfig):       # JSON gave lists where the config holds tuples
+        if isinstance(cfg.get(f.name), list):
+            cfg[f.name] = tuple(tuple(x) if isinstance(x, list) else x for x in cfg[f.name])
     steer = torch.load(Path(job["out"]) / "steer.pt", weights_only=True) if job["steer"] else None
     return {"model": model, "tokenizer": tok, "cfg": DAPOConfig(**cfg), "steer": steer, "variant": job["variant"],
             "out": job["out"]}

@@ -305,3 +305,13 @@ def test_launch_modes_and_commands(tmp_path):
     with pytest.raises(FileNotFoundError, match="ddp_1.7b.yaml"):
         launch.accelerate_command("dapo_trainer", "j.json", config="nope.yaml")
     assert "torch.distributed.run" in launch.accelerate_command("dapo_trainer", "j.json", num_processes=2, cpu=True)
+
+
+def test_dapo_job_round_trips_the_config_with_its_tuple_fields(tiny_model_dir, tmp_path):
+    from qscope_utils import launch
+
+    cfg = _cfg(n_prompts=2, G=2)
+    job = launch.write_dapo_job(tmp_path / "run", str(tiny_model_dir), cfg, None, {})
+    back = launch.load_dapo_job(job)["cfg"]
+    assert back == cfg                                   # lists from JSON are tuples again (regime grid, styles ...)
+    assert isinstance(back.regime_temperatures, tuple)
