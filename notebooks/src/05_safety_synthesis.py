@@ -25,7 +25,7 @@
 profile = "mini"          # mini | smoke | paper
 layer = None              # None: profile default (mini 3, smoke 1, paper 30)
 tau = None                # relevance threshold (None: profile default)
-budget = None             # matched budget B, added examples per method (None: profile default, = seed size)
+budget = None             # matched budget B: added examples per method (None: profile default, the seed size)
 target_set = None         # "pool_rare" (relevant and rare in the natural pool) | "relevant" (None: SafetyConfig default)
 threads = 1               # torch CPU threads (1 is fastest for the tiny models on a shared machine)
 generator = "local"       # local | chat (chat: OpenAI-compatible endpoint, never needed for mini)

@@ -43,7 +43,7 @@ lr = None               # DAPO learning rate (None: config)
 minibatches = None      # optimizer steps per rollout batch (TRL steps_per_generation; None: config)
 sae_variants = [{"aggregation": "token", "weight": 1.0}, {"drop_overlong_only": True}, {"drop_truncated": True},
                 {"weight": 0.25, "baseline": "normal"}]   # first = the report recipe; fields of SteeredRowPolicy
-ppl_ratio_max = 1.5     # a variant is eligible if its validation perplexity <= this x vanilla
+ppl_ratio_max = 1.5     # a variant is eligible if its validation perplexity is at most this x vanilla's
 launch = "inline"       # inline (train in this process) | launch (accelerate launch per arm) | read (finished runs)
 run_dir = None          # launch / read: folder with one sub-folder per arm
 accelerate_config = None  # launch: a file in configs/accelerate (ddp_1.7b.yaml, zero3_8b.yaml, fsdp_8b.yaml)
