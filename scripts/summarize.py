@@ -309,6 +309,27 @@ def power_rows(profile: str) -> list[dict]:
     return list(csv.DictReader(p.open(encoding="utf-8"))) if p.exists() else []
 
 
+DOCS = {"01": "01_sae_loading.md", "02": "02_steering.md", "03": "03_benchmark_redundancy.md", "04": "04_toxicity.md",
+        "05": "05_safety_synthesis.md", "06": "06_sasft.md", "07": "07_sae_dapo.md"}
+
+
+def write_docs(profile: str, n_seeds: int, docs_dir: Path = ROOT / "docs") -> None:
+    """Replace each docs page's ``<!-- seeds:begin -->`` ... ``<!-- seeds:end -->`` block with its section's
+    across-seed claims, numbers, picks and minimum detectable effects."""
+    from qscope_utils import across_seeds as A
+
+    agg = A.aggregate(A.load_seeds(results_root(), profile, list(range(n_seeds))))
+    for nn, name in DOCS.items():
+        page = Path(docs_dir) / name
+        text = page.read_text() if page.exists() else ""
+        if "<!-- seeds:begin -->" not in text:
+            print(f"[summarize] {page} has no <!-- seeds:begin --> block: left alone", file=sys.stderr)
+            continue
+        md = A.render_section(agg, nn, profile, power_rows(profile))
+        page.write_text(re.sub(r"<!-- seeds:begin -->.*<!-- seeds:end -->",
+                               lambda _: f"<!-- seeds:begin -->\n{md}<!-- seeds:end -->", text, flags=re.S))
+
+
 def _write_readme(md: str) -> None:
     readme = ROOT / "README.md"
     text = readme.read_text()
@@ -321,10 +342,14 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--profile", default="mini")
     ap.add_argument("--readme", action="store_true", help="also update README.md's results block")
+    ap.add_argument("--docs", action="store_true", help="with --seeds: also update each docs/NN_*.md page's "
+                                                         "across-seed block")
     ap.add_argument("--seeds", type=int, default=None, metavar="N",
                     help="aggregate build seeds 0..N-1 (./run_all.sh --seeds N) into results/<profile>-seeds/")
     args = ap.parse_args(argv)
-    if args.readme and os.environ.get("QSCOPE_RESULTS"):
+    if args.docs and args.seeds is None:
+        ap.error("--docs writes the across-seed blocks: give --seeds N too")
+    if (args.readme or args.docs) and os.environ.get("QSCOPE_RESULTS"):
         print("[summarize] --readme writes the repository's README.md from the repository's results: unset "
               "QSCOPE_RESULTS to use it", file=sys.stderr)
         sys.exit(2)
@@ -334,6 +359,8 @@ def main(argv=None) -> None:
         md = across_seeds(args.profile, args.seeds)
         if args.readme:
             _write_readme(md)
+        if args.docs:
+            write_docs(args.profile, args.seeds)
         print(md)
         return
     if not has_results(args.profile):

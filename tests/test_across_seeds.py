@@ -206,3 +206,37 @@ def test_picks_report_the_rule_and_the_argmax_beside_it():
     assert got["top1-diff layer es"] == 1 and got["one-SE layer es (not used)"] == 0
     del d04["k_selection"]                                                   # older summaries: the argmax
     assert {p.what: p.value for p in PICKS["04"](d04)}["chosen K es"] == "K=10"
+
+
+def test_docs_blocks_carry_their_sections_rows_only(tmp_path):
+    import importlib.util
+
+    from qscope_utils.across_seeds import aggregate, load_seeds, render_section
+
+    _write(tmp_path)
+    agg = aggregate(load_seeds(tmp_path, "mini", [0, 1, 2]))
+    power = [{"section": "§7", "notebook": "06", "claim": "SASFT cuts the zh code-switch ratio", "design": "paired",
+              "unit": "prompts", "n": "160", "mde": "0.031", "target_effect": "0.09", "n_needed": "20",
+              "target_basis": "a 50% cut"}]
+    md = render_section(agg, "06", "mini", power)
+    assert "| zh | reproduced 2/3, untestable at this scale 1/3 | **untestable at this scale** |" in md
+    assert "| λ for zh | 10.0 | 0.67 |" in md and "| zh paired Δ (SFT − SASFT) | +0.12 | +0.05 – +0.20 |" in md
+    assert "| §7 | SASFT cuts the zh code-switch ratio | paired | 160 prompts | 0.031 | 0.09 | 20 |" in md
+    assert "ρ(R, R̂)" not in md and "ρ(R, R̂)" in render_section(agg, "03", "mini", power)
+
+    spec = importlib.util.spec_from_file_location("summarize", ROOT / "scripts" / "summarize.py")
+    summ = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summ)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "06_sasft.md").write_text("# 06\n\n<!-- seeds:begin -->\nold\n<!-- seeds:end -->\n\ntail\n")
+    (docs / "03_benchmark_redundancy.md").write_text("# 03 without a block\n")
+    import os
+    os.environ["QSCOPE_RESULTS"] = str(tmp_path)
+    try:
+        summ.write_docs("mini", 3, docs)
+    finally:
+        del os.environ["QSCOPE_RESULTS"]
+    page = (docs / "06_sasft.md").read_text()
+    assert "\nold\n" not in page and page.endswith("<!-- seeds:end -->\n\ntail\n") and "| λ for zh | 10.0 |" in page
+    assert (docs / "03_benchmark_redundancy.md").read_text() == "# 03 without a block\n"
