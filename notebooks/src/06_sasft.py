@@ -208,7 +208,10 @@ pd.concat({t: sc.set_index("lambda") for t, sc in lam_scores.items()}).round(4)
 # %%
 test_rows = {t: sasft.target_rows(prompts, cfg, t, "test") for t in cfg.targets}
 design = {t: cs.cut_design(evals["SFT"]["flags"][t][r], cfg.n_seeds, cut=0.5, groups=sasft.doc_groups(prompts, r))
-          for t, r in test_rows.items()}
+          for t, r in test_rows.items()} if cfg.n_seeds >= 2 else {}
+if not design:
+    print(f"power check skipped: it needs >= 2 samples per prompt to separate prompt and sampling variance "
+          f"(n_seeds={cfg.n_seeds}); raise n_seeds to get it")
 pd.DataFrame({t: d.as_dict() for t, d in design.items()}).T.round(4)
 test.pivot(index="model", columns="target", values="ratio").loc[list(evals)].round(3)
 
