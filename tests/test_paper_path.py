@@ -175,7 +175,8 @@ def test_seed_is_disjoint_from_discovery_so_t_miss_is_not_empty():
     from qscope_utils import safety as S
 
     train = [S.LabelledText(f"{lab}-{i}", lab, "g") for lab in (S.UNSAFE, S.SAFE) for i in range(30)]
-    cfg = S.SafetyConfig(n_seed_per_cell=10, n_discovery_per_cell=None, tau=0.5, min_unsafe_rate=0.0)
+    cfg = S.SafetyConfig(n_seed_per_cell=10, n_discovery_per_cell=None, tau=0.5, min_unsafe_rate=0.0,
+                          target_set="relevant", fire_quantile=None)   # the T_miss split logic, without a pool
     splits = S.split_pools(train, train[:4] + train[-4:], [], cfg)
     seed_txt, disc_txt = {x.text for x in splits.seed}, {x.text for x in splits.discovery}
     assert not seed_txt & disc_txt and len(seed_txt) == 20 and len(disc_txt) == 40
