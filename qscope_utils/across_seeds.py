@@ -255,7 +255,7 @@ POWER_OF_CLAIM: dict[str, list[tuple[str, str]]] = {
     "04": [(r"\(es\)", r"\(es"), (r"\(it\)", r"\(it")],
     "05": [(r"^Target coverage", r"covers"), (r"^Downstream", r"accuracy")],
     "06": [(r"^zh$", r"\bzh\b"), (r"^ru$", r"\bru\b"), (r"^ja$", r"\bja\b")],
-    "07": [(r"ordinary sampling", r"ordinary sampling"), (r"accuracy", r"accuracy")],
+    "07": [(r"^Repeat ratio", r"evaluation regime|ordinary sampling"), (r"accuracy", r"accuracy")],
 }
 
 
