@@ -269,8 +269,9 @@ def table(profile: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def across_seeds(profile: str, n_seeds: int) -> str:
-    """Aggregate build seeds 0..n_seeds-1 into results/<profile>-seeds/ (SUMMARY.md, seeds.json); the markdown."""
+def across_seeds(profile: str, n_seeds: int) -> tuple[str, dict]:
+    """Aggregate build seeds 0..n_seeds-1 into results/<profile>-seeds/ (SUMMARY.md, seeds.json); the markdown
+    and the aggregate."""
     sys.path.insert(0, str(ROOT))
     from qscope_utils import across_seeds as A
     from qscope_utils.paths import seeded
@@ -298,7 +299,7 @@ def across_seeds(profile: str, n_seeds: int) -> str:
     md = "\n".join(lines) + "\n"
     (out / "seeds.json").write_text(json.dumps(agg, indent=1, default=str))
     (out / "SUMMARY.md").write_text(md)
-    return md
+    return md, agg
 
 
 def power_rows(profile: str) -> list[dict]:
@@ -313,29 +314,31 @@ DOCS = {"01": "01_sae_loading.md", "02": "02_steering.md", "03": "03_benchmark_r
         "05": "05_safety_synthesis.md", "06": "06_sasft.md", "07": "07_sae_dapo.md"}
 
 
-def write_docs(profile: str, n_seeds: int, docs_dir: Path = ROOT / "docs") -> None:
+def write_docs(agg: dict, profile: str, docs_dir: Path = ROOT / "docs") -> None:
     """Replace each docs page's ``<!-- seeds:begin -->`` ... ``<!-- seeds:end -->`` block with its section's
-    across-seed claims, numbers, picks and minimum detectable effects."""
+    across-seed claims, numbers, picks and minimum detectable effects (``agg``: :func:`across_seeds`' aggregate)."""
     from qscope_utils import across_seeds as A
 
-    agg = A.aggregate(A.load_seeds(results_root(), profile, list(range(n_seeds))))
+    power = power_rows(profile)
     for nn, name in DOCS.items():
         page = Path(docs_dir) / name
-        text = page.read_text() if page.exists() else ""
-        if "<!-- seeds:begin -->" not in text:
+        if not _replace_block(page, "seeds", A.render_section(agg, nn, profile, power)):
             print(f"[summarize] {page} has no <!-- seeds:begin --> block: left alone", file=sys.stderr)
-            continue
-        md = A.render_section(agg, nn, profile, power_rows(profile))
-        page.write_text(re.sub(r"<!-- seeds:begin -->.*<!-- seeds:end -->",
-                               lambda _: f"<!-- seeds:begin -->\n{md}<!-- seeds:end -->", text, flags=re.S))
+
+
+def _replace_block(path: Path, tag: str, md: str) -> bool:
+    """Replace the text between ``<!-- {tag}:begin -->`` and ``<!-- {tag}:end -->`` in ``path`` with ``md``;
+    False (nothing written) when the file or the block is missing."""
+    text = path.read_text() if path.exists() else ""
+    begin, end = f"<!-- {tag}:begin -->", f"<!-- {tag}:end -->"
+    if begin not in text:
+        return False
+    path.write_text(re.sub(f"{begin}.*{end}", lambda _: f"{begin}\n{md}{end}", text, flags=re.S))
+    return True
 
 
 def _write_readme(md: str) -> None:
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    new = re.sub(r"<!-- results:begin -->.*<!-- results:end -->",
-                 lambda _: f"<!-- results:begin -->\n{md}<!-- results:end -->", text, flags=re.S)
-    readme.write_text(new)
+    _replace_block(ROOT / "README.md", "results", md)
 
 
 def main(argv=None) -> None:
@@ -356,11 +359,11 @@ def main(argv=None) -> None:
     if args.seeds is not None:
         if args.seeds < 1:
             ap.error(f"--seeds {args.seeds}: give the number of build seeds, at least 1")
-        md = across_seeds(args.profile, args.seeds)
+        md, agg = across_seeds(args.profile, args.seeds)
         if args.readme:
             _write_readme(md)
         if args.docs:
-            write_docs(args.profile, args.seeds)
+            write_docs(agg, args.profile)
         print(md)
         return
     if not has_results(args.profile):

@@ -208,7 +208,7 @@ def test_picks_report_the_rule_and_the_argmax_beside_it():
     assert {p.what: p.value for p in PICKS["04"](d04)}["chosen K es"] == "K=10"
 
 
-def test_docs_blocks_carry_their_sections_rows_only(tmp_path):
+def test_docs_blocks_carry_their_sections_rows_only(tmp_path, monkeypatch):
     import importlib.util
 
     from qscope_utils.across_seeds import aggregate, load_seeds, render_section
@@ -231,12 +231,8 @@ def test_docs_blocks_carry_their_sections_rows_only(tmp_path):
     docs.mkdir()
     (docs / "06_sasft.md").write_text("# 06\n\n<!-- seeds:begin -->\nold\n<!-- seeds:end -->\n\ntail\n")
     (docs / "03_benchmark_redundancy.md").write_text("# 03 without a block\n")
-    import os
-    os.environ["QSCOPE_RESULTS"] = str(tmp_path)
-    try:
-        summ.write_docs("mini", 3, docs)
-    finally:
-        del os.environ["QSCOPE_RESULTS"]
+    monkeypatch.setenv("QSCOPE_RESULTS", str(tmp_path))          # power.csv from the temporary results, none
+    summ.write_docs(agg, "mini", docs)
     page = (docs / "06_sasft.md").read_text()
     assert "\nold\n" not in page and page.endswith("<!-- seeds:end -->\n\ntail\n") and "| λ for zh | 10.0 |" in page
     assert (docs / "03_benchmark_redundancy.md").read_text() == "# 03 without a block\n"
