@@ -41,7 +41,7 @@ import re
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -505,21 +505,38 @@ def load_zoo(profile) -> pd.DataFrame:
 
 def correctness_matrices(zoo: pd.DataFrame, benchmarks: Mapping[str, Benchmark], batch_size: int = 64,
                          max_new_tokens: int = 6, max_length: int = 160, device: str = "cpu",
-                         progress: bool = True) -> dict[str, pd.DataFrame]:
+                         progress: bool = True, workers: int = 1, threads: int | None = None) -> dict[str, pd.DataFrame]:
     """Evaluate every benchmark on every checkpoint: name -> DataFrame (checkpoints x item uids) of 0/1.
 
-    Each checkpoint is loaded once (``zoo.abs_path``, with its own tokenizer) and freed afterwards.
+    Each checkpoint is loaded once (``zoo.abs_path``, with its own tokenizer) and freed afterwards;
+    ``workers`` > 1 scores that many checkpoints at once in worker processes of ``threads`` torch threads
+    (:func:`qscope_utils.workers.map_jobs`; None: this process's count), the same floats as ``workers=1``
+    at the same ``threads``.
     """
+    from .workers import map_jobs
+
+    ctx = _ZooEval(dict(benchmarks), batch_size, max_new_tokens, max_length, device)
+    rows = map_jobs(_checkpoint_correctness, list(zoo["abs_path"]), ctx, workers=workers,
+                    threads=threads or torch.get_num_threads(), desc="checkpoints", progress=progress)
+    return {n: pd.DataFrame(np.stack([r[n] for r in rows]).astype(np.int8), index=list(zoo["name"]),
+                            columns=benchmarks[n].uids) for n in benchmarks}
+
+
+class _ZooEval(NamedTuple):
+    benchmarks: dict
+    batch_size: int
+    max_new_tokens: int
+    max_length: int
+    device: str
+
+
+def _checkpoint_correctness(ctx: _ZooEval, path: str) -> dict[str, np.ndarray]:
+    """benchmark name -> (n_items,) correctness of the checkpoint at ``path``."""
     from .generation import load_backbone
 
-    rows: dict[str, list[np.ndarray]] = {n: [] for n in benchmarks}
-    for path in tqdm(list(zoo["abs_path"]), desc="checkpoints", disable=not progress):
-        model, tok = load_backbone(path, device=device)
-        for name, b in benchmarks.items():
-            rows[name].append(evaluate_benchmark(model, tok, b, batch_size, max_new_tokens, max_length))
-        del model
-    return {n: pd.DataFrame(np.stack(r).astype(np.int8), index=list(zoo["name"]), columns=benchmarks[n].uids)
-            for n, r in rows.items()}
+    model, tok = load_backbone(path, device=ctx.device)
+    return {name: evaluate_benchmark(model, tok, b, ctx.batch_size, ctx.max_new_tokens, ctx.max_length)
+            for name, b in ctx.benchmarks.items()}
 
 
 # ----------------------------------------------------------------------------- paper profile

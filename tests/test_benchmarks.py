@@ -224,6 +224,10 @@ def test_correctness_matrices_on_a_tiny_zoo(tiny_model_dir, tmp_path, monkeypatc
     assert df.shape == (2, 8) and list(df.index) == ["a-step1", "b-step1"] and list(df.columns) == [f"u{i}" for i in range(8)]
     assert set(np.unique(df.values)) <= {0, 1}
     assert (df.iloc[0] == df.iloc[1]).all()          # identical weights, identical answers
+    one, two = (bm.correctness_matrices(zoo, {"t": bm.Benchmark("t", "choice", items)}, progress=False, workers=w,
+                                        threads=1)["t"] for w in (1, 2))
+    pd.testing.assert_frame_equal(two, one)          # checkpoints scored on two worker processes: same matrix
+    pd.testing.assert_frame_equal(one, df)
     with pytest.raises(FileNotFoundError, match="build"):
         bm.load_zoo("absent")
 

@@ -391,3 +391,12 @@ def test_notebook_06_runs_on_smoke(run_notebook_smoke):
     assert set(log.target) == {"all", *s["targets"]} and log.penalty.notna().all()
     t4 = pd.read_csv(out / "06_table4.csv")
     assert list(t4.target) == s["targets"] and t4["lambda"].gt(0).all()
+
+
+def test_sweep_runs_order_and_slugs():
+    from qscope_utils.sasft_sweep import sweep_runs
+
+    runs = sweep_runs(("zh", "ru"), (0.0, 1.0, 10.0))
+    assert [r.name for r in runs] == ["base", "SFT", "SASFT[zh] λ=1", "SASFT[zh] λ=10", "SASFT[ru] λ=1", "SASFT[ru] λ=10"]
+    assert [r.slug for r in runs] == ["base", "sft", "sasft_zh_1", "sasft_zh_10", "sasft_ru_1", "sasft_ru_10"]
+    assert runs[0].lam is None and runs[1].lam == 0.0 and runs[1].target is None

@@ -28,6 +28,8 @@ profile = "mini"          # mini | smoke | paper
 n_items = None            # items per mini benchmark; None: profile default
 n_draws = None            # random permutations per expectation; None: default
 layer = None              # SAE layer of the headline figures; None: middle layer
+workers = None            # checkpoints scored at once in worker processes, 1 thread each (None: 2 on a CPU
+                          # profile, 1 on a GPU; the same results for any number)
 seed = 0
 config = None             # any other RedundancyConfig field, e.g. -y 'config: {pair_benchmarks: [GSM8K, MATH, MBPP]}'
 # paper profile only
@@ -57,6 +59,7 @@ from qscope_utils.profiles import get_profile
 from qscope_utils import figures as F
 from qscope_utils.report import save_json, save_table
 from qscope_utils.scope import open_scope
+from qscope_utils import workers as W
 
 t_start = time.perf_counter()
 prof = get_profile(profile)
@@ -79,7 +82,7 @@ if prof.is_built:
     zoo = bm.load_zoo(prof)
     print(zoo[["name", "mixture", "step", "tokens_seen"]].to_string(index=False))
     correct = bm.correctness_matrices(zoo, benches, cfg.batch_size, cfg.max_new_tokens, cfg.max_length,
-                                      device=prof.device)
+                                      device=prof.device, workers=W.default_workers(prof.device, workers), threads=1)
 else:
     names = paper_benchmarks or list(bm.PAPER_BENCHMARKS)
     benches = {n: bm.load_hf_benchmark(n, n=cfg.n_items, seed=cfg.seed) for n in names}

@@ -43,7 +43,8 @@ run_dir = None              # launch / read: folder with one sub-folder per run
 accelerate_config = None    # launch: a file in configs/accelerate (ddp_1.7b.yaml, zero3_8b.yaml, fsdp_8b.yaml)
 num_processes = None        # launch: processes (None: the config file)
 lora_r = 0                  # > 0: LoRA adapter of this rank (PEFT) instead of full fine-tuning
-threads = 1                 # torch CPU threads (tiny matrices: one thread is as fast, and shares the CPU)
+threads = 1                 # torch CPU threads per run (tiny matrices: one thread is as fast as two)
+workers = None              # runs at once in worker processes (None: 2 on a CPU profile, 1 on a GPU; same results)
 seed = 0
 paper_model = "Qwen3-1.7B-Base"   # paper profile: Qwen3-1.7B-Base | Qwen3-8B-Base (backbone + SAE group)
 sft_file = None             # paper: JSONL {prompt, response, response_lang}
@@ -68,7 +69,9 @@ from qscope_utils import codeswitch as cs
 from qscope_utils import launch as LA
 from qscope_utils import sasft
 from qscope_utils.params import as_list, given, override_config
+from qscope_utils import sasft_sweep as SW
 from qscope_utils import sasft_trainer as ST
+from qscope_utils import workers as W
 from qscope_utils.profiles import get_profile, massive_norm_ratio
 from qscope_utils import figures as F
 from qscope_utils.report import save_json, save_table
@@ -154,26 +157,20 @@ trunc = ST.truncation_count(tok, train_ex, cfg.max_length)   # prompt + response
 print(f"max_length {cfg.max_length}: {trunc.truncated} of {trunc.n_examples} SFT examples cut, {trunc.dropped} "
       f"dropped (prompt alone too long), longest {trunc.longest} tokens; micro-batch {cfg.batch_size} x "
       f"<= {cfg.max_length} tokens, {cfg.effective_batch} examples per optimizer step")
-runs = [("SFT", None, 0.0)] + [(f"SASFT[{t}] λ={lam:g}", t, lam) for t in cfg.targets for lam in cfg.lambdas if lam > 0]
-names = {(t, lam): name for name, t, lam in runs}
-evals = {"base": sasft.evaluate_model(scope.model, tok, prompts, cfg, ppl_texts, heldout_ex)}
-logs = []
-for name, t, lam in runs:
-    tab = feats if t is None else ST.feature_table_for(feats, t)
-    penalty = sasft.SASFTPenalty(saes, tab)
-    slug = "sft" if t is None else f"sasft_{t}_{lam:g}"
-    inline = lambda: ST.train_sasft(scope.model, tok, train_ex, targs, penalty, lam)
-    job = lambda d: LA.write_sasft_job(d, prof.backbone, train_ex, tab, saes, targs, lam)
-    t0 = time.perf_counter()
-    model, log = LA.obtain(slug, launch, run_dir, "sasft_trainer", inline, job, accelerate_config, num_processes,
-                           cpu=on_cpu)
-    logs.append(log.assign(lam=lam, target=t or "all", run=name))
-    evals[name] = sasft.evaluate_model(model, tok, prompts, cfg, ppl_texts, heldout_ex, targets=None if t is None else [t])
-    print(f"{name}: {len(log)} steps, trained + evaluated in {time.perf_counter() - t0:.1f} s")
-    del model
+runs = SW.sweep_runs(cfg.targets, cfg.lambdas)
+names = {(r.target, r.lam): r.name for r in runs if r.lam is not None}
+ctx = SW.SweepContext(scope.model, tok, dict(saes), feats, train_ex, targs, cfg, prompts, ppl_texts, heldout_ex,
+                      prof.backbone, launch, run_dir, accelerate_config, num_processes, cpu=on_cpu)
+n_workers = W.default_workers(prof.device, workers) if launch == "inline" else 1
+done = W.map_jobs(SW.run_and_evaluate, runs, ctx, workers=n_workers, threads=threads or 1, desc="SASFT runs")
+evals = {r.run.name: r.evaluation for r in done}
+logs = [r.log for r in done if r.log is not None]
+for r in done:
+    print(f"{r.run.name}: {'' if r.log is None else f'{len(r.log)} steps, trained + '}evaluated in {r.seconds:.1f} s")
 train_log = pd.concat(logs, ignore_index=True)
 save_table(train_log, profile, "06_train_log")
-print(f"trained and evaluated {len(runs)} runs in {time.perf_counter() - t_start:.0f} s")
+print(f"evaluated the base model and trained + evaluated {len(runs) - 1} runs on {n_workers} worker(s); notebook at "
+      f"{time.perf_counter() - t_start:.0f} s")
 
 # %%
 fig = F.render(profile, "06_training")
@@ -274,7 +271,7 @@ summary = {
     "n_eval_prompts": prompts.groupby(["lang", "part"]).size().unstack().to_dict("index"), "norm_ratio": norm_ratio, "steps": cfg.steps, "batch_size": cfg.batch_size, "lr": cfg.lr,
     "effective_batch": cfg.effective_batch, "scheduler": cfg.scheduler, "weight_decay": cfg.weight_decay,
     "max_length": cfg.max_length, "truncation": trunc._asdict(), "trainer": "trl.SFTTrainer + SASFT penalty (official per-layer formula, summed)",
-    "runs": [r[0] for r in runs], "launch": launch,
+    "runs": [r.name for r in runs if r.lam is not None], "launch": launch,
     "n_train": len(train_ex), "n_seeds": cfg.n_seeds, "max_new_tokens": cfg.max_new_tokens,
     "temperature": cfg.temperature, "sft_response_contamination": contam,
     "features": feats[["target", "layer", "feature", "nu"]].to_dict("records"),

@@ -52,6 +52,7 @@ lora_r = 0              # > 0: train a LoRA adapter of this rank instead of all 
 keep_policies = None    # trained arms: "memory" | "disk" (spilled to run_dir/policies or a temp folder, one loaded
                         # at a time) | None: disk on paper (one fp32 8B arm is 30.5 GiB), memory on mini / smoke
 n_threads = 1           # CPU threads: 1 is fastest for the tiny mini/smoke models on a shared 2-core machine
+workers = None          # arms trained at once in worker processes (None: 2 on a CPU profile, 1 on a GPU; same results)
 repetition_config = None  # any RepetitionConfig field, e.g. -y 'repetition_config: {candidate_layers: [18, 24]}'
 dapo_config = None      # any DAPOConfig field, e.g. -y 'dapo_config: {G: 8, n_prompts: 64, lr: 1.0e-6}'
 seed = 0
@@ -69,6 +70,7 @@ import pandas as pd
 import torch
 
 from qscope_utils import dapo as D
+from qscope_utils import dapo_arms as DA
 from qscope_utils import dapo_trainer as DT
 from qscope_utils import launch as LA
 from qscope_utils import regime as RG
@@ -80,6 +82,7 @@ from qscope_utils import figures as F
 from qscope_utils.report import save_json, save_table
 from qscope_utils.scope import open_scope
 from qscope_utils.texts import eval_texts
+from qscope_utils import workers as W
 
 t_start = time.perf_counter()
 torch.set_num_threads(n_threads)
@@ -275,26 +278,16 @@ policies = LA.PolicyStore.for_profile(profile, keep_policies, run_dir)
 logs = {}
 
 
-def run_arm(arm, name, steer=None, variant=None):
-    pol = DT.SteeredRowPolicy(**variant) if variant else None
-    inline = lambda: DT.train_dapo(model, tok, dcfg, det, steer_vectors=steer, policy=pol, use_cpu=on_cpu,
-                                   bf16=not on_cpu, lora_r=lora_r)
-    job = lambda d: LA.write_dapo_job(d, prof.backbone, dcfg, steer, {"policy": variant or {}, "detector": vars(det),
-                                      "use_cpu": on_cpu, "bf16": not on_cpu, "lora_r": lora_r})
-    t0 = time.perf_counter()
-    m, log = LA.obtain(name, launch, run_dir, "dapo_trainer", inline, job, accelerate_config, num_processes, cpu=on_cpu)
-    print(f"{name}: {time.perf_counter() - t0:.1f} s")
-    policies.put(arm, m)
-    logs[arm] = log
-
-
 VANILLA = "vanilla DAPO"
-run_arm(VANILLA, "vanilla")
-variant_names = {}
-for i, v in enumerate(sae_variants):
-    vname = f"SAE arm ({DT.SteeredRowPolicy(**v).name})"
-    variant_names[vname] = v
-    run_arm(vname, f"sae_{i}", steer_vec, v)
+variant_names = {f"SAE arm ({DT.SteeredRowPolicy(**v).name})": v for v in sae_variants}
+arm_jobs = [DA.Arm(VANILLA, "vanilla")] + [DA.Arm(k, f"sae_{i}", v) for i, (k, v) in enumerate(variant_names.items())]
+ctx = DA.ArmContext(model, tok, dcfg, det, prof.backbone, launch, run_dir, accelerate_config, num_processes, on_cpu,
+                    lora_r, steer_vec)
+n_workers = W.default_workers(prof.device, workers) if launch == "inline" and not policies.spill else 1
+for r in W.imap_jobs(DA.train_arm, arm_jobs, ctx, workers=n_workers, threads=n_threads, desc="DAPO arms"):
+    print(f"{r.arm.key}: {r.seconds:.1f} s")
+    policies.put(r.arm.key, r.model)
+    logs[r.arm.key] = r.curves
 curves = pd.concat([log.assign(arm=name) for name, log in logs.items()], ignore_index=True)
 curves.groupby("arm", sort=False)[["reward", "accuracy", "repeat_ratio", "length", "loss", "clip_high", "clip_low",
                                    "steered_reward", "steered_advantage", "seconds"]].mean().round(3)
