@@ -33,11 +33,8 @@ class ArmContext:
     """The ``repetition.RepetitionDetector`` of the rewards' repeat bookkeeping."""
     backbone: str
     """Hub id or directory of the policy (launch jobs reload it from there)."""
-    launch: str = "inline"
-    run_dir: str | None = None
-    accelerate_config: str | None = None
-    num_processes: int | None = None
-    cpu: bool = True
+    how: LA.Launch = LA.Launch()
+    """inline training, ``accelerate launch`` jobs or finished runs (``how.cpu``: CPU training, float32)."""
     lora_r: int = 0
     steer: Mapping[int, torch.Tensor] | None = field(default=None)
     """layer -> steering vector (alpha x decoder column) of the SAE arms."""
@@ -65,11 +62,10 @@ def train_arm(ctx: ArmContext, arm: Arm) -> ArmResult:
     steer = ctx.steer if arm.variant is not None else None
     pol = DT.SteeredRowPolicy(**arm.variant) if arm.variant is not None else None
     inline = lambda: DT.train_dapo(ctx.model, ctx.tokenizer, ctx.dapo, ctx.detector, steer_vectors=steer, policy=pol,
-                                   use_cpu=ctx.cpu, bf16=not ctx.cpu, lora_r=ctx.lora_r)
+                                   use_cpu=ctx.how.cpu, bf16=not ctx.how.cpu, lora_r=ctx.lora_r)
     job = lambda d: LA.write_dapo_job(d, ctx.backbone, ctx.dapo, steer, {"policy": dict(arm.variant or {}),
-                                      "detector": vars(ctx.detector), "use_cpu": ctx.cpu, "bf16": not ctx.cpu,
+                                      "detector": vars(ctx.detector), "use_cpu": ctx.how.cpu, "bf16": not ctx.how.cpu,
                                       "lora_r": ctx.lora_r})
     t0 = time.perf_counter()
-    model, curves = LA.obtain(arm.slug, ctx.launch, ctx.run_dir, "dapo_trainer", inline, job, ctx.accelerate_config,
-                              ctx.num_processes, cpu=ctx.cpu)
+    model, curves = ctx.how.obtain(arm.slug, "dapo_trainer", inline, job)
     return ArmResult(arm, model, curves, time.perf_counter() - t0)

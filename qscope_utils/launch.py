@@ -14,14 +14,14 @@ import os
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 import pandas as pd
 import torch
 
-__all__ = ["ACCELERATE_CONFIGS", "PolicyStore", "accelerate_command", "run_launch", "obtain", "finished", "read_run",
+__all__ = ["ACCELERATE_CONFIGS", "PolicyStore", "accelerate_command", "run_launch", "obtain", "Launch", "finished", "read_run",
            "write_sasft_job", "load_sasft_job", "write_dapo_job", "load_dapo_job"]
 
 ACCELERATE_CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "accelerate"
@@ -81,6 +81,27 @@ def obtain(name: str, mode: str, run_dir: str | Path | None, module: str, inline
         raise ValueError(f"launch must be 'inline', 'launch' or 'read', not {mode!r}")
     model, _, log = read_run(d)
     return model, log
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How a notebook's training runs are obtained (the notebook parameters of :func:`obtain`)."""
+
+    mode: str = "inline"
+    """inline | launch | read."""
+    run_dir: str | None = None
+    """launch / read: folder with one sub-folder per run."""
+    config: str | None = None
+    """launch: a file of ``configs/accelerate``."""
+    num_processes: int | None = None
+    """launch: processes (None: the config file's)."""
+    cpu: bool = True
+    """launch on CPU (gloo) instead of GPUs."""
+
+    def obtain(self, name: str, module: str, inline, write_job):
+        """(model, train_log) of run ``name`` (:func:`obtain` with these settings)."""
+        return obtain(name, self.mode, self.run_dir, module, inline, write_job, self.config, self.num_processes,
+                      self.cpu)
 
 
 def finished(run_dir: str | Path) -> bool:

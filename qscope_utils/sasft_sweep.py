@@ -39,12 +39,8 @@ class SweepContext:
     heldout: Sequence[sasft.SFTExample]
     backbone: str
     """Hub id or directory of the base model (launch jobs reload it from there)."""
-    launch: str = "inline"
-    """inline | launch | read, as ``launch.obtain``."""
-    run_dir: str | None = None
-    accelerate_config: str | None = None
-    num_processes: int | None = None
-    cpu: bool = True
+    how: LA.Launch = LA.Launch()
+    """inline training, ``accelerate launch`` jobs or finished runs."""
 
 
 class SweepRun(NamedTuple):
@@ -86,8 +82,7 @@ def run_and_evaluate(ctx: SweepContext, run: SweepRun) -> SweepResult:
         penalty = sasft.SASFTPenalty(ctx.saes, tab)
         inline = lambda: ST.train_sasft(ctx.model, ctx.tokenizer, ctx.examples, ctx.train_args, penalty, run.lam)
         job = lambda d: LA.write_sasft_job(d, ctx.backbone, ctx.examples, tab, ctx.saes, ctx.train_args, run.lam)
-        model, log = LA.obtain(run.slug, ctx.launch, ctx.run_dir, "sasft_trainer", inline, job, ctx.accelerate_config,
-                               ctx.num_processes, cpu=ctx.cpu)
+        model, log = ctx.how.obtain(run.slug, "sasft_trainer", inline, job)
         log = log.assign(lam=run.lam, target=run.target or "all", run=run.name)
     ev = sasft.evaluate_model(model, ctx.tokenizer, ctx.prompts, ctx.cfg, ctx.ppl_texts, ctx.heldout,
                               targets=None if run.target is None else [run.target])
