@@ -103,6 +103,13 @@ class Launch:
         return obtain(name, self.mode, self.run_dir, module, inline, write_job, self.config, self.num_processes,
                       self.cpu)
 
+    def workers(self, device: str, requested: int | None = None) -> int:
+        """Worker processes for these runs: :func:`qscope_utils.workers.default_workers` when training inline;
+        1 when runs are launched or read (``accelerate launch`` brings its own processes)."""
+        from .workers import default_workers
+
+        return default_workers(device, requested) if self.mode == "inline" else 1
+
 
 def finished(run_dir: str | Path) -> bool:
     return (Path(run_dir) / "DONE").is_file()

@@ -292,8 +292,8 @@ _PICK_KEYS = ("condition", "alpha", "mean", "lo", "hi", "diff", "diff_lo", "diff
 def _pick_row(r: pd.Series | None) -> dict:
     if r is None:   # metric undefined everywhere (e.g. no continuation has enough Han characters)
         return {"condition": "none", "significant": False, **{k: float("nan") for k in _PICK_KEYS[1:-1]}}
-    return {k: (r[k] if k in ("condition", "significant") else float(r[k])) for k in _PICK_KEYS} | \
-        {"significant": bool(r["significant"])}
+    return {"condition": r["condition"], **{k: float(r[k]) for k in _PICK_KEYS[1:-1]},
+            "significant": bool(r["significant"])}
 
 
 def selection_rule(want: str, cost: str | None, max_cost: float | None) -> str:

@@ -353,8 +353,8 @@ def main(argv=None) -> None:
     if args.docs and args.seeds is None:
         ap.error("--docs writes the across-seed blocks: give --seeds N too")
     if (args.readme or args.docs) and os.environ.get("QSCOPE_RESULTS"):
-        print("[summarize] --readme writes the repository's README.md from the repository's results: unset "
-              "QSCOPE_RESULTS to use it", file=sys.stderr)
+        print("[summarize] --readme / --docs write the repository's README.md / docs pages from the repository's "
+              "results: unset QSCOPE_RESULTS to use them", file=sys.stderr)
         sys.exit(2)
     if args.seeds is not None:
         if args.seeds < 1:

@@ -62,3 +62,10 @@ def test_default_workers():
     assert W.default_workers("cpu") == min(2, __import__("os").cpu_count() or 1)
     with pytest.raises(ValueError, match="workers=0"):
         W.default_workers("cpu", 0)
+
+
+def test_launched_runs_use_no_workers():
+    from qscope_utils.launch import Launch
+
+    assert Launch().workers("cpu") == W.default_workers("cpu") and Launch().workers("cpu", 3) == 3
+    assert Launch("launch", "/tmp/runs").workers("cpu", 3) == 1 and Launch("read", "/tmp/runs").workers("cpu") == 1

@@ -159,9 +159,10 @@ print(f"max_length {cfg.max_length}: {trunc.truncated} of {trunc.n_examples} SFT
       f"<= {cfg.max_length} tokens, {cfg.effective_batch} examples per optimizer step")
 runs = SW.sweep_runs(cfg.targets, cfg.lambdas)
 names = {(r.target, r.lam): r.name for r in runs if r.lam is not None}
+how = LA.Launch(launch, run_dir, accelerate_config, num_processes, cpu=on_cpu)
 ctx = SW.SweepContext(scope.model, tok, dict(saes), feats, train_ex, targs, cfg, prompts, ppl_texts, heldout_ex,
-                      prof.backbone, LA.Launch(launch, run_dir, accelerate_config, num_processes, cpu=on_cpu))
-n_workers = W.default_workers(prof.device, workers) if launch == "inline" else 1
+                      prof.backbone, how)
+n_workers = how.workers(prof.device, workers)
 done = W.map_jobs(SW.run_and_evaluate, runs, ctx, workers=n_workers, threads=threads or 1, desc="SASFT runs")
 evals = {r.run.name: r.evaluation for r in done}
 logs = [r.log for r in done if r.log is not None]

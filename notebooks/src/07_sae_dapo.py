@@ -281,9 +281,9 @@ logs = {}
 VANILLA = "vanilla DAPO"
 variant_names = {f"SAE arm ({DT.SteeredRowPolicy(**v).name})": v for v in sae_variants}
 arm_jobs = [DA.Arm(VANILLA, "vanilla")] + [DA.Arm(k, f"sae_{i}", v) for i, (k, v) in enumerate(variant_names.items())]
-ctx = DA.ArmContext(model, tok, dcfg, det, prof.backbone,
-                    LA.Launch(launch, run_dir, accelerate_config, num_processes, cpu=on_cpu), lora_r, steer_vec)
-n_workers = W.default_workers(prof.device, workers) if launch == "inline" and not policies.spill else 1
+how = LA.Launch(launch, run_dir, accelerate_config, num_processes, cpu=on_cpu)
+ctx = DA.ArmContext(model, tok, dcfg, det, prof.backbone, how, lora_r, steer_vec)
+n_workers = 1 if policies.spill else how.workers(prof.device, workers)   # spilled: one trained policy in memory at a time
 for r in W.imap_jobs(DA.train_arm, arm_jobs, ctx, workers=n_workers, threads=n_threads, desc="DAPO arms"):
     print(f"{r.arm.key}: {r.seconds:.1f} s")
     policies.put(r.arm.key, r.model)
