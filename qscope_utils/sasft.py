@@ -126,7 +126,7 @@ class SASFTConfig:
     n_seeds: int = 12                        # samples per prompt (mini design: docs/06_sasft.md, "Minimum detectable effect")
     max_new_tokens: int = 24
     temperature: float = 1.0
-    gen_batch_size: int = 64
+    gen_batch_size: int = 256                # rows per generate call (mini: 256 decodes ~30% faster than 64 on 2 cores)
     ppl_docs_per_lang: int = 32
     ppl_max_length: int = 128
     n_boot: int = 2000

@@ -126,3 +126,47 @@ def test_interrupted_builds_resume(smoke_copy):
     assert rep["stages"]["sae"]["status"] == "built"   # downstream of a rebuilt stage
     assert (sae_dir / "layer1.sae.pt").exists()
     assert (sae_dir / "layer0.sae.pt").stat().st_mtime_ns == layer0_mtime   # finished layer kept
+
+
+def test_pretrain_segments_split_at_the_branch_point_and_follow_the_resume_states():
+    from qscope_utils.mini.pretrain import Segment, _segments
+
+    scope = replace(SMOKE_SCOPE, train_steps=40, branch_step=20, mixtures=("balanced", "code_math_heavy"))
+    fresh = _segments(scope, {"balanced": None, "code_math_heavy": None})
+    assert fresh == ([Segment(0, "balanced", 0, 20, None)],
+                     [Segment(0, "balanced", 20, 40, "balanced.pt"),
+                      Segment(1, "code_math_heavy", 20, 40, "balanced-step20.pt")])
+    # the trunk got past the branch point, the branch has its own state at 30
+    trunk, par = _segments(scope, {"balanced": {"step": 25}, "code_math_heavy": {"step": 30}})
+    assert trunk == [] and par == [Segment(0, "balanced", 25, 40, "balanced.pt"),
+                                   Segment(1, "code_math_heavy", 30, 40, "code_math_heavy.pt")]
+    # trunk done, branch still to train; trunk before the branch point resumes there
+    assert _segments(scope, {"balanced": {"step": 40}, "code_math_heavy": None}) == \
+        ([], [Segment(1, "code_math_heavy", 20, 40, "balanced-step20.pt")])
+    assert _segments(scope, {"balanced": {"step": 10}, "code_math_heavy": None})[0] == \
+        [Segment(0, "balanced", 10, 20, "balanced.pt")]
+    # one mixture: no branch point, the whole run on every thread
+    solo = replace(scope, mixtures=("balanced",))
+    assert _segments(solo, {"balanced": None}) == ([Segment(0, "balanced", 0, 40, None)], [])
+
+
+def test_mixtures_on_worker_processes_train_the_same_checkpoints(smoke_scope, tmp_path, monkeypatch):
+    """The parallel phase (trunk's rest and branch after the branch point) gives the same bytes on two
+    worker processes as in this process, at the same threads per mixture."""
+    import hashlib
+
+    from qscope_utils.mini import pretrain as P
+
+    prof, _ = smoke_scope
+    scope = replace(SMOKE_SCOPE, train_steps=8, zoo_steps=(4, 8), branch_step=4)
+    out = {}
+    for name, min_tokens in (("workers", 0), ("here", 10 ** 12)):
+        monkeypatch.setattr(P, "MIN_WORKER_TOKENS", min_tokens)
+        summary = P.pretrain(scope, prof, prof.data_dir / "tokenizer", tmp_path / name, config_hash="t", progress=False)
+        assert summary["threads"]["parallel_workers"] == (min(2, os.cpu_count() or 1) if name == "workers" else 1)
+        out[name] = {p.relative_to(tmp_path / name).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                     for p in sorted((tmp_path / name / "zoo").glob("*/model.safetensors"))}
+    assert list(out["here"]) == ["zoo/balanced-step4/model.safetensors", "zoo/balanced-step8/model.safetensors",
+                                 "zoo/code_math_heavy-step8/model.safetensors"]
+    assert out["workers"] == out["here"]
+    assert out["here"]["zoo/balanced-step8/model.safetensors"] != out["here"]["zoo/code_math_heavy-step8/model.safetensors"]

@@ -45,7 +45,7 @@ STAGE_FIELDS: dict[str, tuple[str, ...]] = {
                  "batch_size", "train_steps", "lr", "zoo_steps", "mixtures", "branch_step", "seed"),
     "sae": ("sae_expansion", "sae_k", "sae_train_tokens", "sae_batch_tokens", "sae_lr", "seed"),
 }
-CODE_VERSION = {"corpus": 2, "tokenizer": 1, "pretrain": 1, "sae": 1}   # bump to force a rebuild (corpus 2: ROT13 fortunes decoded)
+CODE_VERSION = {"corpus": 2, "tokenizer": 1, "pretrain": 2, "sae": 1}   # bump to force a rebuild (corpus 2: ROT13 fortunes decoded; pretrain 2: mixtures after the branch point on one-thread workers)
 
 
 def scope_profile(name: str, scope: MiniScopeConfig) -> Profile:
