@@ -5,7 +5,8 @@
     .venv/bin/python benchmarks/run.py --quick    # mini shapes only (seconds)
 The redundancy-metric scaling benchmark is benchmarks/bench_redundancy.py (section §4); the paper-width
 ratios (SAE encode / sparse decode vs their GEMMs, steering and capture on a random Qwen3-1.7B-shape
-backbone: ~10 GB RAM on a CPU) are benchmarks/bench_paper_shape.py (``--only paper_shape``).
+backbone: ~10 GB RAM on a CPU) are benchmarks/bench_paper_shape.py (``--only paper_shape``); why the mini build
+trains its mixtures on one-thread worker processes is benchmarks/bench_pretrain_threads.py (standalone).
 """
 from __future__ import annotations
 

@@ -20,8 +20,8 @@ how in-house checkpoint families usually look (a shared trunk, then mixture chan
 Threads: the trunk up to the branch point trains alone on every torch thread; after it, the trunk's
 rest and each branch are independent, so they train at once on worker processes
 (:func:`qscope_utils.workers.map_jobs`), each on ``threads // len(mixtures)`` threads. At these widths two
-one-thread processes step 36% more tokens per second than one two-thread process (2 cores: 11.5k vs
-8.5k tokens/s, ``benchmarks/``). The plan depends only on the config and the machine, never on
+one-thread processes step about 30% more tokens per second than one two-thread process (2 cores: 10.7k vs
+8.2k tokens/s, ``benchmarks/bench_pretrain_threads.py``). The plan depends only on the config and the machine, never on
 what a resume left to do, so a resumed build still ends bit-identical.
 
 Resume: at every zoo step the run also writes ``models/_resume/<mixture>.pt`` (optimizer state,
