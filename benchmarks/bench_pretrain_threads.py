@@ -3,7 +3,7 @@
 The mini build trains the trunk up to the branch point alone, on every torch thread, then the trunk's
 rest and each branch at once, one worker process each (``qscope_utils.mini.pretrain``). This measures
 why: tokens/s of the real training step (``Qwen3ForCausalLM`` of ``MiniScopeConfig``, AdamW, clipping)
-in one process with all threads, against the summed tokens/s of ``workers`` one-thread processes
+(``pretrain.train_step``) in one process with all threads, against the summed tokens/s of ``workers`` one-thread processes
 stepping at the same time. Writes ``results/benchmarks/pretrain_threads.json``.
 
     .venv/bin/python benchmarks/bench_pretrain_threads.py [--quick]
@@ -25,34 +25,24 @@ from common import write  # noqa: E402
 def _steps_per_s(threads: int, steps: int, barrier=None) -> float:
     """Training steps per second of the mini model at ``threads`` torch threads (after 2 warm-up steps)."""
     import torch
-    import torch.nn.functional as F
     from transformers import Qwen3ForCausalLM
 
-    from qscope_utils.mini.pretrain import qwen3_config
+    from qscope_utils.mini.pretrain import new_optimizer, qwen3_config, train_step
     from qscope_utils.profiles import MiniScopeConfig
 
     torch.set_num_threads(threads)
     sc = MiniScopeConfig()
     torch.manual_seed(0)
     model = Qwen3ForCausalLM(qwen3_config(sc, sc.vocab_size, 1, 2)).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=sc.lr)
+    opt = new_optimizer(model, sc)
     x = torch.randint(0, sc.vocab_size, (sc.batch_size, sc.seq_len + 1))
-
-    def step():
-        logits = model(input_ids=x[:, :-1]).logits
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-
     for _ in range(2):
-        step()
+        train_step(model, opt, x)
     if barrier is not None:
         barrier.wait()
     t0 = time.perf_counter()
     for _ in range(steps):
-        step()
+        train_step(model, opt, x)
     return steps / (time.perf_counter() - t0)
 
 

@@ -56,7 +56,7 @@ from .tokenizer import load_tokenizer
 from ..workers import default_workers, map_jobs
 
 __all__ = ["qwen3_config", "mixture_weights", "TokenData", "tokenize_split", "pretrain", "zoo_plan",
-           "eval_perplexity", "load_checkpoint", "read_zoo", "load_resume", "zoo_checkpoint_ok", "cached_tokens"]
+           "eval_perplexity", "train_step", "new_optimizer", "load_checkpoint", "read_zoo", "load_resume", "zoo_checkpoint_ok", "cached_tokens"]
 
 LANG_TEMPERATURE = 0.3
 MIN_WORKER_TOKENS = 2_000_000   # parallel-phase tokens from which the mixtures train on worker processes
@@ -234,6 +234,17 @@ def load_resume(path: Path, config_hash: str) -> dict | None:
     return st if isinstance(st, dict) and st.get("config_hash") == config_hash else None
 
 
+def train_step(model, opt, x: torch.Tensor) -> torch.Tensor:
+    """One optimizer step of next-token prediction on ``x`` (batch, seq_len + 1); returns the loss."""
+    logits = model(input_ids=x[:, :-1]).logits
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), x[:, 1:].reshape(-1))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return loss
+
+
 def _run(model, opt, data, weights, scope, mix_idx, start, stop, save_steps, on_save, progress, desc, log):
     model.train()
     tokens_per_step = scope.batch_size * scope.seq_len
@@ -244,12 +255,7 @@ def _run(model, opt, data, weights, scope, mix_idx, start, stop, save_steps, on_
         x = _batch(data, weights, scope.batch_size, scope.seq_len, rng)
         for g in opt.param_groups:
             g["lr"] = _lr(step, scope)
-        logits = model(input_ids=x[:, :-1]).logits
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), x[:, 1:].reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        loss = train_step(model, opt, x)
         n0 += tokens_per_step
         if step % 10 == 0 or step + 1 == stop:
             tps = n0 / max(1e-9, time.time() - t0)
@@ -286,29 +292,27 @@ def _segments(scope: MiniScopeConfig, states: dict[str, dict | None]) -> tuple[l
     """What is left to train, from the valid resume states: (the trunk up to the branch point, run alone on
     every thread; the stretches after it, one per mixture, independent of each other)."""
     mixes, B, T = list(scope.mixtures), scope.branch_step, scope.train_steps
-    branches = len(mixes) > 1
     bal = states.get("balanced")
     done = bal["step"] if bal is not None else 0
-    res = "{}.pt"
-    trunk, parallel = [], []
-    if not branches:
-        return ([Segment(0, "balanced", done, T, res.format("balanced") if done else None)] if done < T else []), []
-    if done < B:
-        trunk.append(Segment(0, "balanced", done, B, res.format("balanced") if done else None))
-        done = B
-    if done < T:
-        parallel.append(Segment(0, "balanced", done, T, res.format("balanced") if done else None))
+
+    def trunk(start: int, stop: int) -> list[Segment]:
+        return [Segment(0, "balanced", start, stop, "balanced.pt" if start else None)] if start < stop else []
+
+    if len(mixes) == 1:
+        return trunk(done, T), []
+    parallel = trunk(max(done, B), T)
     for mi, m in enumerate(mixes):
         if m == "balanced":
             continue
         st = states.get(m)
         start = st["step"] if st is not None else B
         if start < T:
-            parallel.append(Segment(mi, m, start, T, res.format(m) if st is not None else f"balanced-step{B}.pt"))
-    return trunk, parallel
+            parallel.append(Segment(mi, m, start, T, f"{m}.pt" if st is not None else f"balanced-step{B}.pt"))
+    return trunk(done, B), parallel
 
 
-def _new_opt(model, scope: MiniScopeConfig) -> torch.optim.AdamW:
+def new_optimizer(model, scope: MiniScopeConfig) -> torch.optim.AdamW:
+    """AdamW of the mini pretraining: weight decay 0.1 on matrices, none on norms (betas 0.9 / 0.95)."""
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     nodecay = [p for n, p in model.named_parameters() if p.ndim < 2]
     return torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": nodecay, "weight_decay": 0.0}],
@@ -321,7 +325,7 @@ def _train_segment(ctx: _PretrainContext, seg: Segment) -> tuple[list[dict], flo
     tok = load_tokenizer(ctx.tok_dir)
     torch.manual_seed(scope.seed)
     model = Qwen3ForCausalLM(ctx.cfg)
-    opt = _new_opt(model, scope)
+    opt = new_optimizer(model, scope)
     if seg.init is not None:
         st = load_resume(res_dir / seg.init, ctx.config_hash)
         if st is None:
