@@ -32,6 +32,7 @@ from typing import Callable
 import yaml
 
 from .paths import rel, repo_root, results_dir
+from .provenance import cpu_model
 from .seeds import check_seed_options, run_seeds, seed_env
 
 __all__ = ["APPLIES", "RunnerError", "NotebookFailed", "make_portable", "list_notebooks", "applies", "parse_parameters", "run_notebook", "run_all", "print_plan"]
@@ -263,7 +264,8 @@ def _run_in_order(nbs: list[Path], profile: str, parameters: dict | None, quiet:
     tpath = results_dir(profile) / "timings.json"
     timings = json.loads(tpath.read_text()) if tpath.exists() else {}
     previous = dict(timings.get("notebooks", {}))
-    timings["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    timings["machine"] = {"platform": platform.platform(), "cpu": cpu_model(), "cpus": os.cpu_count(),
+                          "python": sys.version.split()[0]}
     done = []
     for nb in nbs:
         if not applies(nb, profile):
@@ -285,6 +287,24 @@ def _run_in_order(nbs: list[Path], profile: str, parameters: dict | None, quiet:
         tpath.write_text(json.dumps(timings, indent=2, sort_keys=True))
         done.append(rec)
     return done
+
+
+def print_agreement(profile: str) -> str | None:
+    """After a run that left every section's summary in ``results/<profile>``: one line on how it compares
+    with the committed across-seed results (``results/<profile>-seeds/seeds.json``, when there are any),
+    and the command that writes the details. Returns the line (None when there is nothing to compare)."""
+    from .across_seeds import NOTEBOOKS
+    from .agreement import compare_dirs, summary_line
+    from .paths import seeded
+
+    run = results_dir(profile)
+    seeds_json = run.parent / f"{profile}-seeds" / "seeds.json"
+    if not seeds_json.is_file() or not all((run / f"{nn}_summary.json").is_file() for nn in NOTEBOOKS):
+        return None
+    line = f"against the committed {profile} results ({rel(seeds_json)}): {summary_line(compare_dirs(run, seeds_json))}"
+    extra = f" --compare {rel(run)}" if run.name != seeded(profile, 0) else " --compare"
+    print(f"[run_all] {line}\n[run_all] details: python scripts/summarize.py --profile {profile}{extra}", flush=True)
+    return line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -340,6 +360,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             with seed_env(args.seed):
                 run_all(args.profile, args.only, params, quiet=args.quiet)
+                print_agreement(args.profile)
     except RunnerError as e:
         print(f"[run_all] error: {e}", file=sys.stderr)
         sys.exit(2)

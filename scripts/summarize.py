@@ -14,6 +14,12 @@ SUMMARY.md written to that directory, and nothing is written into the repository
 per-prompt interval, how often the seeds make the same selection, and each claim's verdicts
 (:mod:`qscope_utils.across_seeds`). It writes ``results/<profile>-seeds/SUMMARY.md`` and
 ``seeds.json``; with ``--readme`` that table replaces README's results block.
+
+``--compare [DIR]`` asks whether one run (default ``results/<profile>``, e.g. a fresh clone's
+``./run_all.sh`` on another machine) agrees with the across-seed results in ``--against``
+(default the committed ``results/<profile>-seeds/seeds.json``): its verdicts against the same
+seed's, its numbers against the seeds' 95% prediction interval, its picks against the same seed's
+(:mod:`qscope_utils.agreement`). It writes ``DIR/REPRODUCTION.md`` and ``DIR/reproduction.json``.
 """
 from __future__ import annotations
 
@@ -302,6 +308,42 @@ def across_seeds(profile: str, n_seeds: int) -> tuple[str, dict]:
     return md, agg
 
 
+def compare(profile: str, run_dir: str | None, against: str | None) -> str:
+    """Compare one run's summaries with an across-seed aggregate; writes REPRODUCTION.md and reproduction.json
+    into the run's folder and returns the markdown."""
+    sys.path.insert(0, str(ROOT))
+    from qscope_utils import agreement as AG
+
+    run = Path(run_dir) if run_dir else results_root() / profile
+    seeds_json = Path(against) if against else results_root() / f"{profile}-seeds" / "seeds.json"
+    try:
+        cmp = AG.compare_dirs(run, seeds_json)
+    except FileNotFoundError as e:
+        print(f"[summarize] {e}", file=sys.stderr)
+        sys.exit(1)
+    machine = _machine_of(run)
+    md = AG.render(cmp, f"{run.name}{', ' + machine if machine else ''}", _shown(seeds_json))
+    (run / "REPRODUCTION.md").write_text(md)
+    (run / "reproduction.json").write_text(json.dumps(cmp, indent=1, default=str))
+    return md
+
+
+def _machine_of(run: Path) -> str:
+    """"<cpu>, <n> threads" from the run's summaries (``_meta``), or ""."""
+    for p in sorted(run.glob("*_summary.json")):
+        meta = json.loads(p.read_text()).get("_meta", {})
+        if meta.get("cpu"):
+            return f"{meta['cpu']}, {meta.get('torch_threads', '?')} torch threads"
+    return ""
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def power_rows(profile: str) -> list[dict]:
     """Rows of results/<profile>/power.csv (scripts/power.py), or [] when it was not written."""
     import csv
@@ -349,7 +391,14 @@ def main(argv=None) -> None:
                                                          "across-seed block")
     ap.add_argument("--seeds", type=int, default=None, metavar="N",
                     help="aggregate build seeds 0..N-1 (./run_all.sh --seeds N) into results/<profile>-seeds/")
+    ap.add_argument("--compare", nargs="?", const="", default=None, metavar="DIR",
+                    help="compare one run (default results/<profile>) with the across-seed results of --against")
+    ap.add_argument("--against", default=None, metavar="SEEDS_JSON",
+                    help="with --compare: the aggregate to compare with (default results/<profile>-seeds/seeds.json)")
     args = ap.parse_args(argv)
+    if args.compare is not None:
+        print(compare(args.profile, args.compare or None, args.against))
+        return
     if args.docs and args.seeds is None:
         ap.error("--docs writes the across-seed blocks: give --seeds N too")
     if (args.readme or args.docs) and os.environ.get("QSCOPE_RESULTS"):

@@ -1,0 +1,112 @@
+"""Does one run agree with the committed across-seed results? (qscope_utils.agreement,
+scripts/summarize.py --compare, the runner's closing line) on hand-made summaries with known answers."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_across_seeds import SEEDS, _write, s03, s06
+
+ROOT = Path(__file__).resolve().parents[1]
+T975_2 = 4.302652729911275          # t(0.975, 2), the two-sided 95% quantile with 2 degrees of freedom
+
+
+def _agg(tmp_path):
+    from qscope_utils.across_seeds import aggregate, load_seeds
+
+    _write(tmp_path)
+    return aggregate(load_seeds(tmp_path, "mini", [0, 1, 2]))
+
+
+def _row(rows, key, value):
+    return next(r for r in rows if r[key] == value)
+
+
+def test_prediction_interval_known_answers():
+    from qscope_utils.agreement import prediction_interval
+
+    lo, hi = prediction_interval([1.0, 2.0, 3.0])             # mean 2, sd 1, n 3
+    half = T975_2 * 1.0 * math.sqrt(1 + 1 / 3)                # 4.968...
+    assert (lo, hi) == (pytest.approx(2 - half), pytest.approx(2 + half)) and half == pytest.approx(4.96828, abs=1e-5)
+    assert prediction_interval([0.5, 0.5, 0.5]) == (0.5, 0.5)  # no spread: only the same value is inside
+    assert prediction_interval([1.0, float("nan"), 3.0]) == pytest.approx((2 - 12.7062 * math.sqrt(2) * math.sqrt(1.5),
+                                                                           2 + 12.7062 * math.sqrt(2) * math.sqrt(1.5)), rel=1e-4)
+    assert prediction_interval([1.0]) is None and prediction_interval([]) is None
+
+
+def test_compare_a_run_equal_to_seed_0_agrees_everywhere(tmp_path):
+    from qscope_utils.agreement import compare, summary_line
+
+    cmp = compare(_agg(tmp_path), SEEDS[0], seed=0)
+    assert cmp["missing"] == ["01", "02", "04", "05", "07"] and cmp["committed_seeds"] == [0, 1, 2]
+    rho = _row(cmp["headlines"], "quantity", "ρ(R, R̂)")
+    assert rho["value"] == 0.2 and rho["seed_values"] == [0.2, 0.5, 0.8] and rho["same_seed"] == 0.2
+    assert rho["shift_sd"] == 0.0 and rho["inside"] is True
+    assert rho["pi"] == (pytest.approx(0.5 - T975_2 * 0.3 * math.sqrt(4 / 3)), pytest.approx(0.5 + T975_2 * 0.3 * math.sqrt(4 / 3)))
+    assert all(r["agrees"] for r in cmp["claims"]) and all(r["agrees"] for r in cmp["picks"])
+    line = summary_line(cmp)
+    n_claims, n_picks = len(cmp["claims"]), len(cmp["picks"])
+    assert f"verdicts equal to committed seed 0's: {n_claims}/{n_claims}" in line
+    assert f"same picks as committed seed 0: {n_picks}/{n_picks}" in line and "median |shift| from committed seed 0: 0.00" in line
+
+
+def test_compare_flags_numbers_outside_the_prediction_interval_and_changed_verdicts(tmp_path):
+    from qscope_utils.agreement import compare
+
+    # seed 0 rebuilt elsewhere: ρ far outside the seeds' spread, another λ, and a zh difference whose interval
+    # now includes 0 (seed 0 reproduced the claim; seed 1, whose interval also includes 0, did not)
+    run = {"03": s03(2, (3.0, 2.5, 3.5)), "06": s06(1.0, (0.02, -0.03, 0.07))}
+    cmp = compare(_agg(tmp_path), run, seed=0)
+    rho = _row(cmp["headlines"], "quantity", "ρ(R, R̂)")
+    assert rho["inside"] is False and rho["shift_sd"] == pytest.approx((3.0 - 0.2) / 0.3)
+    d = _row(cmp["headlines"], "quantity", "zh paired Δ (SFT − SASFT)")
+    assert d["inside"] is True and d["shift_sd"] == pytest.approx((0.02 - 0.10) / 0.076376, rel=1e-4)
+    lam = _row(cmp["picks"], "what", "λ for zh")
+    assert (lam["value"], lam["same_seed"], lam["agrees"]) == (1.0, 10.0, False)
+    zh = _row(cmp["claims"], "claim", "zh")
+    assert zh["same_seed"] != zh["verdict"] and zh["agrees"] is False
+    assert zh["seen"] is True                                  # seed 1 gave the same verdict
+    overlap = _row(cmp["headlines"], "quantity", "overlap(gsm, math)")
+    assert overlap["pi"] == pytest.approx((0.4, 0.4)) and overlap["inside"] is True and overlap["shift_sd"] == pytest.approx(0.0)
+
+
+def test_summarize_compare_writes_the_report_and_the_runner_prints_one_line(tmp_path, capsys, monkeypatch):
+    from qscope_utils.runner import print_agreement
+
+    res = tmp_path / "results"
+    _write(res)
+    env = {**os.environ, "QSCOPE_RESULTS": str(res), "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "summarize.py"), "--seeds", "3"], env=env, check=True,
+                   capture_output=True)
+    other = tmp_path / "elsewhere" / "mini"                    # a run from another machine: seed 0 with another λ
+    other.mkdir(parents=True)
+    for nn, summ in {"03": SEEDS[0]["03"], "06": s06(1.0, (0.10, 0.05, 0.15))}.items():
+        (other / f"{nn}_summary.json").write_text(json.dumps({**summ, "_meta": {"build_seed": 0, "cpu": "Test CPU",
+                                                                               "torch_threads": 2}}))
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "summarize.py"), "--compare", str(other)], env=env,
+                         check=True, capture_output=True, text=True).stdout
+    assert "# This run against the committed results (mini, Test CPU, 2 torch threads, build seed 0)" in out
+    assert "| §7 | λ for zh | 1.0 | 10.0 | **no** |" in out
+    assert (other / "REPRODUCTION.md").read_text() == out[:-1]          # print() added one newline
+    saved = json.loads((other / "reproduction.json").read_text())
+    assert saved["seed"] == 0 and _row(saved["picks"], "what", "λ for zh")["agrees"] is False
+    missing = subprocess.run([sys.executable, str(ROOT / "scripts" / "summarize.py"), "--compare", str(other),
+                              "--against", str(tmp_path / "none.json")], env=env, capture_output=True, text=True)
+    assert missing.returncode == 1 and "no across-seed results at" in missing.stderr
+
+    # the runner's closing line: only once every section has a summary
+    monkeypatch.setenv("QSCOPE_RESULTS", str(res))
+    monkeypatch.delenv("QSCOPE_SEED", raising=False)
+    assert print_agreement("mini") is None                     # results/mini holds 03 and 06 only
+    for nn in ("01", "02", "04", "05", "07"):
+        (res / "mini" / f"{nn}_summary.json").write_text("{}")
+    line = print_agreement("mini")
+    assert line is not None and "verdicts equal to committed seed 0's" in line
+    printed = capsys.readouterr().out
+    assert "details: python scripts/summarize.py --profile mini --compare" in printed
