@@ -366,6 +366,23 @@ def _per_seed(r: dict) -> str:
     return "; ".join(parts)
 
 
+def _row(cells: list[str]) -> str:
+    return f"| {' | '.join(cells)} |"
+
+
+def _headline_cells(r: dict) -> list[str]:
+    """quantity, mean, range, per-seed values, seeds excluding 0 of one :func:`aggregate` headline row."""
+    f = r["fmt"]
+    ex = f"{r['n_excluding_0']}/{len(r['per_seed'])}" if r["n_excluding_0"] is not None else ""
+    return [r["quantity"], _num(f, r["mean"]), f"{_num(f, r['min'])} – {_num(f, r['max'])}", _per_seed(r), ex]
+
+
+def _pick_cells(r: dict, frac: str) -> list[str]:
+    """pick, modal pick, ``frac`` (the agreement, as the caller words it), per-seed picks of one pick row."""
+    per = "; ".join(f"s{x['seed']}: {x['value']}" for x in r["per_seed"])
+    return [r["what"], str(r["modal"]) if r["comparable"] else "—", frac, per]
+
+
 def _missing_note(agg: dict) -> list[str]:
     out = []
     for key, what in (("missing", "Not run yet"), ("unreadable", "Summary without the headline fields (an older schema?)")):
@@ -389,18 +406,13 @@ def render(agg: dict, profile: str, power: list[dict] | None = None) -> str:
              *_missing_note(agg),
              "| section | quantity | mean over seeds | range | per seed: value [interval] | seeds excluding 0 |",
              "|---|---|---|---|---|---|"]
-    for r in agg["headlines"]:
-        f = r["fmt"]
-        ex = f"{r['n_excluding_0']}/{len(r['per_seed'])}" if r["n_excluding_0"] is not None else ""
-        lines.append(f"| {r['section']} | {r['quantity']} | {_num(f, r['mean'])} | {_num(f, r['min'])} – "
-                     f"{_num(f, r['max'])} | {_per_seed(r)} | {ex} |")
+    lines += [_row([r["section"], *_headline_cells(r)]) for r in agg["headlines"]]
     lines += ["", "### Selections: how often the seeds make the same pick", "",
               "| section | pick | modal pick | fraction of seeds | per seed |", "|---|---|---|---|---|"]
     for r in agg["picks"]:
-        per = "; ".join(f"s{x['seed']}: {x['value']}" for x in r["per_seed"])
         frac = f"{r['fraction']:.2f} ({round(r['fraction'] * r['n_seeds'])}/{r['n_seeds']})" if r["comparable"] \
             else "n/a (feature ids differ by construction: one SAE per seed)"
-        lines.append(f"| {r['section']} | {r['what']} | {r['modal'] if r['comparable'] else '—'} | {frac} | {per} |")
+        lines.append(_row([r["section"], *_pick_cells(r, frac)]))
     lines += _power_table(power)
     return "\n".join(lines) + "\n"
 
@@ -444,18 +456,12 @@ def render_section(agg: dict, nn: str, profile: str, power: list[dict] | None = 
     if rows:
         lines += ["", "| quantity | mean over seeds | range | per seed: value [interval] | seeds excluding 0 |",
                   "|---|---|---|---|---|"]
-        for r in rows:
-            f = r["fmt"]
-            ex = f"{r['n_excluding_0']}/{len(r['per_seed'])}" if r["n_excluding_0"] is not None else ""
-            lines.append(f"| {r['quantity']} | {_num(f, r['mean'])} | {_num(f, r['min'])} – {_num(f, r['max'])} | "
-                         f"{_per_seed(r)} | {ex} |")
+        lines += [_row(_headline_cells(r)) for r in rows]
     sel = [r for r in agg["picks"] if r["nn"] == nn]
     if sel:
         lines += ["", "| pick | modal | fraction of seeds | per seed |", "|---|---|---|---|"]
-        for r in sel:
-            per = "; ".join(f"s{x['seed']}: {x['value']}" for x in r["per_seed"])
-            frac = f"{r['fraction']:.2f}" if r["comparable"] else "n/a (one SAE per seed)"
-            lines.append(f"| {r['what']} | {r['modal'] if r['comparable'] else '—'} | {frac} | {per} |")
+        lines += [_row(_pick_cells(r, f"{r['fraction']:.2f}" if r["comparable"] else "n/a (one SAE per seed)"))
+                  for r in sel]
     mine = [r for r in (power or []) if str(r.get("notebook")).zfill(2) == nn]
     if mine:
         lines += ["", "Minimum detectable effect of this mini design (80% power, two-sided 5%; `scripts/power.py` "

@@ -27,7 +27,7 @@ from scipy import stats as st
 
 from .across_seeds import _hashable, _num, headlines, load_seeds, picks, _verdicts, NOTEBOOKS, SECTION
 
-__all__ = ["prediction_interval", "compare", "render", "summary_line", "compare_dirs"]
+__all__ = ["prediction_interval", "compare", "render", "summary_line", "compare_dirs", "compare_settled"]
 
 
 def prediction_interval(values: list[float], level: float = 0.95) -> tuple[float, float] | None:
@@ -182,3 +182,18 @@ def compare_dirs(run_dir: str | Path, seeds_json: str | Path, seed: int | None =
         seeds = {d.get("_meta", {}).get("build_seed") for d in run.values()} - {None}
         seed = seeds.pop() if len(seeds) == 1 else 0
     return compare(json.loads(seeds_json.read_text()), run, seed)
+
+
+def compare_settled(ours: dict, theirs: dict) -> list[dict]:
+    """Claim by claim, the verdict across seeds (``final``) of two aggregates, e.g. the same seeds built on two
+    machines: ``[{"nn", "section", "claim", "ours", "theirs", "equal", "ours_seeds", "theirs_seeds"}]`` for the
+    claims both have (``*_seeds``: each aggregate's per-seed verdict counts, e.g. ``{"reproduced": 2, ...}``)."""
+    mine = {(c["nn"], c["claim"]): c for c in ours["claims"]}
+    rows = []
+    for c in theirs["claims"]:
+        o = mine.get((c["nn"], c["claim"]))
+        if o is not None:
+            a, b = o.get("final", o["across_seeds"]), c.get("final", c["across_seeds"])
+            rows.append({"nn": c["nn"], "section": c["section"], "claim": c["claim"], "ours": a, "theirs": b,
+                         "equal": a == b, "ours_seeds": o["verdicts"], "theirs_seeds": c["verdicts"]})
+    return rows

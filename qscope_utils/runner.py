@@ -301,7 +301,12 @@ def print_agreement(profile: str) -> str | None:
     seeds_json = run.parent / f"{profile}-seeds" / "seeds.json"
     if not seeds_json.is_file() or not all((run / f"{nn}_summary.json").is_file() for nn in NOTEBOOKS):
         return None
-    line = f"against the committed {profile} results ({rel(seeds_json)}): {summary_line(compare_dirs(run, seeds_json))}"
+    try:
+        line = f"against the committed {profile} results ({rel(seeds_json)}): {summary_line(compare_dirs(run, seeds_json))}"
+    except (KeyError, TypeError, ValueError) as e:     # an aggregate of another schema: the run itself is fine
+        print(f"[run_all] could not compare with {rel(seeds_json)} ({type(e).__name__}: {e}); regenerate it with "
+              f"`python scripts/summarize.py --profile {profile} --seeds N`", flush=True)
+        return None
     extra = f" --compare {rel(run)}" if run.name != seeded(profile, 0) else " --compare"
     print(f"[run_all] {line}\n[run_all] details: python scripts/summarize.py --profile {profile}{extra}", flush=True)
     return line

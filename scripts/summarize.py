@@ -20,6 +20,8 @@ per-prompt interval, how often the seeds make the same selection, and each claim
 (default the committed ``results/<profile>-seeds/seeds.json``): its verdicts against the same
 seed's, its numbers against the seeds' 95% prediction interval, its picks against the same seed's
 (:mod:`qscope_utils.agreement`). It writes ``DIR/REPRODUCTION.md`` and ``DIR/reproduction.json``.
+``--seeds N --against SEEDS_JSON`` adds to SUMMARY.md each claim's verdict across seeds beside that
+aggregate's (the same seeds built on another machine).
 """
 from __future__ import annotations
 
@@ -164,16 +166,21 @@ def build_table(profile: str) -> list[str]:
     st = {k: json.loads(p.read_text()) for k, p in stamps.items()}
     pre = json.loads((prof.data_dir / "models" / "pretrain.json").read_text())
     sc = prof.scope
+    from qscope_utils.provenance import cpu_model
+
     fvu = ", ".join(f"{l['heldout_fvu']:.3f}" for l in st["sae"]["layers"])
     tps = sum(l["tokens_per_s"] for l in st["sae"]["layers"]) / len(st["sae"]["layers"])
-    return ["", f"### How the {profile} scope was built (from the build's stamps)", "",
+    secs = pre["seconds"]     # train_wall covers the mixtures trained at once; older builds give per-mixture times only
+    pre_s = secs["train_wall"] + secs.get("perplexity_eval", 0.0) if "train_wall" in secs else sum(secs.values())
+    return ["", f"### How the {profile} scope in this checkout was built (from the build's stamps in "
+                f"`{_shown(Path(prof.data_dir))}`, {cpu_model()})", "",
             f"| stage | what | seconds ({_cores(profile)}) |", "|---|---|---|",
             f"| corpus | {st['corpus']['n_docs']} documents, {st['corpus']['n_chars'] / 1e6:.1f} M characters | "
             f"{st['corpus']['seconds']:.0f} |",
             f"| tokenizer | byte-level BPE, vocab {sc.vocab_size} | {st['tokenizer']['seconds']:.0f} |",
             f"| pretraining | Qwen3ForCausalLM, {pre['n_params'] / 1e6:.2f} M params, d_model {sc.hidden_size}, "
             f"{sc.n_layers} layers; {len(pre['zoo'])} zoo checkpoints; {pre['tokens_per_s']:.0f} tokens/s | "
-            f"{sum(pre['seconds'].values()):.0f} |",
+            f"{pre_s:.0f} |",
             f"| SAEs | TopK W{sc.sae_expansion * sc.hidden_size // 1024}K k={sc.sae_k}, every layer, "
             f"{sc.sae_train_tokens / 1e6:.1f} M tokens each at {tps:.0f} tokens/s; held-out FVU per layer {fvu} | "
             f"{st['sae']['seconds']:.0f} |"]
@@ -275,9 +282,10 @@ def table(profile: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def across_seeds(profile: str, n_seeds: int) -> tuple[str, dict]:
+def across_seeds(profile: str, n_seeds: int, against: str | None = None) -> tuple[str, dict]:
     """Aggregate build seeds 0..n_seeds-1 into results/<profile>-seeds/ (SUMMARY.md, seeds.json); the markdown
-    and the aggregate."""
+    and the aggregate. ``against``: another aggregate's seeds.json (the same seeds built elsewhere) whose
+    verdicts across seeds are set beside these, claim by claim."""
     sys.path.insert(0, str(ROOT))
     from qscope_utils import across_seeds as A
     from qscope_utils.paths import seeded
@@ -302,6 +310,8 @@ def across_seeds(profile: str, n_seeds: int) -> tuple[str, dict]:
     if walls:
         lines += ["", f"Notebook wall time per seed (s, {_cores(profile)}; build cached or not): " + ", ".join(walls)]
     lines += build_table(profile) + perf_table()        # seed 0's build and the machine benchmarks
+    if against:
+        lines += settled_table(agg, Path(against))
     md = "\n".join(lines) + "\n"
     (out / "seeds.json").write_text(json.dumps(agg, indent=1, default=str))
     (out / "SUMMARY.md").write_text(md)
@@ -328,6 +338,23 @@ def compare(profile: str, run_dir: str | None, against: str | None) -> str:
     return md
 
 
+def settled_table(agg: dict, against: Path) -> list[str]:
+    """Markdown rows: each claim's verdict across seeds here and in the aggregate at ``against``."""
+    from qscope_utils.agreement import compare_settled
+
+    if not against.is_file():
+        print(f"[summarize] --against {against}: no such seeds.json", file=sys.stderr)
+        sys.exit(1)
+    rows = compare_settled(agg, json.loads(against.read_text()))
+    lines = ["", f"### Verdicts across seeds: these results against `{_shown(against)}`", "",
+             f"The same verdict for {sum(r['equal'] for r in rows)} of {len(rows)} claims.", "",
+             "| section | claim | here | there | equal | per-seed verdicts here | there |", "|---|---|---|---|---|---|---|"]
+    counts = lambda v: ", ".join(f"{k} {m}" for k, m in sorted(v.items()))
+    lines += [f"| {r['section']} | {r['claim']} | {r['ours']} | {r['theirs']} | {'yes' if r['equal'] else '**no**'} | "
+              f"{counts(r['ours_seeds'])} | {counts(r['theirs_seeds'])} |" for r in rows]
+    return lines
+
+
 def _machine_of(run: Path) -> str:
     """"<cpu>, <n> threads" from the run's summaries (``_meta``), or ""."""
     for p in sorted(run.glob("*_summary.json")):
@@ -338,6 +365,7 @@ def _machine_of(run: Path) -> str:
 
 
 def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it is inside it, else as it is."""
     try:
         return str(path.resolve().relative_to(ROOT))
     except ValueError:
@@ -394,7 +422,8 @@ def main(argv=None) -> None:
     ap.add_argument("--compare", nargs="?", const="", default=None, metavar="DIR",
                     help="compare one run (default results/<profile>) with the across-seed results of --against")
     ap.add_argument("--against", default=None, metavar="SEEDS_JSON",
-                    help="with --compare: the aggregate to compare with (default results/<profile>-seeds/seeds.json)")
+                    help="with --compare: the aggregate to compare with (default results/<profile>-seeds/seeds.json); "
+                         "with --seeds: set each claim's verdict across seeds beside that aggregate's")
     args = ap.parse_args(argv)
     if args.compare is not None:
         print(compare(args.profile, args.compare or None, args.against))
@@ -408,7 +437,7 @@ def main(argv=None) -> None:
     if args.seeds is not None:
         if args.seeds < 1:
             ap.error(f"--seeds {args.seeds}: give the number of build seeds, at least 1")
-        md, agg = across_seeds(args.profile, args.seeds)
+        md, agg = across_seeds(args.profile, args.seeds, args.against)
         if args.readme:
             _write_readme(md)
         if args.docs:

@@ -99,6 +99,12 @@ def test_summarize_compare_writes_the_report_and_the_runner_prints_one_line(tmp_
     missing = subprocess.run([sys.executable, str(ROOT / "scripts" / "summarize.py"), "--compare", str(other),
                               "--against", str(tmp_path / "none.json")], env=env, capture_output=True, text=True)
     assert missing.returncode == 1 and "no across-seed results at" in missing.stderr
+    committed = tmp_path / "committed.json"                  # --seeds --against: verdicts beside another aggregate's
+    committed.write_text((res / "mini-seeds" / "seeds.json").read_text())
+    md = subprocess.run([sys.executable, str(ROOT / "scripts" / "summarize.py"), "--seeds", "3", "--against",
+                         str(committed)], env=env, check=True, capture_output=True, text=True).stdout
+    n = len(json.loads(committed.read_text())["claims"])
+    assert f"The same verdict for {n} of {n} claims." in md and "| §7 | zh | untestable at this scale |" in md
 
     # the runner's closing line: only once every section has a summary
     monkeypatch.setenv("QSCOPE_RESULTS", str(res))
@@ -110,3 +116,77 @@ def test_summarize_compare_writes_the_report_and_the_runner_prints_one_line(tmp_
     assert line is not None and "verdicts equal to committed seed 0's" in line
     printed = capsys.readouterr().out
     assert "details: python scripts/summarize.py --profile mini --compare" in printed
+
+
+def test_compare_settled_pairs_claims_by_section_and_label(tmp_path):
+    from qscope_utils.across_seeds import aggregate, load_seeds
+    from qscope_utils.agreement import compare_settled
+
+    ours = _agg(tmp_path / "a")
+    # the same seeds on "another machine": seed 1's zh difference now excludes 0, so every seed reproduces
+    # zh there (here seed 1's interval includes 0: untestable); ρ and everything else as before
+    other = {s: dict(v) for s, v in SEEDS.items()}
+    other[1] = {**SEEDS[1], "06": s06(10.0, (0.10, 0.05, 0.15))}
+    root = tmp_path / "b"
+    for s, by_nn in other.items():
+        d = root / ("mini" if s == 0 else f"mini-seed{s}")
+        d.mkdir(parents=True)
+        for nn, summ in by_nn.items():
+            (d / f"{nn}_summary.json").write_text(json.dumps(summ))
+    theirs = aggregate(load_seeds(root, "mini", [0, 1, 2]))
+    rows = compare_settled(ours, theirs)
+    assert {r["claim"] for r in rows} == {c["claim"] for c in ours["claims"]}
+    zh = _row(rows, "claim", "zh")
+    assert (zh["ours"], zh["theirs"], zh["equal"]) == ("untestable at this scale", "reproduced", False)
+    assert [r["equal"] for r in rows if r["claim"] != "zh"] == [True] * (len(rows) - 1)
+    assert zh["ours_seeds"] == {"reproduced": 2, "untestable at this scale": 1} and zh["theirs_seeds"] == {"reproduced": 3}
+    assert compare_settled(ours, {"claims": []}) == []
+
+
+def test_the_runner_line_names_the_fix_for_an_unreadable_aggregate(tmp_path, capsys, monkeypatch):
+    from qscope_utils.runner import print_agreement
+
+    res = tmp_path / "results"
+    (res / "mini-seeds").mkdir(parents=True)
+    (res / "mini-seeds" / "seeds.json").write_text('{"claims": []}')      # no "seeds", "headlines", "picks"
+    (res / "mini").mkdir()
+    for nn in ("01", "02", "03", "04", "05", "06", "07"):
+        (res / "mini" / f"{nn}_summary.json").write_text(json.dumps(SEEDS[0].get(nn, {})))
+    monkeypatch.setenv("QSCOPE_RESULTS", str(res))
+    monkeypatch.delenv("QSCOPE_SEED", raising=False)
+    assert print_agreement("mini") is None
+    out = capsys.readouterr().out
+    assert "could not compare with" in out and "summarize.py --profile mini --seeds N" in out
+
+
+def _build_stamps(data: Path, pretrain_seconds: dict) -> None:
+    from qscope_utils.profiles import get_profile
+
+    prof = get_profile("mini")
+    for sub, extra in (("corpus", {"n_docs": 3, "n_chars": 2_000_000}), ("tokenizer", {}), ("models", {})):
+        (data / "mini" / sub).mkdir(parents=True, exist_ok=True)
+        (data / "mini" / sub / ".stamp.json").write_text(json.dumps({"seconds": 2.0, **extra}))
+    sae = Path(prof.sae_source)
+    sae.mkdir(parents=True)
+    (sae / ".stamp.json").write_text(json.dumps({"seconds": 7.0, "layers": [
+        {"layer": 0, "heldout_fvu": 0.1, "tokens_per_s": 100.0}, {"layer": 1, "heldout_fvu": 0.2, "tokens_per_s": 300.0}]}))
+    (data / "mini" / "models" / "pretrain.json").write_text(json.dumps(
+        {"n_params": 1_000_000, "zoo": [1, 2], "tokens_per_s": 5000.0, "seconds": pretrain_seconds}))
+
+
+@pytest.mark.parametrize("seconds, shown", [
+    ({"train_wall": 100.0, "balanced": 90.0, "code_math_heavy": 60.0, "perplexity_eval": 5.0}, "| 105 |"),  # at once
+    ({"balanced": 90.0, "code_math_heavy": 60.0, "perplexity_eval": 5.0}, "| 155 |"),   # older build: in sequence
+])
+def test_build_table_counts_the_pretraining_wall_time_once(tmp_path, monkeypatch, seconds, shown):
+    import importlib.util
+
+    monkeypatch.setenv("QSCOPE_DATA", str(tmp_path / "data"))
+    _build_stamps(tmp_path / "data", seconds)
+    spec = importlib.util.spec_from_file_location("summarize_under_test", ROOT / "scripts" / "summarize.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rows = mod.build_table("mini")
+    pre = next(r for r in rows if r.startswith("| pretraining"))
+    assert pre.endswith(shown) and "5000 tokens/s" in pre and "2 zoo checkpoints" in pre
+    assert "held-out FVU per layer 0.100, 0.200" in next(r for r in rows if r.startswith("| SAEs")) and "200 tokens/s" in rows[-1]
