@@ -12,8 +12,9 @@ like one more seed:
   of the same build seed in seed standard deviations (0 on the machine that made the commit);
 * **claims**: the run's verdict (:mod:`qscope_utils.findings`) against the same seed's committed verdict,
   and whether any committed seed gave it;
-* **selections**: the run's pick against the same seed's committed pick (feature ids included: same seed,
-  so the same SAE training run, up to floating point).
+* **selections**: the run's pick against the same seed's committed pick. Feature ids are compared too: the
+  same seed starts its SAEs from the same initialisation, so ids usually match, but training can amplify
+  another machine's rounding into a different dictionary (seed 1 in ``results/mini-crosscheck``).
 """
 from __future__ import annotations
 
