@@ -34,20 +34,16 @@ __all__ = ["prediction_interval", "compare", "render", "summary_line", "compare_
 def prediction_interval(values: list[float], level: float = 0.95) -> tuple[float, float] | None:
     """Two-sided ``level`` prediction interval for one new draw, from ``values`` (normal model):
     ``mean ± t((1 + level) / 2, n - 1) · sd · sqrt(1 + 1/n)``; None with fewer than 2 finite values."""
-    v = [float(x) for x in values if x is not None and math.isfinite(float(x))]
-    n = len(v)
-    if n < 2:
+    v = _finite(values)
+    if len(v) < 2:
         return None
-    mean = sum(v) / n
-    sd = math.sqrt(sum((x - mean) ** 2 for x in v) / (n - 1))
-    half = float(st.t.ppf((1 + level) / 2, n - 1)) * sd * math.sqrt(1 + 1 / n)
+    mean = statistics.fmean(v)
+    half = float(st.t.ppf((1 + level) / 2, len(v) - 1)) * statistics.stdev(v) * math.sqrt(1 + 1 / len(v))
     return mean - half, mean + half
 
 
-def _sd(values: list[float]) -> float:
-    n = len(values)
-    mean = sum(values) / n
-    return math.sqrt(sum((x - mean) ** 2 for x in values) / (n - 1)) if n > 1 else float("nan")
+def _finite(values) -> list[float]:
+    return [float(x) for x in values if x is not None and math.isfinite(float(x))]
 
 
 def _headline_rows(agg: dict, run: Mapping[str, dict], seed: int) -> list[dict]:
@@ -58,10 +54,10 @@ def _headline_rows(agg: dict, run: Mapping[str, dict], seed: int) -> list[dict]:
             ref = committed.get((nn, h.quantity))
             if ref is None:
                 continue
-            vals = [x["value"] for x in ref["per_seed"] if x["value"] is not None and math.isfinite(x["value"])]
+            vals = _finite(x["value"] for x in ref["per_seed"])
             same = next((x["value"] for x in ref["per_seed"] if x["seed"] == seed), None)
             pi = prediction_interval(vals)
-            sd = _sd(vals) if len(vals) > 1 else float("nan")
+            sd = statistics.stdev(vals) if len(vals) > 1 else float("nan")
             inside = None if pi is None or not math.isfinite(h.value) else pi[0] - 1e-12 <= h.value <= pi[1] + 1e-12
             shift = (h.value - same) / sd if same is not None and sd > 0 else (0.0 if same == h.value else None)
             rows.append({"nn": nn, "section": SECTION[nn], "quantity": h.quantity, "fmt": h.fmt, "value": h.value,
