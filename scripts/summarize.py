@@ -154,6 +154,7 @@ def build_table(profile: str) -> list[str]:
     """Stage times and sizes of a built scope, read from the build's own stamps (data/<profile>/)."""
     sys.path.insert(0, str(ROOT))
     from qscope_utils.profiles import get_profile
+    from qscope_utils.provenance import cpu_model
 
     prof = get_profile(profile)
     if not prof.is_built:
@@ -166,8 +167,6 @@ def build_table(profile: str) -> list[str]:
     st = {k: json.loads(p.read_text()) for k, p in stamps.items()}
     pre = json.loads((prof.data_dir / "models" / "pretrain.json").read_text())
     sc = prof.scope
-    from qscope_utils.provenance import cpu_model
-
     fvu = ", ".join(f"{l['heldout_fvu']:.3f}" for l in st["sae"]["layers"])
     tps = sum(l["tokens_per_s"] for l in st["sae"]["layers"]) / len(st["sae"]["layers"])
     secs = pre["seconds"]     # train_wall covers the mixtures trained at once; older builds give per-mixture times only
