@@ -46,52 +46,53 @@ def _finite(values) -> list[float]:
     return [float(x) for x in values if x is not None and math.isfinite(float(x))]
 
 
-def _headline_rows(agg: dict, run: Mapping[str, dict], seed: int) -> list[dict]:
-    committed = {(r["nn"], r["quantity"]): r for r in agg["headlines"]}
-    rows = []
+def _matched(run: Mapping[str, dict], rows: list[dict], field: str, items_of, label_of):
+    """(nn, item, committed row) for every item ``items_of(nn, summary)`` of the run whose label
+    (``label_of(item)``) the aggregate's ``rows`` also have under ``field``."""
+    committed = {(r["nn"], r[field]): r for r in rows}
     for nn in NOTEBOOKS:
-        for h in headlines(nn, run[nn]) if nn in run else []:
-            ref = committed.get((nn, h.quantity))
-            if ref is None:
-                continue
-            vals = _finite(x["value"] for x in ref["per_seed"])
-            same = next((x["value"] for x in ref["per_seed"] if x["seed"] == seed), None)
-            pi = prediction_interval(vals)
-            sd = statistics.stdev(vals) if len(vals) > 1 else float("nan")
-            inside = None if pi is None or not math.isfinite(h.value) else pi[0] - 1e-12 <= h.value <= pi[1] + 1e-12
-            shift = (h.value - same) / sd if same is not None and sd > 0 else (0.0 if same == h.value else None)
-            rows.append({"nn": nn, "section": SECTION[nn], "quantity": h.quantity, "fmt": h.fmt, "value": h.value,
-                         "lo": h.lo, "hi": h.hi, "seed_values": vals, "pi": pi, "inside": inside,
-                         "same_seed": same, "shift_sd": shift})
+        for item in items_of(nn, run[nn]) if nn in run else []:
+            ref = committed.get((nn, label_of(item)))
+            if ref is not None:
+                yield nn, item, ref
+
+
+def _same_seed(ref: dict, seed: int, field: str):
+    """The committed row's ``field`` for build seed ``seed`` (None when that seed lacks it)."""
+    return next((x[field] for x in ref["per_seed"] if x["seed"] == seed), None)
+
+
+def _headline_rows(agg: dict, run: Mapping[str, dict], seed: int) -> list[dict]:
+    rows = []
+    for nn, h, ref in _matched(run, agg["headlines"], "quantity", headlines, lambda h: h.quantity):
+        vals = _finite(x["value"] for x in ref["per_seed"])
+        same = _same_seed(ref, seed, "value")
+        pi = prediction_interval(vals)
+        sd = statistics.stdev(vals) if len(vals) > 1 else float("nan")
+        inside = None if pi is None or not math.isfinite(h.value) else pi[0] - 1e-12 <= h.value <= pi[1] + 1e-12
+        shift = (h.value - same) / sd if same is not None and sd > 0 else (0.0 if same == h.value else None)
+        rows.append({"nn": nn, "section": SECTION[nn], "quantity": h.quantity, "fmt": h.fmt, "value": h.value,
+                     "lo": h.lo, "hi": h.hi, "seed_values": vals, "pi": pi, "inside": inside,
+                     "same_seed": same, "shift_sd": shift})
     return rows
 
 
 def _claim_rows(agg: dict, run: Mapping[str, dict], seed: int) -> list[dict]:
-    committed = {(c["nn"], c["claim"]): c for c in agg["claims"]}
     rows = []
-    for nn in NOTEBOOKS:
-        for label, verdict in _verdicts(nn, run[nn]) if nn in run else []:
-            ref = committed.get((nn, label))
-            if ref is None:
-                continue
-            same = next((x["verdict"] for x in ref["per_seed"] if x["seed"] == seed), None)
-            rows.append({"nn": nn, "section": SECTION[nn], "claim": label, "verdict": verdict, "same_seed": same,
-                         "committed": ref.get("final", ref.get("across_seeds")),
-                         "seen": verdict in {x["verdict"] for x in ref["per_seed"]}, "agrees": verdict == same})
+    for nn, (label, verdict), ref in _matched(run, agg["claims"], "claim", _verdicts, lambda v: v[0]):
+        same = _same_seed(ref, seed, "verdict")
+        rows.append({"nn": nn, "section": SECTION[nn], "claim": label, "verdict": verdict, "same_seed": same,
+                     "committed": ref.get("final", ref.get("across_seeds")),
+                     "seen": verdict in {x["verdict"] for x in ref["per_seed"]}, "agrees": verdict == same})
     return rows
 
 
 def _pick_rows(agg: dict, run: Mapping[str, dict], seed: int) -> list[dict]:
-    committed = {(r["nn"], r["what"]): r for r in agg["picks"]}
     rows = []
-    for nn in NOTEBOOKS:
-        for p in picks(nn, run[nn]) if nn in run else []:
-            ref = committed.get((nn, p.what))
-            if ref is None:
-                continue
-            same = next((x["value"] for x in ref["per_seed"] if x["seed"] == seed), None)
-            rows.append({"nn": nn, "section": SECTION[nn], "what": p.what, "value": p.value, "same_seed": same,
-                         "agrees": _hashable(p.value) == _hashable(same)})
+    for nn, p, ref in _matched(run, agg["picks"], "what", picks, lambda p: p.what):
+        same = _same_seed(ref, seed, "value")
+        rows.append({"nn": nn, "section": SECTION[nn], "what": p.what, "value": p.value, "same_seed": same,
+                     "agrees": _hashable(p.value) == _hashable(same)})
     return rows
 
 
