@@ -190,3 +190,23 @@ def test_build_table_counts_the_pretraining_wall_time_once(tmp_path, monkeypatch
     pre = next(r for r in rows if r.startswith("| pretraining"))
     assert pre.endswith(shown) and "5000 tokens/s" in pre and "2 zoo checkpoints" in pre
     assert "held-out FVU per layer 0.100, 0.200" in next(r for r in rows if r.startswith("| SAEs")) and "200 tokens/s" in rows[-1]
+
+
+def test_readme_crosscheck_numbers_are_those_of_the_committed_reports():
+    """The README's cross-machine table and verdict count are copied from results/mini-crosscheck: recompute them."""
+    import re
+    import statistics
+
+    readme = (ROOT / "README.md").read_text()
+    cc = ROOT / "results" / "mini-crosscheck"
+    for seed, folder in ((0, "mini"), (1, "mini-seed1"), (2, "mini-seed2")):
+        d = json.loads((cc / folder / "reproduction.json").read_text())
+        c, h, p = d["claims"], d["headlines"], d["picks"]
+        shifts = [abs(r["shift_sd"]) for r in h if r["shift_sd"] is not None]
+        cells = [f"{sum(r['agrees'] for r in c)}/{len(c)}", f"{sum(r['seen'] for r in c)}/{len(c)}",
+                 f"{sum(bool(r['inside']) for r in h)}/{len(h)}", f"{statistics.median(shifts):.2f}",
+                 f"{sum(x > 1 for x in shifts)}/{len(shifts)}", f"{sum(r['agrees'] for r in p)}/{len(p)}"]
+        label = "0 (fresh clone)" if seed == 0 else str(seed)
+        assert f"| {label} | {' | '.join(cells)} |" in readme
+    same = re.search(r"The same verdict for (\d+) of (\d+) claims", (cc / "mini-seeds" / "SUMMARY.md").read_text())
+    assert f"**{same[1]} of the {same[2]} claims get the same verdict on both machines**" in readme
